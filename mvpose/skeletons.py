@@ -98,7 +98,9 @@ class Skeleton:
                     )
         flipped = [i for pair in self.flip_pairs for i in pair]
         if len(set(flipped)) != len(flipped):
-            raise ValueError(f"{where}: a joint appears in more than one flip pair: {self.flip_pairs}")
+            raise ValueError(
+                f"{where}: a joint appears in more than one flip pair: {self.flip_pairs}"
+            )
 
     @property
     def num_joints(self) -> int:
@@ -190,7 +192,8 @@ HALPE26 = Skeleton(
         "head", "neck", "hip", "left_big_toe", "right_big_toe", "left_small_toe",
         "right_small_toe", "left_heel", "right_heel",
     ),
-    # AlphaPose's HALPE-26 drawing pairs
+    # AlphaPose's HALPE-26 pairs (the dataset authors' own). In them the face (nose, eyes,
+    # ears) is not linked to the body; head top links to neck.
     limbs=(
         (0, 1), (0, 2), (1, 3), (2, 4), (5, 18), (6, 18), (5, 7), (7, 9), (6, 8), (8, 10),
         (17, 18), (18, 19), (19, 11), (19, 12), (11, 13), (12, 14), (13, 15), (14, 16),
@@ -320,9 +323,9 @@ def convert_joints(points: Any, src: str | Skeleton, dst: str | Skeleton) -> tup
     if torch is not None and isinstance(points, torch.Tensor):
         if not points.is_floating_point():
             points = points.float()
-        idx_t = torch.as_tensor(index, device=points.device)
-        w_t = torch.as_tensor(weights, dtype=points.dtype, device=points.device)
-        valid_t = torch.as_tensor(valid, device=points.device)
+        idx_t = torch.tensor(index, device=points.device)
+        w_t = torch.tensor(weights, dtype=points.dtype, device=points.device)
+        valid_t = torch.tensor(valid, device=points.device)
         out = (points[..., idx_t, :] * w_t[:, :, None]).sum(dim=-2)
         nan = torch.full_like(out, float("nan"))
         return torch.where(valid_t[:, None], out, nan), valid_t
