@@ -1,0 +1,36 @@
+"""Dataset readers (Human3.6M, Ski-Pose, COCO), the common sample format, crops, augmentation, targets.
+
+The sample format is documented in :mod:`mvpose.data.dataset`.
+"""
+
+from mvpose.data.dataset import (
+    DATASETS,
+    DatasetError,
+    Group,
+    MultiViewDataset,
+    SingleViewDataset,
+    ViewRecord,
+    build_dataset,
+    collate,
+    sample_cameras,
+)
+from mvpose.data.targets import crop_to_heatmap, heatmap_targets, heatmap_to_crop, simcc_targets
+from mvpose.data.transforms import AugmentConfig, token_centers
+
+__all__ = [
+    "DATASETS",
+    "AugmentConfig",
+    "DatasetError",
+    "Group",
+    "MultiViewDataset",
+    "SingleViewDataset",
+    "ViewRecord",
+    "build_dataset",
+    "collate",
+    "crop_to_heatmap",
+    "heatmap_targets",
+    "heatmap_to_crop",
+    "sample_cameras",
+    "simcc_targets",
+    "token_centers",
+]

@@ -38,7 +38,10 @@ DEFAULTS: dict[str, Any] = {
         "lr_factor": 0.1,
         "weight_decay": 0.0,
         "grad_clip": 1.0,
-        "keep_ratio_warmup_epochs": 0,  # cosine schedule 1 -> r over these epochs (paper: 100 for COCO)
+        # PPT keep ratio: 1 for the warm-up epochs, then a cosine decay to r over the decay epochs
+        # (paper, COCO: 10 + 100; multi-view fine-tuning: r throughout, i.e. 0 + 0).
+        "keep_ratio_warmup_epochs": 0,
+        "keep_ratio_decay_epochs": 0,
         "workers": 2,
         "amp": True,  # only takes effect on CUDA
         "max_steps_per_epoch": None,

@@ -188,18 +188,51 @@ class Cameras:
         return Cameras(f(self.K), f(self.R), f(self.t), f(self.dist), f(self.image_size), list(self.names))
 
     def __getitem__(self, idx) -> "Cameras":
-        """Index the batch dims like a tensor; a name or list of names selects rig cameras."""
-        if isinstance(idx, str):
-            idx = self.index(idx)
-        elif isinstance(idx, (list, tuple)) and idx and all(isinstance(i, str) for i in idx):
-            idx = [self.index(i) for i in idx]
-        if isinstance(idx, list):
-            idx = torch.as_tensor(idx, dtype=torch.long)
-        out = Cameras(self.K[idx], self.R[idx], self.t[idx], self.dist[idx], self.image_size[idx], [])
-        if self.names and self.K.ndim == 3:  # names follow the selected rig cameras
-            sel = np.atleast_1d(np.arange(len(self.names))[idx.cpu().numpy() if isinstance(idx, torch.Tensor) else idx])
-            out.names = [self.names[i] for i in sel]
+        """Index the batch dims like a tensor (``None`` and ``...`` included; matrix dims are never touched).
+
+        A name or a list of names selects cameras on the *last* batch dim (the rig dim), so
+        ``rigs["cam1"]`` works for batch shapes ``(V,)`` and ``(B, V)`` alike. Names follow the
+        selected cameras as long as the last dim of the result is still the rig dim.
+        """
+        S = self.batch_shape
+        if not S:
+            raise IndexError("Cameras: a single camera (batch shape ()) cannot be indexed")
+        is_names = lambda p: isinstance(p, str) or (  # noqa: E731
+            isinstance(p, list) and p and all(isinstance(i, str) for i in p)
+        )
+        if isinstance(idx, tuple) and idx and all(isinstance(i, str) for i in idx):
+            idx = list(idx)
+        parts = idx if isinstance(idx, tuple) else (idx,)
+        if parts and is_names(parts[-1]):  # names address the rig (last batch) dim
+            last = parts[-1]
+            sel = self.index(last) if isinstance(last, str) else [self.index(n) for n in last]
+            parts = parts[:-1] + (() if Ellipsis in parts[:-1] else (Ellipsis,)) + (sel,)
+        if any(is_names(p) for p in parts):
+            raise IndexError(f"Cameras: camera names address the last batch dim only, got index {idx!r}")
+        parts = tuple(torch.as_tensor(p, dtype=torch.long) if isinstance(p, list) else p for p in parts)
+        is_mask = lambda p: isinstance(p, torch.Tensor) and p.dtype == torch.bool  # noqa: E731
+        used = sum(p.ndim if is_mask(p) else 1 for p in parts if p is not None and p is not Ellipsis)
+        if used > len(S):
+            raise IndexError(f"Cameras: index {idx!r} addresses {used} dims, the batch shape {tuple(S)} has {len(S)}")
+        # explicit slices over the matrix dims keep a "..." inside `parts` on the batch dims
+        tensors = (self.K, self.R, self.t, self.dist, self.image_size)
+        out = Cameras(*(x[parts + (slice(None),) * (x.ndim - len(S))] for x in tensors), [])
+        out.names = self._names_after(parts)
         return out
+
+    def _names_after(self, parts: tuple) -> list[str]:
+        """Names of the cameras on the last dim of ``self[parts]``, or [] when that dim is not the rig."""
+        S = self.batch_shape
+        if not self.names:
+            return []
+        flat = torch.arange(S.numel()).reshape(S)[parts]
+        cam, sample = flat % S[-1], flat // S[-1]
+        if flat.ndim == 0:
+            return [self.names[int(cam)]]
+        cam_rows, sample_rows = cam.reshape(-1, cam.shape[-1]), sample.reshape(-1, sample.shape[-1])
+        if cam_rows.numel() and (cam_rows == cam_rows[:1]).all() and (sample_rows == sample_rows[:, :1]).all():
+            return [self.names[i] for i in cam_rows[0].tolist()]
+        return []
 
     def index(self, name: str) -> int:
         try:

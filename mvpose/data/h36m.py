@@ -1,0 +1,290 @@
+"""Human3.6M in the H36M-Toolbox layout used by the Cross-View-Fusion, TransFusion and PPT code.
+
+``ROOT/annot/h36m_{train,validation}.pkl`` hold a list of per-image records (schema in DESIGN.md);
+images live under ``ROOT/images/``. As in the published multi-view code:
+
+- the three S9 sequences with damaged 3D ground truth (Greeting-2, SittingDown-2, Waiting-1) are
+  left out (``drop_damaged``);
+- records are grouped by ``(subject, action, subaction, image_id)`` in order of first appearance; a
+  group lacking one of the chosen cameras is not used (it is logged and listed in
+  ``incomplete_groups``);
+- every 5th complete group is kept for training and every 64th for evaluation (``frame_stride``).
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from mvpose.data.dataset import (
+    DatasetError,
+    Group,
+    MultiViewDataset,
+    ViewRecord,
+    check_images_exist,
+    image_size,
+    select_views,
+)
+from mvpose.geometry.calibration import CalibrationError, h36m_camera_params
+from mvpose.skeletons import H36M_ACTIONS, get_skeleton
+
+__all__ = [
+    "H36M_CAMERA_IDS",
+    "DAMAGED_SEQUENCES",
+    "H36MDataset",
+    "annotation_file",
+    "load_annotations",
+    "is_damaged",
+    "group_records",
+]
+
+log = logging.getLogger(__name__)
+
+# Camera ids in the order of the annotations' camera_id 0..3 (ca_01..ca_04).
+H36M_CAMERA_IDS = ("54138969", "55011271", "58860488", "60457274")
+# (subject, action, subaction) with damaged 3D ground truth: S9 Greeting-2, SittingDown-2, Waiting-1.
+DAMAGED_SEQUENCES = frozenset({(9, 5, 2), (9, 10, 2), (9, 13, 1)})
+SPLIT_FILES = {"train": "h36m_train.pkl", "validation": "h36m_validation.pkl"}
+SPLIT_ALIASES = {"val": "validation", "valid": "validation", "test": "validation"}
+DEFAULT_FRAME_STRIDE = {"train": 5, "validation": 64}
+RECORD_KEYS = (
+    "image", "joints_2d", "joints_3d", "joints_vis", "subject", "action", "subaction",
+    "image_id", "camera_id", "camera", "center", "scale",
+)
+NUM_JOINTS = 17
+
+GroupKey = tuple[int, int, int, int]  # subject, action, subaction, image_id
+
+
+def _split_name(split: str) -> str:
+    name = SPLIT_ALIASES.get(split, split)
+    if name not in SPLIT_FILES:
+        raise DatasetError(f"Human3.6M: unknown split {split!r}; use 'train' or 'validation' (alias 'test')")
+    return name
+
+
+def annotation_file(root: str | Path, split: str) -> Path:
+    """``ROOT/annot/h36m_{train,validation}.pkl``."""
+    return Path(root) / "annot" / SPLIT_FILES[_split_name(split)]
+
+
+def load_annotations(path: str | Path) -> list[dict[str, Any]]:
+    """Read an annotation pickle and check it is a non-empty list of records with the schema's keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: Human3.6M annotation file not found")
+    try:
+        with path.open("rb") as f:
+            records = pickle.load(f)
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError) as err:
+        raise DatasetError(f"{path}: not a readable pickle ({type(err).__name__}: {err})") from err
+    if not isinstance(records, list):
+        raise DatasetError(f"{path}: expected a list of records, found {type(records).__name__}")
+    if not records:
+        raise DatasetError(f"{path}: the split is empty (no records)")
+    for i, rec in enumerate(records):
+        if not isinstance(rec, Mapping):
+            raise DatasetError(f"{path}: record {i} is a {type(rec).__name__}, expected a dict")
+        missing = [k for k in RECORD_KEYS if k not in rec]
+        if missing:
+            raise DatasetError(f"{path}: record {i} ({rec.get('image', '?')}) lacks key(s) {missing}")
+    return records
+
+
+def is_damaged(record: Mapping[str, Any]) -> bool:
+    """True for the S9 sequences with damaged 3D ground truth."""
+    return (int(record["subject"]), int(record["action"]), int(record["subaction"])) in DAMAGED_SEQUENCES
+
+
+def _int_field(rec: Mapping[str, Any], key: str, where: str) -> int:
+    value = rec[key]
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)
+    arr = np.asarray(value)
+    if arr.size != 1 or not np.issubdtype(arr.dtype, np.number):
+        raise DatasetError(f"{where}: field '{key}' must be a single number, found {value!r}")
+    item = arr.reshape(-1)[0].item()
+    if float(item) != int(item):
+        raise DatasetError(f"{where}: field '{key}' must be an integer, found {value!r}")
+    return int(item)
+
+
+def group_records(
+    records: Sequence[Mapping[str, Any]], camera_ids: Sequence[int], where: str, num_cameras: int = 4
+) -> tuple[list[tuple[GroupKey, list[int]]], list[tuple[GroupKey, list[int]]]]:
+    """Group record indices by ``(subject, action, subaction, image_id)``.
+
+    Args:
+        camera_ids: the cameras every group must have, in view order.
+
+    Returns:
+        complete: ``(key, record index per chosen camera)`` in order of first appearance.
+        incomplete: ``(key, missing camera ids)`` of the groups lacking a chosen camera.
+    """
+    table: dict[GroupKey, dict[int, int]] = {}
+    for i, rec in enumerate(records):
+        w = f"{where} record {i} ({rec['image']})"
+        cam = _int_field(rec, "camera_id", w)
+        if not 0 <= cam < num_cameras:
+            raise DatasetError(f"{w}: field 'camera_id' = {cam} is out of range 0..{num_cameras - 1}")
+        action = _int_field(rec, "action", w)
+        if action not in H36M_ACTIONS:
+            raise DatasetError(f"{w}: field 'action' = {action}, expected an action id in {min(H36M_ACTIONS)}..{max(H36M_ACTIONS)}")
+        key = (_int_field(rec, "subject", w), action, _int_field(rec, "subaction", w), _int_field(rec, "image_id", w))
+        cams = table.setdefault(key, {})
+        if cam in cams:
+            raise DatasetError(f"{w}: duplicate of record {cams[cam]} (same subject, action, subaction, image_id, camera_id)")
+        cams[cam] = i
+    complete, incomplete = [], []
+    for key, cams in table.items():
+        missing = [c for c in camera_ids if c not in cams]
+        if missing:
+            incomplete.append((key, missing))
+        else:
+            complete.append((key, [cams[c] for c in camera_ids]))
+    return complete, incomplete
+
+
+def _array(rec: Mapping[str, Any], key: str, shape: tuple[int, ...], where: str) -> np.ndarray:
+    try:
+        arr = np.asarray(rec[key], dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise DatasetError(f"{where}: field '{key}' is not numeric") from err
+    if arr.shape != shape:
+        raise DatasetError(f"{where}: field '{key}' must have shape {shape}, found {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise DatasetError(f"{where}: field '{key}' contains NaN or infinity")
+    return arr
+
+
+class H36MDataset(MultiViewDataset):
+    """Multi-view Human3.6M samples (format in :mod:`mvpose.data.dataset`).
+
+    Args:
+        root: dataset root (``annot/`` and ``images/`` inside).
+        split: "train" or "validation" (alias "test", "val").
+        views: None (all 4 cameras), N (cameras 0..N-1) or a list of camera ids 0..3.
+        frame_stride: keep every n-th complete group; default 5 for train, 64 for validation.
+        drop_damaged: leave out the damaged S9 sequences.
+        image_sizes: required image ``(W, H)`` per camera id. Default: every image of a camera must
+            have the size of that camera's first image, which must contain the principal point
+            (the real rig's 1000x1002 cameras also accept 1000x1000, the crop some tools write).
+        check_files: check at construction that every selected image exists (and read the
+            reference sizes); without it, sizes are checked only against ``image_sizes``.
+        options: :class:`MultiViewDataset` options.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        views: int | Sequence[int] | None = None,
+        frame_stride: int | None = None,
+        drop_damaged: bool = True,
+        image_sizes: Mapping[int, tuple[int, int]] | None = None,
+        check_files: bool = True,
+        **options: Any,
+    ) -> None:
+        self.root = Path(root)
+        self.split = _split_name(split)
+        path = annotation_file(root, split)
+        camera_ids = select_views(views, len(H36M_CAMERA_IDS), f"Human3.6M {path}")
+        stride = int(frame_stride or DEFAULT_FRAME_STRIDE[self.split])
+        if stride < 1:
+            raise DatasetError(f"Human3.6M: frame_stride must be >= 1, got {stride}")
+
+        records = load_annotations(path)
+        num_records = len(records)
+        damaged = [r for r in records if is_damaged(r)]
+        if drop_damaged and damaged:
+            records = [r for r in records if not is_damaged(r)]
+            log.info("%s: left out %d records of the damaged S9 sequences", path, len(damaged))
+        if not records:
+            raise DatasetError(f"{path}: no records left after dropping the damaged S9 sequences")
+        complete, incomplete = group_records(records, camera_ids, str(path))
+        self.incomplete_groups: list[tuple[GroupKey, list[int]]] = incomplete
+        if incomplete:
+            log.warning(
+                "%s: %d of %d groups lack a chosen camera %s and are not used (listed in incomplete_groups; first %s missing %s)",
+                path, len(incomplete), len(incomplete) + len(complete), camera_ids, incomplete[0][0], incomplete[0][1],
+            )
+        if not complete:
+            raise DatasetError(f"{path}: no group has all chosen cameras {camera_ids}")
+        selected = complete[::stride]
+        log.info(
+            "%s: %d records -> %d complete groups -> %d samples (every %d), views %s",
+            path, num_records, len(complete), len(selected), stride, camera_ids,
+        )
+
+        groups = [self._group(records, key, idx, path) for key, idx in selected]
+        if check_files:
+            check_images_exist(groups, f"Human3.6M {self.split} ({path})")
+        if image_sizes is not None or check_files:
+            self._set_image_sizes(groups, image_sizes)
+        super().__init__(groups, get_skeleton("h36m"), camera_ids, name=f"h36m-{self.split}", **options)
+
+    @property
+    def action_names(self) -> dict[int, str]:
+        return dict(H36M_ACTIONS)
+
+    @staticmethod
+    def _set_image_sizes(groups: list[Group], override: Mapping[int, tuple[int, int]] | None) -> None:
+        """Set the accepted image sizes per camera: ``override``, else the size of its first image."""
+        if override is not None:
+            sizes = {int(c): (tuple(int(v) for v in s),) for c, s in override.items()}
+        else:
+            sizes = {}
+            for view in (v for g in groups for v in g.views):
+                if view.camera_id in sizes:
+                    continue
+                W, H = image_size(view.image)
+                cx, cy = view.K[0, 2], view.K[1, 2]
+                if not (0 < cx < W and 0 < cy < H):
+                    raise DatasetError(
+                        f"{view.image}: image is {W}x{H} but camera {view.camera_id}'s principal point "
+                        f"({cx:.1f}, {cy:.1f}) lies outside it: images and camera parameters disagree"
+                    )
+                # The real rig's 1000x1002 cameras are cut to 1000 rows by some tools: accept both.
+                alt = {1002: 1000, 1000: 1002}.get(H) if W == 1000 else None
+                sizes[view.camera_id] = ((W, H),) if alt is None else ((W, H), (W, alt))
+        for view in (v for g in groups for v in g.views):
+            if view.camera_id not in sizes:
+                raise DatasetError(f"Human3.6M: image_sizes gives no size for camera {view.camera_id} (has {sorted(sizes)})")
+            view.image_sizes = sizes[view.camera_id]
+
+    def _group(self, records, key: GroupKey, indices: list[int], path: Path) -> Group:
+        views = []
+        for i in indices:
+            rec = records[i]
+            where = f"{path} record ({rec['image']})"
+            cam = int(rec["camera_id"])
+            try:
+                params = h36m_camera_params(rec["camera"], where=f"{where} field 'camera'", name=H36M_CAMERA_IDS[cam])
+            except CalibrationError as err:
+                raise DatasetError(str(err)) from err
+            vis = _array(rec, "joints_vis", (NUM_JOINTS, 3), where)
+            views.append(
+                ViewRecord(
+                    image=self.root / "images" / str(rec["image"]).replace("\\", "/"),
+                    joints_2d=_array(rec, "joints_2d", (NUM_JOINTS, 2), where),
+                    joints_vis=(vis[:, 0] > 0).astype(np.float64),
+                    center=_array(rec, "center", (2,), where),
+                    scale=_array(rec, "scale", (2,), where),
+                    K=params["K"], R=params["R"], t=params["t"], dist=params["dist"],
+                    camera_id=cam,
+                    image_sizes=(),
+                )
+            )
+            if np.any(views[-1].scale <= 0):
+                raise DatasetError(f"{where}: field 'scale' must be positive, found {views[-1].scale.tolist()}")
+        first = records[indices[0]]
+        joints_3d = _array(first, "joints_3d", (NUM_JOINTS, 3), f"{path} record ({first['image']})")
+        subject, action, subaction, image_id = key
+        return Group(
+            views=views, joints_3d=joints_3d, subject=subject, action=action, subaction=subaction,
+            frame=image_id, action_name=H36M_ACTIONS[action],
+        )

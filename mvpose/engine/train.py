@@ -1,0 +1,304 @@
+"""The training loop shared by every model: Adam + weighted MSE on heatmaps, step LR, checkpoints.
+
+Works the same on one CPU process, one GPU, or several processes under ``torchrun`` (DDP).
+Determinism on CPU: data order comes from a ``DistributedSampler`` seeded by (seed, epoch), the
+augmentation of a sample from (seed, epoch, index), and the RNG states are saved in checkpoints, so
+``--resume`` continues exactly where an uninterrupted run would be.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from mvpose.engine.checkpoint import atomic_save, atomic_write_text, load_checkpoint
+from mvpose.engine.distributed import DistInfo, all_reduce_mean, cleanup_distributed, init_distributed
+from mvpose.engine.evaluate import build_report, forward_views, joint_names_for, predict
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def heatmap_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Joint-weighted MSE of TokenPose / SimpleBaseline: ``0.5 * mean((w * (pred - target))^2)``.
+
+    Args:
+        pred, target: (..., J, h, w).
+        weight: (..., J) joint weights (0 for joints outside the crop or unlabelled).
+    """
+    w = weight.to(pred.dtype)[..., None, None]
+    return 0.5 * ((pred * w - target.to(pred.dtype) * w) ** 2).mean()
+
+
+def keep_ratio_at(epoch_float: float, tcfg: dict[str, Any], target: float) -> float:
+    """The PPT keep ratio at a (fractional) epoch: 1 during ``keep_ratio_warmup_epochs``, then the
+    paper's cosine decay to ``target`` over ``keep_ratio_decay_epochs`` (0: ``target`` from the start)."""
+    from mvpose.models.ppt import keep_ratio_schedule
+
+    decay = float(tcfg.get("keep_ratio_decay_epochs", 0) or 0)
+    if decay <= 0:
+        return float(target)
+    return keep_ratio_schedule(epoch_float, decay, target, warmup=float(tcfg.get("keep_ratio_warmup_epochs", 0) or 0))
+
+
+def _set_keep_ratio(model: torch.nn.Module, r: float) -> None:
+    core = getattr(model, "module", model)
+    if hasattr(core, "set_keep_ratio"):
+        core.set_keep_ratio(r)
+
+
+def _target_keep_ratio(model: torch.nn.Module) -> float | None:
+    core = getattr(model, "module", model)
+    cfg = getattr(core, "config", {}) or {}
+    r = cfg.get("keep_ratio")
+    return float(r) if r is not None else None
+
+
+def build_datasets(cfg: dict[str, Any], splits=("train", "val"), token_grid=None):
+    """Datasets from the ``dataset`` section (the synthetic demo set by default).
+
+    ``token_grid`` is the model's token grid (h, w): the rays for 3D positional encodings are given
+    per token, so the data must use the model's grid, not a guess in the config.
+    """
+    from mvpose.data import build_dataset
+    from mvpose.data.demo import ensure_demo_data
+
+    d = cfg["dataset"]
+    root = d.get("root") or ensure_demo_data(d["name"])
+    common = dict(
+        views=d["views"],
+        image_size=tuple(d["image_size"]),
+        heatmap_size=tuple(d["heatmap_size"]),
+        token_grid=tuple(token_grid or d["token_grid"]),
+        sigma=d.get("sigma", 2.0),
+        seed=cfg.get("seed", 0),
+    )
+    out = {}
+    for split in splits:
+        train = split == "train"
+        out[split] = build_dataset(
+            d["name"], root, split, augment=train and d.get("augment", True),
+            every=d["train_every"] if train else d["eval_every"], **common,
+        )
+    return out
+
+
+def build_model_from_config(cfg: dict[str, Any]) -> torch.nn.Module:
+    """Build ``cfg['model']`` from the registry; ``pretrained: PATH`` loads matching weights from a
+    checkpoint or state dict (e.g. a COCO PPT-S for multi-view fine-tuning, as the paper does)."""
+    from mvpose.models import build_model
+
+    m = dict(cfg["model"])
+    name = m.pop("name")
+    pretrained = m.pop("pretrained", None)
+    d = cfg["dataset"]
+    m.setdefault("image_size", tuple(d["image_size"]))
+    m.setdefault("heatmap_size", tuple(d["heatmap_size"]))
+    model = build_model(name, **m)
+    if pretrained:
+        state = torch.load(pretrained, map_location="cpu", weights_only=False)
+        state = state.get("model", state) if isinstance(state, dict) else state
+        own = model.state_dict()
+        # A single-view PPT's keys sit under ``ppt.`` in the multi-view model.
+        if not any(k in own for k in state) and any(f"ppt.{k}" in own for k in state):
+            state = {f"ppt.{k}": v for k, v in state.items()}
+        usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        model.load_state_dict(usable, strict=False)
+        log.warning("pretrained %s: loaded %d of %d tensors (%d skipped: missing or other shape)",
+                    pretrained, len(usable), len(own), len(own) - len(usable))
+    return model
+
+
+class CSVLog:
+    """One row per epoch, appended and flushed so an interrupted run keeps its history."""
+
+    def __init__(self, path: Path, fields: list[str]):
+        self.path, self.fields = path, fields
+        if not path.exists():
+            with open(path, "w", newline="") as fh:
+                csv.writer(fh).writerow(fields)
+
+    def write(self, row: dict[str, Any]) -> None:
+        with open(self.path, "a", newline="") as fh:
+            csv.writer(fh).writerow([row.get(k, "") for k in self.fields])
+
+
+def train(cfg: dict[str, Any], out_dir: str | Path, resume: bool = False, device: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train the configured model; returns a summary dict (best JDR, paths).
+
+    Args:
+        cfg: merged configuration (see :mod:`mvpose.engine.config`).
+        out_dir: run folder: ``last.pt``, ``best.pt``, ``log.csv``, ``config.yaml``, ``report.json``.
+        resume: continue from ``out_dir/last.pt``.
+        device: ``"cpu"``, ``"cuda"`` or None (CUDA when available).
+    """
+    import yaml
+
+    dinfo: DistInfo = init_distributed(device)
+    out_dir = Path(out_dir)
+    try:
+        return _train(cfg, out_dir, resume, dinfo, progress, yaml)
+    finally:
+        cleanup_distributed()
+
+
+def _train(cfg, out_dir: Path, resume: bool, dinfo: DistInfo, progress: bool, yaml) -> dict[str, Any]:
+    tcfg = cfg["train"]
+    seed = int(cfg.get("seed", 0))
+    seed_everything(seed)
+    if dinfo.device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    if dinfo.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
+
+    model = build_model_from_config(cfg).to(dinfo.device)
+    datasets = build_datasets(cfg, token_grid=getattr(model, "token_grid", None))
+    from mvpose.data import collate
+
+    sampler = DistributedSampler(datasets["train"], num_replicas=dinfo.world_size, rank=dinfo.rank, shuffle=True, seed=seed, drop_last=True)
+    workers = int(tcfg.get("workers", 0))
+    loader = DataLoader(
+        datasets["train"], batch_size=int(tcfg["batch_size"]), sampler=sampler, num_workers=workers,
+        collate_fn=collate, drop_last=True, persistent_workers=workers > 0, pin_memory=dinfo.device.type == "cuda",
+    )
+    if len(loader) == 0:
+        raise ValueError(
+            f"training set has {len(datasets['train'])} samples, fewer than one batch of {tcfg['batch_size']} "
+            f"per process; lower train.batch_size or dataset.train_every"
+        )
+    val_loader = DataLoader(datasets["val"], batch_size=int(cfg["eval"]["batch_size"]), shuffle=False, num_workers=0, collate_fn=collate)
+
+    target_r = _target_keep_ratio(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=float(tcfg["lr"]), weight_decay=float(tcfg.get("weight_decay", 0.0)))
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(tcfg["lr_steps"]), gamma=float(tcfg["lr_factor"]))
+    use_amp = bool(tcfg.get("amp", True)) and dinfo.device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    start_epoch, best_jdr, step = 0, -1.0, 0
+    last_path = out_dir / "last.pt"
+    if resume:
+        if not last_path.exists():
+            raise FileNotFoundError(f"--resume: {last_path} does not exist (nothing to resume)")
+        ckpt = load_checkpoint(last_path, map_location=dinfo.device)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt.get("scaler", {}))
+        start_epoch, best_jdr, step = ckpt["epoch"] + 1, ckpt.get("best_jdr", -1.0), ckpt.get("step", 0)
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        np.random.set_state(ckpt["rng"]["numpy"])
+        random.setstate(ckpt["rng"]["python"])
+        log.info("resumed from %s at epoch %d", last_path, start_epoch)
+
+    if dinfo.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dinfo.local_rank] if dinfo.device.type == "cuda" else None)
+
+    fields = ["epoch", "lr", "keep_ratio", "train_loss", "samples_per_s", "val_jdr", "val_mpjpe_mm", "seconds"]
+    csv_log = CSVLog(out_dir / "log.csv", fields) if dinfo.is_main else None
+    tb = None
+    if dinfo.is_main:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            tb = SummaryWriter(str(out_dir / "tb"))
+        except ImportError:  # TensorBoard is optional
+            tb = None
+
+    epochs = int(tcfg["epochs"])
+    max_steps = tcfg.get("max_steps_per_epoch")
+    steps_per_epoch = min(len(loader), int(max_steps)) if max_steps else len(loader)
+    joint_names = joint_names_for(cfg["dataset"]["name"], int(cfg["model"].get("num_joints", 17)))
+    summary: dict[str, Any] = {"out_dir": str(out_dir)}
+
+    for epoch in range(start_epoch, epochs):
+        sampler.set_epoch(epoch)
+        if hasattr(datasets["train"], "set_epoch"):
+            datasets["train"].set_epoch(epoch)
+        model.train()
+        t0 = time.perf_counter()
+        loss_sum, seen = torch.zeros((), device=dinfo.device), 0
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", unit="step", disable=not (progress and dinfo.is_main), leave=False)
+        r = None
+        for i, batch in enumerate(loader):
+            if i >= steps_per_epoch:
+                break
+            if target_r is not None:
+                r = keep_ratio_at(epoch + i / steps_per_epoch, tcfg, target_r)
+                _set_keep_ratio(model, r)
+            with torch.autocast(device_type=dinfo.device.type, dtype=torch.float16, enabled=use_amp):
+                out = forward_views(model, batch, dinfo.device)
+                loss = heatmap_loss(out["heatmaps"].float(), batch["target"].to(dinfo.device), batch["target_weight"].to(dinfo.device))
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if tcfg.get("grad_clip"):
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), float(tcfg["grad_clip"]))
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            n = batch["image"].shape[0]
+            seen += n
+            loss_sum += loss.detach() * n
+            bar.set_postfix(loss=f"{loss.item():.2e}", sps=f"{seen * dinfo.world_size / (time.perf_counter() - t0):.1f}")
+            bar.update(1)
+        bar.close()
+        scheduler.step()
+        train_loss = float(all_reduce_mean(loss_sum / max(seen, 1)))
+        sps = seen * dinfo.world_size / (time.perf_counter() - t0)
+
+        row: dict[str, Any] = {
+            "epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "keep_ratio": r if r is not None else "",
+            "train_loss": train_loss, "samples_per_s": round(sps, 2),
+        }
+        is_val_epoch = (epoch + 1) % int(tcfg.get("val_every_epochs", 1)) == 0 or epoch + 1 == epochs
+        if dinfo.is_main and is_val_epoch:
+            core = getattr(model, "module", model)
+            pred = predict(core, val_loader, dinfo.device, decode=cfg["eval"]["decode"], progress=progress)
+            rep = build_report(pred, joint_names, cfg["eval"]["jdr_head_size"], cfg["eval"]["jdr_factor"])
+            row["val_jdr"], row["val_mpjpe_mm"] = rep["jdr"]["overall"], rep["mpjpe_mm"]["overall"]
+            log.info("epoch %d: loss %.3e JDR %.3f MPJPE %.1f mm", epoch + 1, train_loss, row["val_jdr"], row["val_mpjpe_mm"])
+        row["seconds"] = round(time.perf_counter() - t0, 2)
+
+        if dinfo.is_main:
+            core = getattr(model, "module", model)
+            ckpt = {
+                "model": core.state_dict(), "config": cfg, "model_config": getattr(core, "config", None),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "epoch": epoch, "step": step, "best_jdr": best_jdr,
+                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+            }
+            if "val_jdr" in row and row["val_jdr"] > best_jdr:
+                best_jdr = row["val_jdr"]
+                ckpt["best_jdr"] = best_jdr
+                atomic_save(ckpt, out_dir / "best.pt")
+                summary["best_epoch"] = epoch + 1
+            atomic_save(ckpt, last_path)
+            csv_log.write(row)
+            if tb is not None:
+                for k in ("train_loss", "val_jdr", "val_mpjpe_mm", "lr"):
+                    if row.get(k) not in (None, ""):
+                        tb.add_scalar(k, float(row[k]), epoch + 1)
+        summary.update(last_epoch=epoch + 1, train_loss=train_loss)
+        if dinfo.enabled:
+            torch.distributed.barrier()
+    if tb is not None:
+        tb.close()
+    summary["best_jdr"] = best_jdr
+    summary["checkpoint"] = str(out_dir / "best.pt")
+    return summary

@@ -1,0 +1,184 @@
+"""CNN backbones of the pose transformers: the TokenPose stem-net and truncated HRNets.
+
+All backbones map an image (B, 3, H, W) to a feature map (B, C, H/4, W/4) and expose
+``out_channels`` and ``stride``.
+
+- ``stem``: two stride-2 3x3 convolutions and a ResNet ``layer1`` (4 bottlenecks,
+  256 channels): the "shallow stem-net" of TokenPose-S / PPT-S.
+- ``hrnet_w32`` / ``hrnet_w48``: that stem followed by HRNet stages 2 and 3 (stage 4 is
+  dropped), returning the highest-resolution branch (32 / 48 channels), as TokenPose-B and
+  TokenPose-L/D6 (and so PPT-B, PPT-L/D6) use them in the official configs.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["StemNet", "HRNet", "build_backbone", "BACKBONES"]
+
+BN_MOMENTUM = 0.1
+
+
+def conv_bn(cin: int, cout: int, kernel: int = 3, stride: int = 1, relu: bool = True) -> nn.Sequential:
+    """Convolution without bias, batch norm, optional ReLU."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False),
+        nn.BatchNorm2d(cout, momentum=BN_MOMENTUM),
+    ]
+    if relu:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with a residual connection (channels unchanged)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(conv_bn(channels, channels), conv_bn(channels, channels, relu=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.body(x) + x)
+
+
+class Bottleneck(nn.Module):
+    """1x1 -> 3x3 -> 1x1 (x4 expansion) with a residual connection; projects the shortcut
+    when the channel count changes."""
+
+    expansion = 4
+
+    def __init__(self, cin: int, planes: int) -> None:
+        super().__init__()
+        cout = planes * self.expansion
+        self.body = nn.Sequential(
+            conv_bn(cin, planes, 1), conv_bn(planes, planes, 3), conv_bn(planes, cout, 1, relu=False)
+        )
+        self.shortcut = nn.Identity() if cin == cout else conv_bn(cin, cout, 1, relu=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.body(x) + self.shortcut(x))
+
+
+class StemNet(nn.Module):
+    """Two stride-2 convolutions and ``blocks`` bottlenecks: (B, 3, H, W) -> (B, 4*width, H/4, W/4).
+
+    Args:
+        width: channels of the convolutions (64 in TokenPose/HRNet); output is ``4 * width``.
+        blocks: bottlenecks in ``layer1`` (4 in TokenPose/HRNet).
+    """
+
+    stride = 4
+
+    def __init__(self, width: int = 64, blocks: int = 4) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(conv_bn(3, width, 3, 2), conv_bn(width, width, 3, 2))
+        cout = width * Bottleneck.expansion
+        self.layer1 = nn.Sequential(*[Bottleneck(width if i == 0 else cout, width) for i in range(blocks)])
+        self.out_channels = cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer1(self.conv(x))
+
+
+class HRModule(nn.Module):
+    """One HRNet module: parallel branches of basic blocks, then every output resolution
+    sums all branches (upsampled by 1x1 conv + nearest, or downsampled by stride-2 convs).
+
+    Args:
+        channels: channels of each branch, highest resolution first (each next branch has
+            half the resolution).
+        blocks: basic blocks per branch.
+        outputs: number of output resolutions kept (the last module of a truncated HRNet
+            only keeps the highest one).
+    """
+
+    def __init__(self, channels: list[int], blocks: int = 4, outputs: int | None = None) -> None:
+        super().__init__()
+        n = len(channels)
+        self.branches = nn.ModuleList(
+            nn.Sequential(*[BasicBlock(c) for _ in range(blocks)]) for c in channels
+        )
+        self.fuse = nn.ModuleList()
+        for i in range(outputs or n):
+            row = nn.ModuleList()
+            for j in range(n):
+                row.append(self._fuse_path(channels, j, i))
+            self.fuse.append(row)
+
+    @staticmethod
+    def _fuse_path(channels: list[int], src: int, dst: int) -> nn.Module:
+        if src == dst:
+            return nn.Identity()
+        if src > dst:  # lower resolution -> project, then upsample in forward
+            return conv_bn(channels[src], channels[dst], 1, relu=False)
+        steps = [conv_bn(channels[src], channels[src], 3, 2) for _ in range(dst - src - 1)]
+        steps.append(conv_bn(channels[src], channels[dst], 3, 2, relu=False))
+        return nn.Sequential(*steps)
+
+    def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        xs = [branch(x) for branch, x in zip(self.branches, xs)]
+        outs = []
+        for i, row in enumerate(self.fuse):
+            total = xs[i]
+            for j, path in enumerate(row):
+                if j == i:
+                    continue
+                y = path(xs[j])
+                if j > i:
+                    y = F.interpolate(y, scale_factor=2 ** (j - i), mode="nearest")
+                total = total + y
+            outs.append(F.relu(total))
+        return outs
+
+
+class HRNet(nn.Module):
+    """HRNet truncated after stage 3, returning the highest-resolution branch.
+
+    Stage layout of HRNet-W{width}: stage 2 = 1 module x 2 branches, stage 3 = 4 modules
+    x 3 branches, 4 basic blocks per branch, channels ``width * (1, 2, 4)``.
+
+    Args:
+        width: channels of the highest-resolution branch (32 or 48).
+
+    Shapes: (B, 3, H, W) -> (B, width, H/4, W/4).
+    """
+
+    stride = 4
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        self.stem = StemNet(64, 4)
+        c = [width, 2 * width, 4 * width]
+        stem_out = self.stem.out_channels
+        self.transition1 = nn.ModuleList([conv_bn(stem_out, c[0]), conv_bn(stem_out, c[1], 3, 2)])
+        self.stage2 = nn.Sequential(HRModule(c[:2]))
+        self.transition2 = conv_bn(c[1], c[2], 3, 2)
+        self.stage3 = nn.Sequential(HRModule(c), HRModule(c), HRModule(c), HRModule(c, outputs=1))
+        self.out_channels = width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        xs = self.stage2([t(x) for t in self.transition1])
+        xs = self.stage3([xs[0], xs[1], self.transition2(xs[1])])
+        return xs[0]
+
+
+BACKBONES = {
+    "stem": lambda: StemNet(64, 4),
+    "hrnet_w32": lambda: HRNet(32),
+    "hrnet_w48": lambda: HRNet(48),
+}
+
+
+def build_backbone(name: str, **kwargs: int) -> nn.Module:
+    """Build a backbone by name: ``stem``, ``hrnet_w32``, ``hrnet_w48``, or ``stem`` with
+    ``width`` / ``blocks`` keyword arguments (the tiny demo models use a narrow stem)."""
+    if name not in BACKBONES:
+        raise ValueError(f"backbone: unknown name {name!r}; expected one of {sorted(BACKBONES)}")
+    if kwargs:
+        if name != "stem":
+            raise ValueError(f"backbone {name!r}: takes no options, found {sorted(kwargs)}")
+        return StemNet(**kwargs)
+    return BACKBONES[name]()

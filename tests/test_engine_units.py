@@ -1,0 +1,109 @@
+"""Engine pieces that need no model or data: config, decoding, checkpoints, schedules."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mvpose.engine.checkpoint import atomic_save, load_checkpoint
+from mvpose.engine.config import ConfigError, apply_overrides, load_pipeline
+from mvpose.engine.decode import crop_to_original, decode_heatmaps
+from mvpose.engine.train import heatmap_loss, keep_ratio_at
+
+
+def gaussian(h, w, cx, cy, sigma=2.0):
+    ys, xs = torch.meshgrid(torch.arange(h).double(), torch.arange(w).double(), indexing="ij")
+    return torch.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * sigma**2))
+
+
+@pytest.mark.parametrize("cx,cy", [(20.3, 33.7), (5.0, 5.0), (40.9, 12.2)])
+def test_udp_decoding_is_subpixel_and_scaled(cx, cy):
+    h, w = 64, 48
+    hm = torch.stack([gaussian(h, w, cx, cy), gaussian(h, w, 10.5, 50.25)])[None]  # (1, 2, h, w)
+    coords, conf = decode_heatmaps(hm, (256, 192), method="udp")
+    sx, sy = (192 - 1) / (w - 1), (256 - 1) / (h - 1)
+    assert torch.allclose(coords[0, 0], torch.tensor([cx * sx, cy * sy]).float(), atol=1e-3)
+    assert torch.allclose(coords[0, 1], torch.tensor([10.5 * sx, 50.25 * sy]).float(), atol=1e-3)
+    assert conf.shape == (1, 2) and (conf > 0.8).all()
+    argmax, _ = decode_heatmaps(hm, (256, 192), method="argmax")
+    assert torch.allclose(argmax[0, 0], torch.tensor([round(cx) * sx, round(cy) * sy]).float(), atol=1e-4)
+
+
+def test_soft_argmax_is_differentiable_and_close():
+    hm = gaussian(32, 32, 12.4, 20.6).float()[None, None].requires_grad_(True)
+    coords, _ = decode_heatmaps(hm * 4, (32, 32), method="soft")
+    coords.sum().backward()
+    assert hm.grad is not None and hm.grad.abs().sum() > 0
+    assert (coords[0, 0] - torch.tensor([12.4, 20.6])).abs().max() < 0.2
+
+
+def test_crop_to_original_inverts_affine():
+    rng = np.random.default_rng(0)
+    A = torch.tensor(rng.normal(size=(3, 2, 3)))
+    pts = torch.tensor(rng.normal(size=(3, 5, 2)) * 100)
+    crop = pts @ A[..., :2].transpose(-1, -2) + A[..., None, :, 2]
+    assert torch.allclose(crop_to_original(crop, A), pts, atol=1e-9)
+
+
+def test_overrides_parse_yaml_values_and_reject_garbage(tmp_path):
+    cfg = {"train": {"epochs": 3, "lr_steps": [1]}, "model": {"name": "x"}}
+    out = apply_overrides(cfg, ["train.epochs=7", "train.lr_steps=[2, 4]", "model.keep_ratio=0.5", "dataset.root=null"])
+    assert out["train"]["epochs"] == 7 and out["train"]["lr_steps"] == [2, 4]
+    assert out["model"]["keep_ratio"] == 0.5 and out["dataset"]["root"] is None
+    assert cfg["train"]["epochs"] == 3  # not mutated
+    with pytest.raises(ConfigError, match="key=value"):
+        apply_overrides(cfg, ["train.epochs"])
+    with pytest.raises(ConfigError, match="not a section"):
+        apply_overrides(cfg, ["model.name.sub=1"])
+
+
+def test_pipeline_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trian: {epochs: 1}\n")
+    with pytest.raises(ConfigError, match="bad.yaml.*unknown top-level keys"):
+        load_pipeline(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_pipeline(tmp_path / "missing.yaml")
+
+
+def test_every_shipped_pipeline_loads():
+    from mvpose.engine.config import PIPELINES_DIR
+
+    files = sorted(PIPELINES_DIR.glob("*.yaml"))
+    assert len(files) >= 4
+    for f in files:
+        cfg = load_pipeline(f)
+        assert cfg["model"]["name"] and cfg["dataset"]["views"] >= 1
+
+
+def test_atomic_save_replaces_and_load_validates(tmp_path):
+    p = tmp_path / "ck.pt"
+    atomic_save({"model": {"w": torch.ones(2)}, "config": {}}, p)
+    atomic_save({"model": {"w": torch.zeros(2)}, "config": {}}, p)
+    assert load_checkpoint(p)["model"]["w"].sum() == 0
+    assert not list(tmp_path.glob(".*tmp*"))
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="junk.pt"):
+        load_checkpoint(tmp_path / "junk.pt")
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_keep_ratio_schedule_from_config():
+    t = {"keep_ratio_warmup_epochs": 10, "keep_ratio_decay_epochs": 100}
+    assert keep_ratio_at(5, t, 0.7) == pytest.approx(1.0)
+    assert keep_ratio_at(60, t, 0.7) == pytest.approx(0.85)
+    assert keep_ratio_at(110, t, 0.7) == pytest.approx(0.7)
+    assert keep_ratio_at(0, {}, 0.7) == pytest.approx(0.7)
+    vals = [keep_ratio_at(e, t, 0.5) for e in np.linspace(0, 120, 41)]
+    assert all(a >= b for a, b in zip(vals, vals[1:]))
+
+
+def test_heatmap_loss_ignores_zero_weight_joints():
+    pred = torch.zeros(2, 3, 4, 4)
+    target = torch.ones(2, 3, 4, 4)
+    w = torch.tensor([[1.0, 0.0, 1.0], [1.0, 0.0, 1.0]])
+    full = heatmap_loss(pred, target, torch.ones(2, 3))
+    part = heatmap_loss(pred, target, w)
+    assert math.isclose(full.item(), 0.5) and math.isclose(part.item(), 0.5 * 2 / 3, rel_tol=1e-6)
