@@ -208,10 +208,13 @@ HALPE26 = Skeleton(
 
 SKELETONS: dict[str, Skeleton] = {s.name: s for s in (H36M, COCO, BODY25, HALPE26)}
 
+# Human3.6M action ids as the official metadata.xml and the H36M-Toolbox pickles number them
+# (not alphabetical: Posing is 7, TakingPhoto 12, Walking 14, WalkingDog 15). The damaged S9
+# sequences (5/2 Greeting, 10/2 SittingDown, 13/1 Waiting) confirm this numbering.
 H36M_ACTIONS: dict[int, str] = {
-    2: "Directions", 3: "Discussion", 4: "Eating", 5: "Greeting", 6: "Phoning", 7: "Photo",
-    8: "Posing", 9: "Purchases", 10: "Sitting", 11: "SittingDown", 12: "Smoking",
-    13: "Waiting", 14: "WalkDog", 15: "Walking", 16: "WalkTogether",
+    2: "Directions", 3: "Discussion", 4: "Eating", 5: "Greeting", 6: "Phoning", 7: "Posing",
+    8: "Purchases", 9: "Sitting", 10: "SittingDown", 11: "Smoking", 12: "Photo",
+    13: "Waiting", 14: "Walking", 15: "WalkDog", 16: "WalkTogether",
 }
 
 # Derived joint (canonical key) -> canonical keys averaged to approximate it. Parents may be

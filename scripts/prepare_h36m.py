@@ -15,8 +15,7 @@ Example:
 import argparse
 import logging
 import sys
-
-from mvpose.data.prepare_h36m import PrepareError, format_report, parse_subjects, prepare_h36m
+from pathlib import Path
 
 
 def main() -> int:
@@ -32,6 +31,9 @@ def main() -> int:
     ap.add_argument("-v", "--verbose", action="store_true", help="log each step")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+    from mvpose.data.prepare_h36m import PrepareError, format_report, parse_subjects, prepare_h36m  # after --help
+
     try:
         subjects = parse_subjects(args.subjects) if args.subjects else None
         report = prepare_h36m(args.raw, args.out, subjects=subjects, actions=args.actions, every=args.every,

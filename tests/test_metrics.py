@@ -57,13 +57,13 @@ def test_mpjpe_per_action_groups_in_h36m_order():
     gt = np.zeros((5, 2, 3))
     pred = np.zeros((5, 2, 3))
     pred[:, :, 2] = np.array([10.0, 20.0, 30.0, 40.0, 50.0])[:, None]
-    actions = [15, "Directions", 15, 2, "Eating"]
+    actions = [14, "Directions", 14, 2, "Eating"]
     result = mpjpe_per_action(pred, gt, actions)
     assert list(result) == ["Directions", "Eating", "Walking"]
     assert result["Directions"] == pytest.approx(30.0)  # samples 1 and 3: 20, 40
     assert result["Eating"] == pytest.approx(50.0)
     assert result["Walking"] == pytest.approx(20.0)  # samples 0 and 2: 10, 30
-    ids = np.array([15, 2, 15, 2, 4])
+    ids = np.array([14, 2, 14, 2, 4])
     assert mpjpe_per_action(pred, gt, ids) == result
     assert mpjpe_per_action(pred, gt, torch.tensor(ids)) == result
     valid = np.ones((5, 2), dtype=bool)

@@ -149,7 +149,9 @@ def test_skeleton_validation():
 def test_h36m_actions():
     assert sorted(H36M_ACTIONS) == list(range(2, 17))
     assert H36M_ACTIONS[2] == "Directions"
-    assert H36M_ACTIONS[11] == "SittingDown"
+    # Official metadata numbering (the damaged S9 sequence 10/2 is SittingDown).
+    assert H36M_ACTIONS[10] == "SittingDown"
+    assert H36M_ACTIONS[7] == "Posing" and H36M_ACTIONS[12] == "Photo" and H36M_ACTIONS[15] == "WalkDog"
     assert H36M_ACTIONS[16] == "WalkTogether"
     assert len(set(H36M_ACTIONS.values())) == 15
 

@@ -202,7 +202,7 @@ def _front_and_back_views(target: np.ndarray) -> tuple[View, View]:
     for x in (3000.0, -3000.0):  # the person faces +x
         eye = target + np.array([x, 0.0, 300.0])
         R = look_at(eye, target)
-        K = np.array([[300.0, 0, 64.0], [0, 300.0, 64.0], [0, 0, 1]])
+        K = np.array([[130.0, 0, 64.0], [0, 130.0, 64.0], [0, 0, 1]])
         views.append(View(K, R, -R @ eye, np.zeros(5), 128, 128))
     return views[0], views[1]
 
@@ -247,7 +247,7 @@ def test_joint_behind_the_torso_is_hidden():
     assert vis_back[J["rwri"]]
     # An occluder in front of the knees hides them.
     knees = 0.5 * (pose.joints[0, J["rkne"]] + pose.joints[0, J["lkne"]])
-    board = Box(knees + [600.0, 0, 0], np.eye(3), np.array([20.0, 400.0, 150.0]), np.ones(3) * 0.5, 101)
+    board = Box(knees + [350.0, 0, 0], np.eye(3), np.array([20.0, 400.0, 250.0]), np.ones(3) * 0.5, 101)
     _, vis_occ = _render(shape, pose, front, [board])
     assert not vis_occ[J["rkne"]] and not vis_occ[J["lkne"]] and vis_occ[J["head"]]
 

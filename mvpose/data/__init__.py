@@ -14,6 +14,9 @@ from mvpose.data.dataset import (
     collate,
     sample_cameras,
 )
+from mvpose.data.coco import COCODataset
+from mvpose.data.h36m import H36MDataset
+from mvpose.data.skipose import SKIPOSE_JOINTS, SkiPoseDataset
 from mvpose.data.targets import crop_to_heatmap, heatmap_targets, heatmap_to_crop, simcc_targets
 from mvpose.data.transforms import AugmentConfig, token_centers
 
@@ -21,6 +24,10 @@ __all__ = [
     "DATASETS",
     "AugmentConfig",
     "DatasetError",
+    "COCODataset",
+    "H36MDataset",
+    "SKIPOSE_JOINTS",
+    "SkiPoseDataset",
     "Group",
     "MultiViewDataset",
     "SingleViewDataset",

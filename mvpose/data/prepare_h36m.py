@@ -23,6 +23,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,7 +236,8 @@ def _find_file(subject_dir: Path, dirs: Sequence[str], stem: str, suffix: str, w
             if path.is_file():
                 return path
             tried.append(path)
-    raise PrepareError(f"missing {what} file {tried[0]}" + (f" (also tried {', '.join(str(p) for p in tried[1:])})" if len(tried) > 1 else ""))
+    also = f" (also tried {', '.join(str(p) for p in tried[1:])})" if len(tried) > 1 else ""
+    raise PrepareError(f"missing {what} file {tried[0]}{also}")
 
 
 def _pose_file(subject_dir: Path, kind: str, stem: str) -> Path:
@@ -314,9 +316,10 @@ def _run_tasks(tasks: list[_VideoTask], workers: int, progress: bool) -> list[di
                 results.append(_extract_frames(task))
                 bar.update(results[-1]["written"])
             return results
-        # spawn: a forked child may inherit locked OpenCV / OpenMP thread state from the parent. An
-        # executor (unlike multiprocessing.Pool) fails with BrokenProcessPool when a worker dies.
-        ctx = multiprocessing.get_context("spawn")
+        # Linux: fork, like DataLoader workers, so workers start without re-importing torch; they only
+        # run OpenCV with its threading off. An executor (unlike multiprocessing.Pool) fails with
+        # BrokenProcessPool when a worker dies instead of waiting forever.
+        ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
             futures = [pool.submit(_extract_frames, task) for task in tasks]
             try:
@@ -400,7 +403,7 @@ def _camera_dicts(calibration: Path, subjects: Sequence[int]) -> dict[int, list[
 def _write_pickle(path: Path, records: list[dict[str, Any]]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("wb") as f:
-        pickle.dump(records, f, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.dump(records, f, protocol=4)  # readable by any Python 3 the published code runs on
     os.replace(tmp, path)
 
 
@@ -559,7 +562,9 @@ def format_report(report: Mapping[str, Any], max_warnings: int = 5) -> str:
     fc, rp = r["frame_counts"], r["reprojection"]
     lines = [
         f"Human3.6M written to {r['out']}",
-        f"  subjects {' '.join(f'S{s}' for s in r['subjects'])}; actions {len(r['actions'])}; every {r['every']} frame(s)",
+        f"  subjects {' '.join(f'S{s}' for s in r['subjects'])}; actions "
+        + ("all 15" if len(r["actions"]) == len(ACTION_NAMES) else " ".join(str(a) for a in r["actions"]))
+        + f"; every {r['every']} frame(s)",
         f"  records: train {r['records']['train']}, validation {r['records']['validation']}",
         f"  frames: {r['frames_written']} written, {r['frames_present']} already present; {r['videos']} videos",
         f"  frame counts: CDF == video for {fc['equal']}, video longer for {fc['video_longer']} (at most +{fc['max_extra']})",

@@ -356,21 +356,39 @@ def triangulate(
     return _finish(prob, _solve(prob, prob.weights), prob.weights, min_views)
 
 
+def _worst_used(err: torch.Tensor, used: torch.Tensor) -> torch.Tensor:
+    """(..., V, J) errors -> (..., J) largest error over the used views (NaN counts as infinite)."""
+    err = torch.where(used, err.nan_to_num(nan=math.inf), torch.full((), -math.inf, dtype=err.dtype, device=err.device))
+    return err.amax(dim=-2)
+
+
 def _drop_worst(prob: _Problem, threshold_px: float, min_views: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pose2Sim-style rejection: drop the worst view of every joint still over threshold, re-solve."""
+    """Pose2Sim-style rejection, batched: every joint still over threshold loses the view whose removal leaves
+    the smallest largest error, then the rest is re-solved; at most ``V - min_views`` rounds.
+
+    Judging a view by the error left without it, not by its own residual, matters: an outlier in a view with
+    much leverage drags the point towards itself and can leave another view with the largest residual.
+    """
     w = prob.weights
+    V = w.shape[-2]
+    lead = w.shape[:-2]
+    # Candidate c leaves out view c; candidates ride along as a new leading dim (no loop over views).
+    leave_out = (~torch.eye(V, dtype=torch.bool, device=w.device)).reshape(V, *(1,) * len(lead), V, 1)
     X = _solve(prob, w)
-    for _ in range(max(w.shape[-2] - min_views, 0)):
+    for _ in range(max(V - min_views, 0)):
         used = w > 0
-        err = _errors(prob, X)
-        err = torch.where(used, err.nan_to_num(nan=math.inf), torch.full_like(err, -math.inf))
-        worst, worst_view = err.max(dim=-2)  # (*L, J)
-        drop = (worst > threshold_px) & (used.sum(dim=-2) > min_views)
-        if not bool(drop.any()):
+        todo = (_worst_used(_errors(prob, X), used) > threshold_px) & (used.sum(dim=-2) > min_views)
+        if not bool(todo.any()):
             break
-        views = torch.arange(w.shape[-2], device=w.device).unsqueeze(-1)
-        w = w.masked_fill((views == worst_view.unsqueeze(-2)) & drop.unsqueeze(-2), 0)
-        X = _solve(prob, w)
+        w_cand = w * leave_out  # (V, *L, V, J)
+        X_cand = _solve(prob, w_cand)  # (3, V, *L, J)
+        left = _worst_used(_errors(prob, X_cand), w_cand > 0)  # (V, *L, J)
+        left = torch.where(used.movedim(-2, 0), left, torch.full((), math.inf, dtype=left.dtype, device=left.device))
+        best_left, best = left.min(dim=0)  # (*L, J)
+        todo = todo & best_left.isfinite()
+        w = w.masked_fill((torch.arange(V, device=w.device).unsqueeze(-1) == best.unsqueeze(-2)) & todo.unsqueeze(-2), 0)
+        X_best = X_cand.gather(1, best.expand(3, 1, *best.shape)).squeeze(1)
+        X = torch.where(todo, X_best, X)
     return X, w
 
 

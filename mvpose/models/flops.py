@@ -33,11 +33,12 @@ and ``attention_gmacs`` the rest (``total_gmacs`` is the sum).
 
 Known discrepancies: the single-view COCO / MPII figures (Tables 1-3)
 -------------------------------------------------------------------------
-Those GFLOPs (TokenPose's own numbers and PPT's relative to them) are not reproducible by
-any consistent count of the official architecture, ours or another:
+Those GFLOPs (TokenPose's own numbers and PPT's relative to them) match no consistent count
+of the official architecture that we could construct:
 
 1. Table 3 (MPII, 256x256) gives TokenPose-S 2.53 G, Table 4 gives the same network at the
-   same input 11.2 / 4 = 2.8 G per view: the paper disagrees with itself by 10%.
+   same input (17 joints instead of 16) 11.2 / 4 = 2.8 G per view: the paper disagrees with
+   itself by 10%.
 2. From 256x192 to 256x256, Table 3's TokenPose-S grows by 0.30 G, less than its
    convolutional stem alone grows (+0.33 G: 1.00 -> 1.34 G MACs).
 3. Table 3's saving of PPT-S over TokenPose-S at r = 0.7 is 0.62 G. Dropping the pruned
@@ -45,8 +46,8 @@ any consistent count of the official architecture, ours or another:
    0.54 G in all (0.59 G even if HTI pruned before the attention of the 4th/7th/10th
    layers), so no count of the tokens actually removed reaches 0.62 G.
 
-We count TokenPose-S at 2.38 G dense (2.73 G with attention; mmpose's analysis tool reports
-2.72 G for the same stem + transformer), PPT-S at 2.00 G (2.19 G). These rows are listed in
+We count TokenPose-S at 2.38 G dense (2.73 G with attention) and PPT-S at 1.99 G (2.19 G)
+at 256x192 (PPT-B +11%, PPT-L/D6 +9%, MPII PPT-S/B +26%/+15%). These rows are listed in
 :data:`KNOWN_DISCREPANCIES`; every other figure, all parameter counts included, is checked
 to 5%.
 """
