@@ -124,6 +124,27 @@ def build_model_from_config(cfg: dict[str, Any]) -> torch.nn.Module:
     return model
 
 
+def weights_checksum(model: torch.nn.Module) -> list[float]:
+    """Three numbers that differ when any weight differs (sum, sum of squares, index-weighted sum)."""
+    flat = torch.cat([p.detach().double().flatten().cpu() for p in model.parameters()])
+    idx = torch.arange(flat.numel(), dtype=torch.float64) % 9973 + 1
+    return [float(flat.sum()), float((flat * flat).sum()), float((flat * idx).sum())]
+
+
+def _check_replicas(model: torch.nn.Module, out_dir: Path, dinfo: DistInfo) -> list[list[float]]:
+    """Gather every rank's weight checksum; DDP keeps replicas identical, so a mismatch is a bug."""
+    import json
+
+    mine = weights_checksum(getattr(model, "module", model))
+    every: list = [None] * dinfo.world_size
+    torch.distributed.all_gather_object(every, mine)
+    if dinfo.is_main:
+        atomic_write_text(out_dir / "ddp_replicas.json", json.dumps({"world_size": dinfo.world_size, "checksums": every}) + "\n")
+        if any(c != every[0] for c in every):
+            raise RuntimeError(f"DDP replicas diverged: weight checksums per rank {every}")
+    return every
+
+
 class CSVLog:
     """One row per epoch, appended and flushed so an interrupted run keeps its history."""
 
@@ -299,6 +320,8 @@ def _train(cfg, out_dir: Path, resume: bool, dinfo: DistInfo, progress: bool, ya
             torch.distributed.barrier()
     if tb is not None:
         tb.close()
+    if dinfo.enabled:
+        summary["replica_checksums"] = _check_replicas(model, out_dir, dinfo)
     summary["best_jdr"] = best_jdr
     summary["checkpoint"] = str(out_dir / "best.pt")
     return summary

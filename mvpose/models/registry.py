@@ -93,3 +93,55 @@ _TINY = dict(num_joints=17, image_size=(128, 128), heatmap_size=(32, 32), patch_
              mlp_ratio=2.0, keep_ratio=0.7, scale_with_head=True)
 _register_config("ppt_tiny", PPT, **_TINY, prune_layers=(1, 2))
 _register_config("mv_ppt_tiny", MultiViewPPT, **_TINY, prune_layers=(1, 2), fusion_layers=1, use_3d_pe=True)
+
+# ----------------------------------------------------------------------------------------
+# Monocular baselines (papers 000, 002, 003), COCO 256x192 unless said otherwise.
+from mvpose.models.hrpvt import HRPVT  # noqa: E402
+from mvpose.models.lite_hrnet import LiteHRNet  # noqa: E402
+from mvpose.models.sharpose import SHaRPose  # noqa: E402
+from mvpose.models.vitranspose import ViTransPose  # noqa: E402
+
+# Lite-HRNet-18 / -30 (official configs): the lightweight estimator guiding ViTransPose.
+_LITE = dict(num_joints=17, image_size=(256, 192), heatmap_size=(64, 48), stem_channels=32,
+             widths=(40, 80, 160, 320), num_blocks=2, reduce_ratio=8)
+_register_config("lite_hrnet_18", LiteHRNet, **_LITE, num_modules=(2, 4, 2))
+_register_config("lite_hrnet_30", LiteHRNet, **_LITE, num_modules=(3, 8, 3))
+
+# ViTransPose-S/-B: ViT-S/B on 16x16 patches with ViTPose's classic decoder (``vitranspose_b``
+# is ViTPose-B); ``_bfs`` / ``_bone`` select patches around the Lite-HRNet-18 keypoints (give it
+# trained weights with guide_checkpoint=PATH, or pass guide_keypoints to forward), ``_jointtok``
+# with learnable joint tokens.
+_VITP = dict(num_joints=17, image_size=(256, 192), heatmap_size=(64, 48), patch_size=16, depth=12,
+             heads=12, mlp_ratio=4.0, qkv_bias=True, skeleton="coco")
+for _size, _dim in (("s", 384), ("b", 768)):
+    _register_config(f"vitranspose_{_size}", ViTransPose, **_VITP, dim=_dim, selection="none")
+    _register_config(f"vitranspose_{_size}_bfs", ViTransPose, **_VITP, dim=_dim, selection="neighbors",
+                     num_neighbors=4, guide="lite_hrnet_18")
+    _register_config(f"vitranspose_{_size}_bone", ViTransPose, **_VITP, dim=_dim, selection="skeleton",
+                     num_neighbors=0, guide="lite_hrnet_18")
+    _register_config(f"vitranspose_{_size}_jointtok", ViTransPose, **_VITP, dim=_dim, selection="joint_tokens",
+                     keep_ratio=0.7, prune_layers=(3, 6, 9))
+
+# SHaRPose-Small/-Base (official configs): coarse 128x96 and fine 256x192 on 16x16 patches.
+_SHARP = dict(num_joints=17, image_size=(256, 192), heatmap_size=(64, 48), coarse_size=(128, 96),
+              patch_size=16, depth=12, heads=12, mlp_ratio=4.0, qkv_bias=True, quality_threshold=0.99)
+_register_config("sharpose_s", SHaRPose, **_SHARP, dim=384, alpha=0.5)
+_register_config("sharpose_b", SHaRPose, **_SHARP, dim=768, alpha=0.4)
+
+# HRPVT on PVT v2-b2 with SimCC (k = 2): v1 = HRPM v1 stem; v2 = stem + HRPM v2 after every
+# layer of stage 1 (see mvpose.models.flops for why this is the variant of the abstract).
+_HRPVT = dict(num_joints=17, image_size=(256, 192), heatmap_size=(64, 48), backbone="b2", split_ratio=2.0)
+_register_config("hrpvt_v1", HRPVT, **_HRPVT, stem="hrpm", insertion="none")
+_register_config("hrpvt_v2", HRPVT, **_HRPVT, stem="hrpm", insertion="layer")
+
+# Tiny CPU variants (128x96 input) for tests and demos.
+_TINY_MONO = dict(num_joints=17, image_size=(128, 96), heatmap_size=(32, 24))
+_register_config("lite_hrnet_tiny", LiteHRNet, **_TINY_MONO, stem_channels=16, widths=(16, 32, 64, 128),
+                 num_modules=(1, 1, 1), num_blocks=1, reduce_ratio=4)
+_register_config("vitranspose_tiny", ViTransPose, **_TINY_MONO, patch_size=16, dim=64, depth=2, heads=4,
+                 mlp_ratio=2.0, decoder_channels=32, skeleton="coco", prune_layers=(0,))
+_register_config("sharpose_tiny", SHaRPose, **_TINY_MONO, patch_size=16, dim=64, depth=2, heads=4,
+                 mlp_ratio=2.0, alpha=0.5, attention_start=0)
+_register_config("hrpvt_tiny", HRPVT, **_TINY_MONO, backbone="b0",
+                 backbone_options={"dims": (16, 32, 64, 128), "heads": (1, 2, 4, 8), "depths": (1, 1, 1, 1)},
+                 stem="hrpm", insertion="layer", stem_channels=8)

@@ -93,7 +93,7 @@ def draw_tokens(
     # Token grid lines make the patch structure readable.
     out[:: max(H // h, 1), :] *= 0.85
     out[:, :: max(W // w, 1)] *= 0.85
-    img = out.clip(0, 255).astype(np.uint8)
+    img = np.ascontiguousarray(out.clip(0, 255).astype(np.uint8))
     if joints is not None:
         import cv2
 

@@ -1,0 +1,473 @@
+"""`mvpose triangulate`: recorded multi-camera 2D keypoints -> 3D joints, diagnostics and pictures.
+
+Steps (:func:`run_capture`):
+
+1. read the calibration (any format of :mod:`mvpose.geometry.calibration`) and one keypoint source per camera
+   (:mod:`mvpose.capture.keypoints`), matched by camera name;
+2. synchronise by frame index: capture frame ``i`` uses frame ``i + offset[cam]`` of each camera;
+3. pick one person per frame and view (:func:`mvpose.capture.people.select_person`);
+4. triangulate every frame with :func:`mvpose.geometry.triangulation.triangulate_robust` (or plain DLT),
+   batched over chunks of frames: confidences as weights, a minimum confidence, at least ``min_views`` views
+   per joint, views excluded on reprojection error, optional Levenberg-Marquardt refinement;
+5. optionally fill short gaps and low-pass the trajectories (:mod:`mvpose.capture.temporal`);
+6. write ``poses3d.h5``, ``poses3d.trc``, ``summary.json`` and ``report.txt`` (atomically), and pictures on
+   request (:mod:`mvpose.capture.render`).
+
+Bad input degrades instead of stopping when something can still be computed: a calibrated camera without
+keypoints, a camera with fewer frames or with no detection at all, unreadable files, keypoints outside the
+calibrated image size all become warnings (logged and listed in ``summary.json`` under ``issues``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mvpose.capture.keypoints import (
+    CameraKeypoints,
+    KeypointError,
+    default_workers,
+    find_camera_sources,
+    read_camera_keypoints,
+    resolve_joint_set,
+)
+from mvpose.capture.people import select_person
+from mvpose.capture.temporal import fill_gaps, lowpass
+from mvpose.geometry.calibration import load_calibration
+from mvpose.geometry.camera import Cameras
+from mvpose.geometry.triangulation import refine_points, reprojection_error, triangulate, triangulate_robust
+from mvpose.skeletons import get_skeleton
+
+__all__ = [
+    "Capture",
+    "CaptureError",
+    "CaptureOptions",
+    "CaptureResult",
+    "MODES",
+    "check_image_bounds",
+    "load_capture",
+    "match_cameras",
+    "parse_offsets",
+    "process_capture",
+    "run_capture",
+    "synchronise",
+    "triangulate_frames",
+]
+
+log = logging.getLogger(__name__)
+
+MODES = ("dlt", "drop_worst", "ransac")
+# Share of a camera's keypoints outside its calibrated image above which the calibration is suspect.
+OUTSIDE_WARN_FRACTION = 0.02
+
+
+class CaptureError(ValueError):
+    """The capture cannot be processed at all; the message says what was expected and what was found."""
+
+
+@dataclass
+class CaptureOptions:
+    """Processing options (the CLI flags of ``mvpose triangulate``).
+
+    Attributes:
+        joints: joint set of the keypoints (``body25``, ``coco``, ``halpe26``, ``h36m``); None: from the count.
+        mode: ``"drop_worst"`` / ``"ransac"`` (robust, see :func:`triangulate_robust`) or ``"dlt"`` (plain).
+        threshold_px: reprojection error above which a view is excluded (robust modes).
+        min_confidence: keypoints below it are not used.
+        min_views: views a joint needs (>= 2).
+        refine: Levenberg-Marquardt refinement of every point on its kept views.
+        max_gap: fill runs of at most this many missing frames per joint (0: no filling).
+        cutoff_hz: Butterworth low-pass cut-off (None: no filtering); needs ``fps``.
+        filter_order: order of the zero-phase filter (even).
+        fps: frame rate; None: taken from the videos when given.
+        offsets: per-camera frame offsets, capture frame ``i`` = camera frame ``i + offset``.
+        person_threshold_px: median joint distance for a detection to agree with the others (several people).
+        chunk_frames: frames per triangulation batch.
+        workers: processes for reading keypoints and rendering (None: CPU count, 0: in-process).
+        progress: progress bars.
+    """
+
+    joints: str | None = None
+    mode: str = "drop_worst"
+    threshold_px: float = 20.0
+    min_confidence: float = 0.3
+    min_views: int = 2
+    refine: bool = False
+    max_gap: int = 0
+    cutoff_hz: float | None = None
+    filter_order: int = 4
+    fps: float | None = None
+    offsets: dict[str, int] = field(default_factory=dict)
+    person_threshold_px: float = 50.0
+    chunk_frames: int = 1024
+    workers: int | None = 0
+    progress: bool = True
+
+    def check(self) -> None:
+        if self.mode not in MODES:
+            raise CaptureError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.min_views < 2:
+            raise CaptureError(f"min_views must be >= 2 (a point needs two rays), got {self.min_views}")
+        if not self.threshold_px > 0:
+            raise CaptureError(f"threshold_px must be > 0, got {self.threshold_px}")
+        if self.max_gap < 0:
+            raise CaptureError(f"max_gap must be >= 0, got {self.max_gap}")
+        if self.cutoff_hz is not None and (self.filter_order < 2 or self.filter_order % 2):
+            raise CaptureError(f"filter order must be even and >= 2, got {self.filter_order}")
+        if self.fps is not None and not self.fps > 0:
+            raise CaptureError(f"fps must be > 0, got {self.fps}")
+
+
+@dataclass
+class Capture:
+    """Synchronised inputs.
+
+    Attributes:
+        cameras: rig with batch shape ``(V,)``, in the order of ``names``.
+        names: the V camera names used.
+        frame_index: (T,) capture frame numbers.
+        people: (T, V, P, J, 3) detections ``(x, y, confidence)``.
+        joint_set: skeleton name of the keypoints.
+        issues: warnings found while loading.
+        sources: camera name -> keypoint source path.
+    """
+
+    cameras: Cameras
+    names: list[str]
+    frame_index: np.ndarray
+    people: np.ndarray
+    joint_set: str
+    issues: list[str] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class CaptureResult:
+    """Everything :func:`process_capture` computed (arrays as in ``poses3d.h5``, see :mod:`mvpose.capture.io`)."""
+
+    capture: Capture
+    points3d: np.ndarray  # (T, J, 3) final
+    raw3d: np.ndarray  # (T, J, 3) per-frame triangulation, before temporal processing
+    keypoints: np.ndarray  # (T, V, J, 3) chosen detections
+    person: np.ndarray  # (T, V)
+    reprojection_error: np.ndarray  # (T, V, J) of the final points
+    used: np.ndarray  # (T, V, J)
+    filled: np.ndarray  # (T, J)
+    fps: float | None
+    options: CaptureOptions
+    timings: dict[str, float] = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
+    paths: dict[str, Path] = field(default_factory=dict)
+
+
+def _issue(issues: list[str], message: str) -> None:
+    log.warning("%s", message)
+    issues.append(message)
+
+
+# --------------------------------------------------------------------------------------------- loading
+def parse_offsets(text: str | None) -> dict[str, int]:
+    """``"cam1=3,cam2=-1"`` -> ``{"cam1": 3, "cam2": -1}``."""
+    out: dict[str, int] = {}
+    for part in (text or "").replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        name, sep, value = part.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            out[name.strip()] = int(value)
+        except ValueError:
+            raise CaptureError(f"offsets: expected CAMERA=INTEGER items separated by commas, got {part!r}") from None
+    return out
+
+
+def match_cameras(calibrated: Sequence[str], found: Sequence[str], where: str, issues: list[str]) -> list[str]:
+    """Cameras present on both sides, in calibration order.
+
+    A source named like no calibrated camera is an error (a typo would otherwise drop data silently); a
+    calibrated camera without a source is a warning, as long as two cameras remain.
+    """
+    unknown = [n for n in found if n not in calibrated]
+    both = [n for n in calibrated if n in found]
+    sides = f"calibration cameras: {', '.join(calibrated)}; {where}: {', '.join(found) or '(nothing)'}"
+    if unknown:
+        raise CaptureError(f"{where}: {', '.join(unknown)} not in the calibration (names must match exactly); {sides}")
+    if len(both) < 2:
+        raise CaptureError(f"{where}: {len(both)} camera(s) match the calibration, at least 2 are needed; {sides}")
+    missing = [n for n in calibrated if n not in found]
+    if missing:
+        _issue(issues, f"{where}: no keypoints for calibrated camera(s) {', '.join(missing)}; using {', '.join(both)}")
+    return both
+
+
+def synchronise(
+    cams: Sequence[CameraKeypoints], offsets: dict[str, int], issues: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Put every camera on one frame axis: capture frame ``i`` holds camera frame ``i + offsets[cam]``.
+
+    Returns:
+        frame_index: (T,) every capture frame from the first to the last seen by any camera.
+        people: (T, V, P, J, 3), missing where a camera has no such frame.
+    """
+    shifted = [c.frames - offsets.get(c.name, 0) for c in cams]
+    start = min(int(s.min()) for s in shifted)
+    stop = max(int(s.max()) for s in shifted) + 1
+    T, V = stop - start, len(cams)
+    P = max(c.people.shape[1] for c in cams)
+    J = cams[0].num_joints
+    people = np.full((T, V, P, J, 3), np.nan)
+    people[..., 2] = 0.0
+    for v, (c, s) in enumerate(zip(cams, shifted)):
+        people[s - start, v, : c.people.shape[1]] = c.people
+        if len(s) < T:
+            _issue(issues, f"camera {c.name}: keypoints for {len(s)} of {T} frames; the other frames use the remaining views")
+        if not (c.people[..., 2] > 0).any():
+            _issue(issues, f"camera {c.name}: no keypoint in any frame ({c.source})")
+    return np.arange(start, stop), people
+
+
+def check_image_bounds(people: np.ndarray, cameras: Cameras, names: Sequence[str], issues: list[str]) -> None:
+    """Warn when many keypoints fall outside a camera's calibrated image size (calibration of another size?)."""
+    size = cameras.image_size.cpu().numpy()  # (V, 2)
+    xy = people[..., :2]
+    seen = (people[..., 2] > 0) & np.isfinite(xy).all(axis=-1)  # (T, V, P, J)
+    margin = 0.02 * size[None, :, None, None, :]
+    outside = ((xy < -margin) | (xy > size[None, :, None, None, :] + margin)).any(axis=-1) & seen
+    n_seen, n_out = seen.sum(axis=(0, 2, 3)), outside.sum(axis=(0, 2, 3))
+    for v, name in enumerate(names):
+        if n_seen[v] and n_out[v] > OUTSIDE_WARN_FRACTION * n_seen[v]:
+            pts = xy[:, v][seen[:, v]]
+            _issue(
+                issues,
+                f"camera {name}: {100 * n_out[v] / n_seen[v]:.0f}% of keypoints fall outside the calibrated image "
+                f"{size[v, 0]:.0f}x{size[v, 1]:.0f} (keypoints reach x {pts[:, 0].max():.0f}, y {pts[:, 1].max():.0f}); "
+                "is the calibration for another resolution?",
+            )
+
+
+def load_capture(
+    calibration: str | Path,
+    keypoints_dir: str | Path,
+    *,
+    joints: str | None = None,
+    offsets: dict[str, int] | None = None,
+    rig: str | None = None,
+    workers: int | None = 0,
+    progress: bool = True,
+) -> Capture:
+    """Read and synchronise a capture: calibration + one keypoint source per camera (see :func:`run_capture`)."""
+    issues: list[str] = []
+    rig_cams = load_calibration(calibration, rig=rig)
+    sources = find_camera_sources(keypoints_dir)
+    names = match_cameras(rig_cams.names, list(sources), f"keypoints {keypoints_dir}", issues)
+    offsets = dict(offsets or {})
+    stray = [n for n in offsets if n not in names]
+    if stray:
+        raise CaptureError(f"offsets name camera(s) {', '.join(stray)} that are not used; cameras are {', '.join(names)}")
+    workers = default_workers(workers)
+    cams = []
+    for name in tqdm(names, desc="read keypoints", unit="camera", disable=not progress, leave=False):
+        try:
+            cam = read_camera_keypoints(sources[name], name, workers=workers)
+        except KeypointError as err:
+            raise CaptureError(f"camera {name}: {err}") from None
+        for line in cam.issues[:20]:
+            _issue(issues, line)
+        if len(cam.issues) > 20:
+            _issue(issues, f"camera {name}: {len(cam.issues) - 20} more unreadable files or records")
+        cams.append(cam)
+    counts = {c.name: c.num_joints for c in cams if (c.people[..., 2] > 0).any()}
+    if len(set(counts.values())) > 1:
+        raise CaptureError(f"cameras disagree on the keypoints per person: {counts}")
+    J = next(iter(counts.values()), cams[0].num_joints)
+    for c in cams:  # a camera with nothing detected may have no joint count of its own
+        if c.num_joints != J:
+            c.people = np.full((*c.people.shape[:2], J, 3), np.nan)
+            c.people[..., 2] = 0.0
+    joint_set = resolve_joint_set(J, joints, f"keypoints {keypoints_dir}")
+    frame_index, people = synchronise(cams, offsets, issues)
+    cameras = rig_cams[names]
+    check_image_bounds(people, cameras, names, issues)
+    return Capture(cameras, names, frame_index, people, joint_set, issues, {n: str(sources[n]) for n in names})
+
+
+# --------------------------------------------------------------------------------------------- processing
+def triangulate_frames(
+    keypoints: torch.Tensor, cameras: Cameras, options: CaptureOptions
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-frame triangulation of a whole sequence, in chunks of frames.
+
+    Args:
+        keypoints: (T, V, J, 3) ``(x, y, confidence)``; missing joints NaN / 0.
+        cameras: rig ``(V,)``.
+        options: mode, threshold, minimum confidence and views, refinement, chunk size.
+
+    Returns:
+        points3d: (T, J, 3) world mm, NaN where fewer than ``min_views`` views were usable.
+        used: (T, V, J) bool, the views kept.
+    """
+    T = keypoints.shape[0]
+    xy, conf = keypoints[..., :2], keypoints[..., 2]
+    weights = torch.where((conf >= options.min_confidence) & xy.isfinite().all(dim=-1), conf, torch.zeros_like(conf))
+    out_X, out_used = [], []
+    gen = torch.Generator().manual_seed(0)
+    bar = tqdm(total=T, desc="triangulate", unit="frame", disable=not options.progress, leave=False)
+    for s in range(0, T, options.chunk_frames):
+        p, w = xy[s:s + options.chunk_frames], weights[s:s + options.chunk_frames]
+        if options.mode == "dlt":
+            tri = triangulate(p, cameras, w, min_views=options.min_views)
+            X = tri.points3d
+            if options.refine:
+                X = refine_points(X, p, cameras, w, tri.used)
+        else:
+            tri = triangulate_robust(p, cameras, w, threshold_px=options.threshold_px, min_views=options.min_views,
+                                     mode=options.mode, refine=options.refine, generator=gen)
+            X = tri.points3d
+        out_X.append(X)
+        out_used.append(tri.used)
+        bar.update(p.shape[0])
+    bar.close()
+    return torch.cat(out_X), torch.cat(out_used)
+
+
+def _reprojection_errors(points3d: np.ndarray, keypoints: np.ndarray, cameras: Cameras, chunk: int) -> np.ndarray:
+    X = torch.from_numpy(points3d)
+    p = torch.from_numpy(keypoints[..., :2])
+    return torch.cat([reprojection_error(X[s:s + chunk], p[s:s + chunk], cameras) for s in range(0, len(X), chunk)]).numpy()
+
+
+def process_capture(capture: Capture, options: CaptureOptions, fps: float | None = None) -> CaptureResult:
+    """Person selection, triangulation and temporal processing of a loaded capture (no files written)."""
+    options.check()
+    timings: dict[str, float] = {}
+    fps = options.fps or fps
+    if options.cutoff_hz is not None and fps is None:
+        raise CaptureError("the low-pass filter needs the frame rate: pass fps (--fps), or videos to read it from")
+    cameras = capture.cameras.to(dtype=torch.float64)
+    t0 = time.perf_counter()
+    people = torch.from_numpy(capture.people)
+    keypoints, person = select_person(people, cameras, min_confidence=options.min_confidence,
+                                      threshold_px=options.person_threshold_px)
+    timings["select_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    X, used = triangulate_frames(keypoints, cameras, options)
+    timings["triangulate_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    raw = X.numpy()
+    points, filled = fill_gaps(raw, options.max_gap)
+    if options.cutoff_hz is not None:
+        points = lowpass(points, fps, options.cutoff_hz, options.filter_order)
+    kp = keypoints.numpy()
+    err = _reprojection_errors(points, kp, cameras, options.chunk_frames)
+    timings["temporal_s"] = time.perf_counter() - t0
+    return CaptureResult(capture, points, raw, kp, person.numpy(), err, used.numpy(), filled, fps, options, timings)
+
+
+# --------------------------------------------------------------------------------------------- outputs
+def _video_fps(videos: str | Path | None, names: Sequence[str]) -> float | None:
+    if videos is None:
+        return None
+    import cv2
+
+    sources = find_camera_sources(videos)
+    for name in names:
+        if name in sources and sources[name].is_file():
+            cap = cv2.VideoCapture(str(sources[name]))
+            fps = cap.get(cv2.CAP_PROP_FPS)
+            cap.release()
+            if fps and fps > 0:
+                return float(fps)
+    return None
+
+
+def write_outputs(result: CaptureResult, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``poses3d.h5``, ``poses3d.trc``, ``summary.json`` and ``report.txt`` into ``out_dir``."""
+    from mvpose.capture.io import write_h5, write_json, write_text, write_trc
+    from mvpose.capture.report import build_summary, format_report
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cap = result.capture
+    skeleton = get_skeleton(cap.joint_set)
+    fps = result.fps
+    if fps is None:
+        fps = 30.0
+        _issue(cap.issues, "frame rate unknown (no --fps, no videos): the TRC time column assumes 30 fps")
+    opts = asdict(result.options)
+    attrs = {"joint_set": cap.joint_set, "joints": list(skeleton.joints), "cameras": list(cap.names), "units": "mm",
+             "fps": fps, "options": opts}
+    arrays = {
+        "poses3d": result.points3d, "points2d": result.keypoints[..., :2], "confidence": result.keypoints[..., 2],
+        "reprojection_error": result.reprojection_error, "used": result.used, "filled": result.filled,
+        "person": result.person, "frame_index": cap.frame_index,
+    }
+    t0 = time.perf_counter()
+    paths = {"h5": write_h5(out / "poses3d.h5", arrays, attrs)}
+    paths["trc"] = write_trc(out / "poses3d.trc", result.points3d, skeleton.joints, fps, cap.frame_index)
+    result.timings["write_s"] = time.perf_counter() - t0
+    result.summary = build_summary(result)
+    paths["summary"] = write_json(out / "summary.json", result.summary)
+    paths["report"] = write_text(out / "report.txt", format_report(result.summary))
+    result.paths.update(paths)
+    return paths
+
+
+def run_capture(
+    calibration: str | Path,
+    keypoints_dir: str | Path,
+    out_dir: str | Path,
+    options: CaptureOptions | None = None,
+    *,
+    rig: str | None = None,
+    videos: str | Path | None = None,
+    images: str | Path | None = None,
+    render: bool = False,
+    plot_frames: Sequence[int] | None = None,
+) -> CaptureResult:
+    """The whole `mvpose triangulate --keypoints` job: read, triangulate, filter, write, render.
+
+    Args:
+        calibration: calibration file (any readable format); its camera names name the keypoint sources.
+        keypoints_dir: folder with one entry per camera: an OpenPose JSON folder or a COCO results ``.json``.
+        out_dir: output folder (``poses3d.h5``, ``poses3d.trc``, ``summary.json``, ``report.txt``).
+        options: processing options.
+        rig: rig of a multi-rig calibration file.
+        videos, images: folders with one video file / image folder per camera, for ``render`` (videos also
+            give the frame rate).
+        render: write overlays per camera and a 3D skeleton plot into ``out_dir/render``.
+        plot_frames: capture frame numbers for the 3D plot (default: four spread over the sequence).
+
+    Returns:
+        The :class:`CaptureResult`, with ``summary``, ``timings`` and ``paths`` filled.
+    """
+    options = options or CaptureOptions()
+    options.check()
+    start = t0 = time.perf_counter()
+    capture = load_capture(calibration, keypoints_dir, joints=options.joints, offsets=options.offsets, rig=rig,
+                           workers=options.workers, progress=options.progress)
+    read_s = time.perf_counter() - t0
+    fps = _video_fps(videos, capture.names)
+    result = process_capture(capture, options, fps)
+    result.timings = {"read_s": read_s, **result.timings}
+    write_outputs(result, out_dir)
+    if render:
+        from mvpose.capture.render import render_capture
+
+        t0 = time.perf_counter()
+        result.paths.update(render_capture(result, Path(out_dir) / "render", videos=videos, images=images,
+                                           plot_frames=plot_frames))
+        result.timings["render_s"] = time.perf_counter() - t0
+    result.timings["total_s"] = time.perf_counter() - start
+    return result
