@@ -319,3 +319,170 @@ def synth(out, fmt, subjects, actions, frames, image_size, seed, preview, worker
                f"({summary.images_per_second:.0f} images/s), {summary.bytes / 1e6:.1f} MB -> {summary.root}")
     if summary.preview is not None:
         click.echo(f"preview: {summary.preview}")
+
+
+# --- capture pipeline: mvpose triangulate, mvpose calibrate intrinsics / extrinsics ---------------
+@main.command("triangulate")
+@click.option("--calibration", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Calibration file (mvpose, Pose2Sim, OpenCV or Qualisys); camera names name the inputs.")
+@click.option("--rig", default=None, help="Rig to take from a multi-rig calibration file.")
+@click.option("--keypoints", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Folder with one entry per camera: an OpenPose JSON folder or a COCO results .json.")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Trained mvpose model to detect 2D joints in --videos/--images (not yet supported).")
+@click.option("--videos", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Folder with one video per camera (for --render; also gives the frame rate).")
+@click.option("--images", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Folder with one image folder per camera (for --render).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--joints", type=click.Choice(["body25", "coco", "halpe26", "h36m"]), default=None,
+              help="Joint set of the keypoints (default: from the count; 17 reads as COCO).")
+@click.option("--offsets", default=None, metavar="CAM=N,...",
+              help="Frame offsets: capture frame i uses frame i+N of camera CAM.")
+@click.option("--mode", type=click.Choice(["drop_worst", "ransac", "dlt"]), default="drop_worst", show_default=True,
+              help="Robust view exclusion, or plain weighted DLT.")
+@click.option("--threshold", type=float, default=20.0, show_default=True,
+              help="Reprojection error (px) above which a view of a joint is excluded.")
+@click.option("--min-confidence", type=float, default=0.3, show_default=True, help="Keypoints below it are ignored.")
+@click.option("--min-views", type=int, default=2, show_default=True, help="Views a joint needs.")
+@click.option("--refine/--no-refine", default=False, show_default=True, help="Levenberg-Marquardt refinement.")
+@click.option("--max-gap", type=int, default=0, show_default=True, help="Fill gaps of at most N frames (0: off).")
+@click.option("--cutoff", type=float, default=None, help="Zero-phase Butterworth low-pass cut-off in Hz (default off).")
+@click.option("--order", type=int, default=4, show_default=True, help="Order of the zero-phase filter (even).")
+@click.option("--fps", type=float, default=None, help="Frame rate (default: read from --videos).")
+@click.option("--render", is_flag=True, help="Overlays per camera and a 3D skeleton plot in OUT/render.")
+@click.option("--plot-frames", default=None, metavar="F,...", help="Frames of the 3D plot (default: four spread out).")
+@click.option("--render-every", type=int, default=1, show_default=True, help="Overlay every N-th frame.")
+@click.option("--workers", type=int, default=None, help="Processes for reading and rendering (default: CPU count).")
+def triangulate_cmd(calibration, rig, keypoints, checkpoint, videos, images, out, joints, offsets, mode, threshold,
+                    min_confidence, min_views, refine, max_gap, cutoff, order, fps, render, plot_frames, render_every,
+                    workers) -> None:
+    """3D joints from a recorded multi-camera capture: OUT/poses3d.h5, poses3d.trc, summary.json, report.txt.
+
+    Each input folder holds one entry per camera, named as the calibration's cameras; frames are
+    synchronised by index (shift a camera with --offsets). For single-person captures: when a frame
+    has several people, the one whose keypoints agree across views is used.
+
+    \b
+    Example:
+      mvpose triangulate --calibration rig.toml --keypoints openpose_json/ --out out/ \\
+          --max-gap 10 --cutoff 6 --fps 60 --render
+    """
+    from mvpose.capture.pipeline import CaptureOptions, parse_offsets, run_capture
+
+    if (keypoints is None) == (checkpoint is None):
+        raise click.UsageError("give exactly one of --keypoints DIR or --checkpoint FILE")
+    if checkpoint is not None:
+        raise click.UsageError("--checkpoint is not yet supported by `mvpose triangulate` (it needs person crops "
+                               "from a detector); run a 2D detector and pass its JSON files with --keypoints")
+    if videos is not None and images is not None:
+        raise click.UsageError("give --videos or --images, not both")
+    try:
+        options = CaptureOptions(joints=joints, mode=mode, threshold_px=threshold, min_confidence=min_confidence,
+                                 min_views=min_views, refine=refine, max_gap=max_gap, cutoff_hz=cutoff,
+                                 filter_order=order, fps=fps, offsets=parse_offsets(offsets), workers=workers)
+        frames = [int(f) for f in plot_frames.split(",")] if plot_frames else None
+        result = run_capture(calibration, keypoints, out, options, rig=rig, videos=videos, images=images,
+                             render=render, plot_frames=frames, render_every=render_every)
+    except (ValueError, OSError) as err:
+        _fail(err)
+    click.echo(result.paths["report"].read_text(), nl=False)
+    click.echo("wrote " + " ".join(str(p) for p in result.paths.values()))
+
+
+def _board_options(fn):
+    options = [
+        click.option("--board", "kind", type=click.Choice(["checkerboard", "charuco"]), required=True, help="Board type."),
+        click.option("--squares", required=True, metavar="COLSxROWS", help="Squares of the board, e.g. 9x6."),
+        click.option("--square-size", type=float, required=True, help="Square side in mm."),
+        click.option("--marker-size", type=float, default=None, help="ArUco marker side in mm (ChArUco)."),
+        click.option("--dictionary", default="DICT_4X4_50", show_default=True, help="ArUco dictionary (ChArUco)."),
+        click.option("--images", type=click.Path(exists=True, file_okay=False), default=None,
+                     help="Folder of images, or one image folder per camera."),
+        click.option("--videos", type=click.Path(exists=True, file_okay=False), default=None,
+                     help="Folder with one video per camera."),
+        click.option("--every", type=int, default=1, show_default=True, help="Use every N-th frame."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _board(kind, squares, square_size, marker_size, dictionary, images, videos):
+    from mvpose.geometry.board_calibration import Board
+
+    if (images is None) == (videos is None):
+        raise click.UsageError("give exactly one of --images DIR or --videos DIR")
+    try:
+        cols, rows = (int(v) for v in squares.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"expected COLSxROWS such as 9x6, got {squares!r}", param_hint="--squares") from None
+    try:
+        return Board(kind, (cols, rows), square_size, marker_size, dictionary), images or videos
+    except ValueError as err:
+        _fail(err)
+
+
+@calibrate.command("intrinsics")
+@_board_options
+@click.option("--max-views", type=int, default=40, show_default=True, help="Views used per camera at most.")
+@click.option("--fix-k3", is_flag=True, help="Keep k3 = 0 (narrow lenses, few views).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="mvpose calibration .json/.toml to write.")
+def calibrate_intrinsics_cmd(kind, squares, square_size, marker_size, dictionary, images, videos, every, max_views,
+                             fix_k3, out) -> None:
+    """Intrinsics (K, distortion) per camera from views of a board; prints the RMS error.
+
+    Writes an mvpose calibration with identity poses (intrinsics only): give it to
+    `mvpose calibrate extrinsics --intrinsics`.
+
+    \b
+    Example:
+      mvpose calibrate intrinsics --board checkerboard --squares 9x6 --square-size 40 \\
+          --videos intrinsics_videos/ --every 10 --out intrinsics.json
+    """
+    from mvpose.geometry.board_calibration import format_intrinsics, intrinsics_from_folder
+    from mvpose.geometry.calibration import write_mvpose_calibration
+
+    board, folder = _board(kind, squares, square_size, marker_size, dictionary, images, videos)
+    try:
+        results = intrinsics_from_folder(folder, board, every=every, max_views=max_views, fix_k3=fix_k3, progress=True)
+        write_mvpose_calibration(out, [r.params() for r in results])
+    except (ValueError, OSError) as err:
+        _fail(err)
+    click.echo(format_intrinsics(results))
+    click.echo(f"wrote {out}")
+
+
+@calibrate.command("extrinsics")
+@_board_options
+@click.option("--intrinsics", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Calibration file with each camera's K and distortion (e.g. from `calibrate intrinsics`).")
+@click.option("--reference", default=None, help="Camera the chain starts from (default: best connected).")
+@click.option("--world", type=click.Choice(["camera", "board"]), default="camera", show_default=True,
+              help="World frame: the reference camera's, or the board's (z up out of its face).")
+@click.option("--origin-frame", type=int, default=None, help="Frame whose board pose is the world (--world board).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="mvpose calibration .json/.toml to write.")
+def calibrate_extrinsics_cmd(kind, squares, square_size, marker_size, dictionary, images, videos, every, intrinsics,
+                             reference, world, origin_frame, out) -> None:
+    """Camera poses from a board seen by the cameras at the same time (at least pairwise, chained).
+
+    Inputs are synchronised: the same frame number is the same instant in every camera.
+
+    \b
+    Example:
+      mvpose calibrate extrinsics --board charuco --squares 7x5 --square-size 80 --marker-size 60 \\
+          --intrinsics intrinsics.json --videos extrinsics_videos/ --world board --out rig.toml
+    """
+    from mvpose.geometry.board_calibration import extrinsics_from_folder, format_extrinsics
+    from mvpose.geometry.calibration import calibration_summary, write_mvpose_calibration
+
+    board, folder = _board(kind, squares, square_size, marker_size, dictionary, images, videos)
+    try:
+        result = extrinsics_from_folder(folder, intrinsics, board, every=every, reference=reference, world=world,
+                                        origin_frame=origin_frame, progress=True)
+        write_mvpose_calibration(out, result.params)
+    except (ValueError, OSError) as err:
+        _fail(err)
+    click.echo(format_extrinsics(result))
+    click.echo(calibration_summary(result.params))
+    click.echo(f"wrote {out}")

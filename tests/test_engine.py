@@ -60,7 +60,7 @@ def test_resume_continues_exactly(synth_root, tmp_path):
 def test_training_changes_weights_and_lowers_loss(synth_root, tmp_path):
     from mvpose.engine.train import build_model_from_config
 
-    cfg = tiny_cfg(synth_root, **{"train.epochs": 3, "train.max_steps_per_epoch": 3})
+    cfg = tiny_cfg(synth_root, **{"train.epochs": 3, "train.max_steps_per_epoch": 2})
     torch.manual_seed(cfg["seed"])
     init = weights_checksum(build_model_from_config(cfg))
     train(cfg, tmp_path / "r", progress=False)

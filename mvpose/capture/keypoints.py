@@ -264,7 +264,8 @@ def read_coco_results(path: str | Path, name: str | None = None) -> CameraKeypoi
                 frame = image_id if isinstance(image_id, int) else frame_number(str(image_id))
             if not isinstance(frame, int):
                 raise ValueError(f"{where}: 'image_id' {image_id!r} is not a frame number")
-            by_frame.setdefault(frame, []).append(_triples(rec["keypoints"], where, "keypoints"))
+            person = _triples(rec["keypoints"], where, "keypoints")
+            by_frame.setdefault(frame, []).append(person)
         except ValueError as err:
             issues.append(str(err))
     if not by_frame:

@@ -35,10 +35,12 @@ def _select_chunk(
 ) -> torch.Tensor:
     """(N, V, P, J, 3) detections -> (N, V) chosen person per view, -1 where none agrees."""
     N, V, P, J, _ = people.shape
-    xy, conf = people[..., :2], people[..., 2]
+    conf = people[..., 2]
+    # Undistort every detection once; hypotheses are then solved and compared in ideal pinhole pixels.
+    xy = cameras.undistort_pixels(people[..., :2].transpose(1, 0).reshape(V, N * P * J, 2))
+    xy = xy.reshape(V, N, P, J, 2).transpose(1, 0)
     ok = (conf >= min_confidence) & xy.isfinite().all(dim=-1)  # (N, V, P, J)
     va, pa, vb, pb = _pair_hypotheses(V, P, people.device)
-    H = va.numel()
     # Points (N, H, V, J, 2): only views a and b carry the hypothesis' two detections.
     onehot_a = torch.nn.functional.one_hot(va, V).to(torch.bool)  # (H, V)
     onehot_b = torch.nn.functional.one_hot(vb, V).to(torch.bool)
@@ -48,8 +50,8 @@ def _select_chunk(
     w = torch.where(onehot_a[None, :, :, None], w_a.unsqueeze(2), w_b.unsqueeze(2))
     w = w * (onehot_a | onehot_b)[None, :, :, None]
     pts = torch.where(w.unsqueeze(-1) > 0, pts, torch.full((), math.nan, dtype=pts.dtype))
-    X = triangulate(pts, cameras, w, reweight=False).points3d  # (N, H, J, 3)
-    proj = cameras.project(X.unsqueeze(-3))  # (N, H, V, J, 2)
+    X = triangulate(pts, cameras, w, undistort=False, reweight=False).points3d  # (N, H, J, 3)
+    proj = cameras.project(X.unsqueeze(-3), distort=False)  # (N, H, V, J, 2)
     dist = (proj.unsqueeze(3) - xy.unsqueeze(1)).norm(dim=-1)  # (N, H, V, P, J)
     valid = ok.unsqueeze(1) & dist.isfinite()
     n = valid.sum(dim=-1)

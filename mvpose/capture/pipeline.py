@@ -435,6 +435,7 @@ def run_capture(
     images: str | Path | None = None,
     render: bool = False,
     plot_frames: Sequence[int] | None = None,
+    render_every: int = 1,
 ) -> CaptureResult:
     """The whole `mvpose triangulate --keypoints` job: read, triangulate, filter, write, render.
 
@@ -448,6 +449,7 @@ def run_capture(
             give the frame rate).
         render: write overlays per camera and a 3D skeleton plot into ``out_dir/render``.
         plot_frames: capture frame numbers for the 3D plot (default: four spread over the sequence).
+        render_every: overlays draw every ``render_every``-th frame.
 
     Returns:
         The :class:`CaptureResult`, with ``summary``, ``timings`` and ``paths`` filled.
@@ -467,7 +469,7 @@ def run_capture(
 
         t0 = time.perf_counter()
         result.paths.update(render_capture(result, Path(out_dir) / "render", videos=videos, images=images,
-                                           plot_frames=plot_frames))
+                                           plot_frames=plot_frames, every=render_every))
         result.timings["render_s"] = time.perf_counter() - t0
     result.timings["total_s"] = time.perf_counter() - start
     return result

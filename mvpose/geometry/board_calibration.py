@@ -43,6 +43,10 @@ __all__ = [
     "camera_frame_sources",
     "detect_board",
     "detect_in_source",
+    "extrinsics_from_folder",
+    "format_extrinsics",
+    "format_intrinsics",
+    "intrinsics_from_folder",
     "iter_frames",
 ]
 
@@ -628,3 +632,76 @@ def calibrate_extrinsics(
         if r > 1.0:
             log.warning("camera %s: RMS reprojection error %.2f px after bundle adjustment is high", n, r)
     return ExtrinsicsResult(params, rms, used, pairs, tree, reference, world)
+
+
+# ---------------------------------------------------------------------------------------------- whole jobs
+def _detect_sources(directory: str | Path, board: Board, every: int, progress: bool):
+    sources = camera_frame_sources(directory)
+    out = {}
+    for name, src in sources.items():
+        out[name] = detect_in_source(src, board, every, progress)
+    return out
+
+
+def intrinsics_from_folder(
+    directory: str | Path, board: Board, *, every: int = 1, max_views: int = 40, fix_k3: bool = False,
+    progress: bool = False,
+) -> list[IntrinsicsResult]:
+    """Intrinsics of every camera in ``directory`` (see :func:`camera_frame_sources`), one after the other."""
+    results = []
+    for name, (dets, size) in _detect_sources(directory, board, every, progress).items():
+        results.append(calibrate_intrinsics(dets, board, size, name=name, max_views=max_views, fix_k3=fix_k3))
+    return results
+
+
+def extrinsics_from_folder(
+    directory: str | Path, intrinsics: str | Path, board: Board, *, every: int = 1, reference: str | None = None,
+    world: str = "camera", origin_frame: int | None = None, progress: bool = False,
+) -> ExtrinsicsResult:
+    """Extrinsics of the cameras in ``directory`` (synchronised videos / image folders named by camera), with
+    the intrinsics read from a calibration file (any format :func:`mvpose.geometry.calibration.read_calibration`
+    reads; its poses are ignored)."""
+    from mvpose.geometry.calibration import read_calibration
+
+    rigs = read_calibration(intrinsics)
+    if len(rigs) != 1:
+        raise BoardCalibrationError(f"{intrinsics}: holds {len(rigs)} rigs {sorted(rigs)}; give a file with one")
+    intr = {p["name"]: p for p in next(iter(rigs.values()))}
+    found = _detect_sources(directory, board, every, progress)
+    unknown = [n for n in found if n not in intr]
+    if unknown:
+        raise BoardCalibrationError(
+            f"{directory}: camera(s) {', '.join(unknown)} have no intrinsics in {intrinsics} (cameras there: {', '.join(intr)})"
+        )
+    for name, (_, size) in found.items():
+        if tuple(np.asarray(intr[name]["size"]).round().astype(int)) != tuple(size):
+            raise BoardCalibrationError(
+                f"camera {name}: images are {size[0]}x{size[1]} but the intrinsics in {intrinsics} are for "
+                f"{intr[name]['size'][0]:.0f}x{intr[name]['size'][1]:.0f}"
+            )
+    dets = {n: d for n, (d, _) in found.items()}
+    return calibrate_extrinsics(dets, intr, board, reference=reference, world=world, origin_frame=origin_frame)
+
+
+def format_intrinsics(results: Sequence[IntrinsicsResult]) -> str:
+    """One block per camera: views, RMS, K, distortion, coverage, warnings."""
+    lines = []
+    for r in results:
+        K = r.K
+        lines += [
+            f"camera {r.name}: {len(r.frames)} views, image {r.image_size[0]}x{r.image_size[1]}",
+            f"  RMS reprojection error {r.rms:.3f} px (worst view {r.per_view_rms.max():.3f} px)",
+            f"  fx {K[0, 0]:.2f}  fy {K[1, 1]:.2f}  cx {K[0, 2]:.2f}  cy {K[1, 2]:.2f}",
+            f"  dist k1 k2 p1 p2 k3 = {' '.join(f'{v:.5f}' for v in r.dist)}",
+            f"  board coverage {100 * r.coverage:.0f}% of the image",
+        ] + [f"  WARNING: {w}" for w in r.warnings]
+    return "\n".join(lines)
+
+
+def format_extrinsics(result: ExtrinsicsResult) -> str:
+    """RMS per camera, the pairs that saw the board together and the chain used."""
+    lines = [f"world: {'camera ' + result.reference if result.world == 'camera' else 'board'}; "
+             f"chain: {', '.join(f'{a}->{b}' for a, b in result.tree)}"]
+    lines += [f"  {a}-{b}: {n} shared frames" for (a, b), n in result.pairs.items()]
+    lines += [f"camera {n}: RMS {r:.3f} px over {len(result.frames[n])} board views" for n, r in result.rms.items()]
+    return "\n".join(lines)

@@ -182,7 +182,7 @@ def flops_table() -> list[dict[str, Any]]:
 # - ViTransPose-B (paper 000): 17.9 G for the full model, the same network. 13.3 G with
 #   skeleton patch selection is an average over COCO val of a data-dependent patch count; at
 #   84.9 M MACs per encoded patch it corresponds to 136 patches of 192 (71%) when the
-#   Lite-HRNet-18 guide (0.20 G) is counted, 138 without it. The row fixes that budget
+#   Lite-HRNet-18 guide (0.20 G) is counted, about 138 without it. The row fixes that budget
 #   (``num_selected=136``), so it checks the convention and the cost per patch, not the count.
 # - Lite-HRNet-18 / -30 (Yu et al., CVPR 2021, COCO 256x192): 1.1 M / 0.20 G and 1.8 M / 0.31 G.
 # - SHaRPose-B (paper 002): the abstract claims about 25% fewer GFLOPs than ViTPose-B, i.e.

@@ -134,7 +134,9 @@ class HRPVT(nn.Module):
         self.config = dict(
             num_joints=num_joints, image_size=list(image_size),
             heatmap_size=list(heatmap_size) if heatmap_size is not None else None,
-            backbone=backbone, backbone_options=dict(backbone_options or {}), stem=stem, insertion=insertion,
+            backbone=backbone,
+            backbone_options={k: list(v) if isinstance(v, tuple) else v for k, v in (backbone_options or {}).items()},
+            stem=stem, insertion=insertion,
             stem_channels=stem_channels, stem_dilations=list(stem_dilations),
             hrpm_dilations=list(hrpm_dilations), split_ratio=split_ratio,
         )

@@ -122,8 +122,9 @@ for _size, _dim in (("s", 384), ("b", 768)):
     _register_config(f"vitranspose_{_size}_jointtok", ViTransPose, **_VITP, dim=_dim, selection="joint_tokens",
                      keep_ratio=0.7, prune_layers=(3, 6, 9))
 
-# SHaRPose-Small/-Base (official configs): coarse 128x96 and fine 256x192 on 16x16 patches.
-_SHARP = dict(num_joints=17, image_size=(256, 192), heatmap_size=(64, 48), coarse_size=(128, 96),
+# SHaRPose-Small/-Base (official configs): coarse stage at half the input size (128x96), fine
+# stage at the input size (256x192), 16x16 patches.
+_SHARP = dict(num_joints=17, image_size=(256, 192), heatmap_size=(64, 48),
               patch_size=16, depth=12, heads=12, mlp_ratio=4.0, qkv_bias=True, quality_threshold=0.99)
 _register_config("sharpose_s", SHaRPose, **_SHARP, dim=384, alpha=0.5)
 _register_config("sharpose_b", SHaRPose, **_SHARP, dim=768, alpha=0.4)
