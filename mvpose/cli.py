@@ -29,7 +29,7 @@ def main(verbose: int) -> None:
 
 @main.group()
 def calibrate() -> None:
-    """Camera calibration: convert between formats (and, later, calibrate from boards)."""
+    """Camera calibration: convert between formats, calibrate intrinsics and extrinsics from a board."""
 
 
 DATASETS = ["h36m", "skipose", "coco"]

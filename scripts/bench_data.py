@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", choices=("auto", "synth", "fixture"), default="auto", help="how to generate the set when --root is not given")
     parser.add_argument("--split", default="train")
     parser.add_argument("--views", type=int, default=4)
-    parser.add_argument("--samples", type=int, default=64, help="multi-view samples per measurement")
+    parser.add_argument("--samples", type=int, default=96, help="multi-view samples per measurement")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--no-augment", action="store_true")

@@ -54,9 +54,10 @@ def ring_rig(views: int, distortion: bool, seed: int) -> Cameras:
     return Cameras.from_params(np.array(K), np.array(R), np.array(t), np.array(dist), image_size=[1000, 1000])
 
 
-def random_rig(views: int, rng: np.random.Generator) -> Cameras:
-    """Cameras 2-6 m from the origin in random directions, focal 700-2000 px, aimed near the origin."""
-    K, R, t = [], [], []
+def random_rig(views: int, rng: np.random.Generator, distortion: bool = False) -> Cameras:
+    """Cameras 2-6 m from the origin in random directions, focal 700-2000 px, aimed near the origin;
+    with ``distortion``, k1 in [-0.3, 0.1], k2 in [-0.1, 0.1], small tangential terms."""
+    K, R, t, dist = [], [], [], []
     for _ in range(views):
         direction = rng.normal(size=3)
         C = rng.uniform(2000, 6000) * direction / np.linalg.norm(direction)
@@ -69,38 +70,51 @@ def random_rig(views: int, rng: np.random.Generator) -> Cameras:
         K.append([[f, 0, 500], [0, f, 500], [0, 0, 1]])
         R.append(Rv)
         t.append(-Rv @ C)
-    return Cameras.from_params(np.array(K), np.array(R), np.array(t), image_size=[1000, 1000])
+        tangential = rng.uniform(-2e-3, 2e-3, size=2)
+        dist.append([rng.uniform(-0.3, 0.1), rng.uniform(-0.1, 0.1), *tangential, 0.0] if distortion else [0.0] * 5)
+    return Cameras.from_params(np.array(K), np.array(R), np.array(t), np.array(dist), image_size=[1000, 1000])
+
+
+def max_error(pixels: torch.Tensor, cams: Cameras, X: torch.Tensor, **kwargs) -> float:
+    """Largest 3D error (mm) of ``triangulate(pixels, cams, **kwargs)`` against the truth ``X``."""
+    return float((triangulate(pixels, cams, **kwargs).points3d.double() - X).norm(dim=-1).max())
 
 
 def accuracy_study(sigma: float, seed: int) -> None:
     """Print the accuracy figures of docs/triangulation.md (two-pass vs plain DLT vs ML; float32 baselines)."""
     rng = np.random.default_rng(seed)
-    ratios: dict[str, list[float]] = {"plain DLT": [], "two-pass": []}
-    for _ in range(40):
-        V = int(rng.integers(2, 6))
-        cams = random_rig(V, rng)
-        X = torch.from_numpy(rng.uniform(-800, 800, size=(200, 3)))
-        pixels = cams.project(X.unsqueeze(-3)) + sigma * torch.from_numpy(rng.normal(size=(V, 200, 2)))
-        ml = refine_points(triangulate(pixels, cams).points3d, pixels, cams, iters=30)
-        e_ml = (ml - X).norm(dim=-1).mean()
-        for name, reweight in (("plain DLT", False), ("two-pass", True)):
-            e = (triangulate(pixels, cams, reweight=reweight).points3d - X).norm(dim=-1).mean()
-            ratios[name].append(float(e / e_ml))
-    for name, r in ratios.items():
-        print(f"40 random rigs (2-5 views, sigma={sigma} px): {name:9s} mean 3D error / ML error: "
-              f"mean {np.mean(r):.3f}, worst rig {np.max(r):.3f}")
+    for distortion in (False, True):
+        ratios: dict[str, list[float]] = {"plain DLT": [], "two-pass": []}
+        for _ in range(40):
+            V = int(rng.integers(2, 6))
+            cams = random_rig(V, rng, distortion)
+            X = torch.from_numpy(rng.uniform(-800, 800, size=(200, 3)))
+            pixels = cams.project(X.unsqueeze(-3)) + sigma * torch.from_numpy(rng.normal(size=(V, 200, 2)))
+            ml = refine_points(triangulate(pixels, cams, reweight=False).points3d, pixels, cams, iters=30)
+            e_ml = (ml - X).norm(dim=-1).mean()
+            for name, reweight in (("plain DLT", False), ("two-pass", True)):
+                e = (triangulate(pixels, cams, reweight=reweight).points3d - X).norm(dim=-1).mean()
+                ratios[name].append(float(e / e_ml))
+        for name, r in ratios.items():
+            print(f"40 random rigs (2-5 views, {'with' if distortion else 'no'} distortion, sigma={sigma} px): "
+                  f"{name:9s} mean 3D error / ML error: mean {np.mean(r):.4f}, worst rig {np.max(r):.4f}")
 
-    # float32 on a two-camera rig with a shrinking baseline, 4 m from the points, noiseless pixels.
-    base = random_rig(1, rng)
+    # float32 on two-camera rigs with a shrinking baseline, noiseless pixels rounded to float32: five random
+    # first cameras (2-6 m from the points), the second one shifted along the first one's image x axis.
+    rng = np.random.default_rng(seed + 1)
     X = torch.from_numpy(rng.uniform(-800, 800, size=(500, 3)))
-    print("baseline  float32 plain  float32 two-pass  float64 (max 3D error over 500 points, mm)")
+    bases = [random_rig(1, rng) for _ in range(5)]
+    print("baseline  float32 plain  float32 two-pass  float64 (max 3D error, 5 rigs x 500 points, mm)")
     for baseline in (10.0, 100.0, 1000.0):
-        C = base.centers[0] + torch.tensor([baseline, 0.0, 0.0], dtype=torch.float64)
-        other = Cameras(base.K[0], base.R[0], -(base.R[0] @ C), base.dist[0], base.image_size[0])
-        pair = Cameras.stack([base[0], other])
-        pixels = pair.project(X.unsqueeze(-3)).float()
-        err = lambda p, **kw: float((triangulate(p, pair, **kw).points3d.double() - X).norm(dim=-1).max())  # noqa: E731
-        print(f"{baseline:6.0f} mm  {err(pixels, reweight=False):13.4f}  {err(pixels):16.4f}  {err(pixels.double()):8.4f}")
+        worst = np.zeros(3)
+        for base in bases:
+            C = base.centers[0] + baseline * base.R[0, 0]
+            other = Cameras(base.K[0], base.R[0], -(base.R[0] @ C), base.dist[0], base.image_size[0])
+            pair = Cameras.stack([base[0], other])
+            pixels = pair.project(X.unsqueeze(-3)).float()
+            plain, two_pass = max_error(pixels, pair, X, reweight=False), max_error(pixels, pair, X)
+            worst = np.maximum(worst, [plain, two_pass, max_error(pixels.double(), pair, X)])
+        print(f"{baseline:6.0f} mm  {worst[0]:13.4f}  {worst[1]:16.4f}  {worst[2]:8.4f}")
 
 
 def observations(cams: Cameras, joints: int, sigma: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -182,7 +196,7 @@ def main() -> None:
     dX, dpixels = observations(dcams, args.joints, args.sigma, args.seed)
     dpix, dcams_w = dpixels.to(dtype), dcams.to(dtype=dtype)
     with_dist = run("triangulate (distortion, undistort=True)", n, lambda: triangulate(dpix, dcams_w))
-    run("  of which Cameras.undistort_normalized", n, lambda: dcams_w.undistort_normalized(dpix))
+    run("  Cameras.undistort_normalized alone, one call", n, lambda: dcams_w.undistort_normalized(dpix))
 
     # Robust modes with one corrupted view per joint, on a tenth of the data.
     frames = max(pixels.shape[0] // 10, 1)
@@ -190,14 +204,16 @@ def main() -> None:
     bad[:, 0] += 80.0
     m = frames * JOINTS_PER_POSE
     run("triangulate_robust drop_worst (1 outlier view)", m, lambda: triangulate_robust(bad, cams_w, threshold_px=10))
-    run("triangulate_robust ransac (1 outlier view)", m, lambda: triangulate_robust(bad, cams_w, threshold_px=10, mode="ransac"))
+    run("triangulate_robust ransac (1 outlier view)", m,
+        lambda: triangulate_robust(bad, cams_w, threshold_px=10, mode="ransac"))
 
     # Accuracy on the noisy data (float64 reference: the same call in float64).
     err = lambda P3: (P3.double() - X).norm(dim=-1)  # noqa: E731
     e_batched = err(triangulate(pix, cams_w).points3d)
     e_plain = err(triangulate(pix, cams_w, reweight=False).points3d)
     e_dist = (triangulate(dpix, dcams_w).points3d.double() - dX).norm(dim=-1)
-    print(f"mean 3D error at sigma={args.sigma} px: two-pass {e_batched.mean():.3f} mm, plain DLT {e_plain.mean():.3f} mm, "
+    print(f"mean 3D error at sigma={args.sigma} px: two-pass {e_batched.mean():.3f} mm, "
+          f"plain DLT {e_plain.mean():.3f} mm, "
           f"with distortion {e_dist.mean():.3f} mm")
 
     # Solver comparison on identical normal matrices: closed-form 3x3 vs eigh of 4x4 (no reweighting).
@@ -220,7 +236,8 @@ def main() -> None:
     e_closed = (c + s * closed().double() - truth).norm(dim=-1)
     e_eigh = (c + s * eigen().double() - truth).norm(dim=-1)
     gap = (s * (closed().double() - eigen().double())).norm(dim=-1)
-    print(f"solver on {k} 4x4 systems ({args.dtype}): closed-form 3x3 {t_closed * 1e3:.1f} ms, eigh {t_eigh * 1e3:.1f} ms "
+    print(f"solver on {k} 4x4 systems ({args.dtype}): closed-form 3x3 {t_closed * 1e3:.1f} ms, "
+          f"eigh {t_eigh * 1e3:.1f} ms "
           f"({t_eigh / t_closed:.0f}x); mean error closed {e_closed.mean():.3f} mm, eigh {e_eigh.mean():.3f} mm, "
           f"median gap {gap.median():.4f} mm")
 
@@ -234,8 +251,9 @@ def main() -> None:
     out = loop_svd(P, loop_pix)
     loop_s = (time.perf_counter() - start) / loop_pix.shape[1]
     loop_rate = 1.0 / loop_s
+    loop_err = np.linalg.norm(out - truth[: loop_pix.shape[1]].numpy(), axis=-1).mean()
     print(f"{'per-point loop, np.linalg.svd':48s} {loop_pix.shape[1]:>9d} joints {loop_s * 1e6:9.2f} us/pt "
-          f"{loop_rate:14,.0f} joints/s (mean error {np.linalg.norm(out - truth[: loop_pix.shape[1]].numpy(), axis=-1).mean():.3f} mm)")
+          f"{loop_rate:14,.0f} joints/s (mean error {loop_err:.3f} mm)")
     print(f"with undistortion: {with_dist:,.0f} joints/s ({with_dist / loop_rate:.1f}x the loop)")
     print(f"points_per_s={batched:.0f} ratio_vs_loop={batched / loop_rate:.1f}")
 

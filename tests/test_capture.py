@@ -313,6 +313,15 @@ def test_short_camera_empty_camera_and_corrupt_file(tmp_path, rig):
     assert np.isfinite(X).all() and mpjpe(X, gt.points3d) < 8.0
 
 
+def test_no_detection_anywhere_is_an_error(tmp_path, rig):
+    _capture(tmp_path, rig, frames=3)
+    for path in (tmp_path / "kp").glob("*/*.json"):
+        path.write_text(json.dumps({"people": []}))
+    out = _fail(["--calibration", str(RIG), "--keypoints", str(tmp_path / "kp"), "--out", str(tmp_path / "o")])
+    assert "no camera has a single detected keypoint" in out
+    assert not (tmp_path / "o").exists()
+
+
 def test_calibration_for_another_image_size_warns(tmp_path, rig):
     _capture(tmp_path, rig, frames=5)
     params = params_from_cameras(rig)

@@ -60,7 +60,7 @@ def h36m_records(h36m_set) -> dict[str, list[dict]]:
 @pytest.fixture(scope="module")
 def ski_set(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth_ski")
-    generate(out, fmt="skipose", subjects=(1, 5), frames=2, seed=0, workers=1)
+    generate(out, fmt="skipose", subjects=(1, 5), frames=2, seed=0, workers=1, preview=True)
     return out
 
 
@@ -305,6 +305,8 @@ def test_skipose_layout_and_geometry(ski_set):
         pose = d["3D"].reshape(n, 17, 3)
         assert 0.8 < np.linalg.norm(pose[:, 10] - pose[:, 3], axis=-1).mean() < 2.1
     assert seen_subjects == {"train": {1}, "test": {5}}
+    sheet = cv2.imread(str(ski_set / "preview.png"))
+    assert sheet.shape[1] == 6 * 256 and sheet.shape[0] >= 256
 
 
 # --------------------------------------------------------------------------- determinism, CLI, errors
@@ -346,5 +348,7 @@ def test_bad_arguments_are_explained(tmp_path):
         generate(tmp_path, actions=(1,))
     with pytest.raises(ValueError, match="256"):
         generate(tmp_path, fmt="skipose", image_size=128)
+    with pytest.raises(ValueError, match="actions"):
+        generate(tmp_path, fmt="skipose", actions=(2,))
     result = CliRunner().invoke(main, ["synth", "--out", str(tmp_path), "--subjects", "one"])
     assert result.exit_code != 0 and "--subjects" in result.output

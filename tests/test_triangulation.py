@@ -44,12 +44,15 @@ def make_rig(
         C = rng.uniform(2000, 6000) * direction / np.linalg.norm(direction)
         Rv = look_at(C, rng.uniform(-200, 200, size=3), rng)
         f = rng.uniform(700, 2000)
-        K.append([[f, rng.uniform(-3, 3), rng.uniform(450, 550)], [0, f * rng.uniform(0.95, 1.05), rng.uniform(450, 550)], [0, 0, 1]])
+        cx, cy, skew = rng.uniform(450, 550), rng.uniform(450, 550), rng.uniform(-3, 3)
+        K.append([[f, skew, cx], [0, f * rng.uniform(0.95, 1.05), cy], [0, 0, 1]])
         R.append(Rv)
         t.append(-Rv @ C)
-        d = [rng.uniform(-0.3, 0.1), rng.uniform(-0.1, 0.1), rng.uniform(-2e-3, 2e-3), rng.uniform(-2e-3, 2e-3), rng.uniform(-0.05, 0.05)]
+        k1, k2, k3 = rng.uniform(-0.3, 0.1), rng.uniform(-0.1, 0.1), rng.uniform(-0.05, 0.05)
+        d = [k1, k2, rng.uniform(-2e-3, 2e-3), rng.uniform(-2e-3, 2e-3), k3]
         dist.append(d if distortion else [0.0] * 5)
-    return Cameras.from_params(np.array(K), np.array(R), np.array(t), np.array(dist), image_size=[1000, 1000], dtype=dtype)
+    arrays = (np.array(a) for a in (K, R, t, dist))
+    return Cameras.from_params(*arrays, image_size=[1000, 1000], dtype=dtype)
 
 
 def scene_scale(cams: Cameras) -> float:
@@ -215,14 +218,17 @@ def test_too_few_views_gives_nan() -> None:
     assert not strict.used[:, :3].any()
 
 
-def test_parallel_rays_give_nan_not_garbage() -> None:
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("reweight", [False, True])
+def test_parallel_rays_give_nan_not_garbage(dtype: torch.dtype, reweight: bool) -> None:
     """Two cameras at the same place see one ray: the system is singular, the joint must be NaN."""
     rng = np.random.default_rng(13)
     cams = make_rig(rng, 2, distortion=False)
     twin = Cameras.stack([cams[0], cams[0]])
-    X = make_points(rng, (5,))
-    result = triangulate(observe(twin, X), twin)
+    X = make_points(rng, (50,))
+    result = triangulate(observe(twin, X).to(dtype), twin, reweight=reweight)
     assert result.points3d.isnan().all() and not result.used.any()
+    assert result.reprojection_error.isnan().all()
 
 
 def test_bad_inputs_are_named() -> None:
@@ -237,6 +243,14 @@ def test_bad_inputs_are_named() -> None:
         triangulate(pixels, cams, min_views=1)
     with pytest.raises(ValueError, match="mode"):
         triangulate_robust(pixels, cams, mode="best")
+
+
+def test_differentiable() -> None:
+    """Gradients flow to the pixels and the weights (e.g. for a 3D loss through triangulation)."""
+    cams, _, pixels, weights = noisy_problem(15, V=3, J=2)
+    pixels = pixels.clone().requires_grad_(True)
+    weights = weights.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda p, w: triangulate(p, cams, w).points3d, (pixels, weights))
 
 
 # --------------------------------------------------------------------------------------------- robust modes, refinement
@@ -369,6 +383,34 @@ def test_broadcast_points_weights_and_rigs() -> None:
     )
 
 
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_blocks_give_the_same_result(per_sample: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large CPU batches are solved in blocks; tiny blocks must give exactly what one call gives."""
+    import mvpose.geometry.triangulation as module
+
+    rng = np.random.default_rng(46)
+    rigs = [make_rig(rng, 4) for _ in range(3)]
+    cams = Cameras.stack(rigs)[:, None] if per_sample else rigs[0]  # (3, 1, V) or (V,)
+    X = make_points(rng, (3, 5, 7))
+    pixels = torch.stack([observe(cams[b, 0] if per_sample else cams, X[b]) for b in range(3)])
+    pixels = pixels + 0.5 * torch.from_numpy(rng.normal(size=pixels.shape))
+    pixels[0, 1, 2, 3] += 100.0  # an outlier for the robust modes
+    pixels[1, 2, 0, 4] = math.nan
+    weights = torch.from_numpy(rng.uniform(0.2, 1.0, size=(4, 7)))  # broadcast over (3, 5)
+    calls = {
+        "plain": lambda: triangulate(pixels, cams, weights),
+        "drop_worst": lambda: triangulate_robust(pixels, cams, weights, threshold_px=10.0),
+        "ransac": lambda: triangulate_robust(pixels, cams, weights, threshold_px=10.0, mode="ransac"),
+    }
+    whole = {name: call() for name, call in calls.items()}
+    monkeypatch.setattr(module, "_BLOCK_BYTES", 1000)  # a few frames per block
+    for name, call in calls.items():
+        blocked = call()
+        for got, expected in zip(blocked, whole[name]):
+            assert got.shape == expected.shape
+            torch.testing.assert_close(got, expected, equal_nan=True)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_float32_accuracy(device: str) -> None:
     rng = np.random.default_rng(42)
@@ -381,6 +423,23 @@ def test_float32_accuracy(device: str) -> None:
     # float32 pixels near 1000 carry ~6e-5 px of rounding: a few microns at these distances.
     assert err.max() < 1e-5 * scene_scale(cams)
     assert result.reprojection_error.max() < 0.01
+
+
+def test_float32_narrow_baseline() -> None:
+    """Forming A^T A squares the conditioning; the second pass (a correction from explicit residuals)
+    brings float32 back near what float64 gets from the same float32 pixels."""
+    rng = np.random.default_rng(45)
+    base = make_rig(rng, 1, distortion=False)
+    C = base.centers[0] + torch.tensor([100.0, 0.0, 0.0], dtype=torch.float64)  # 10 cm baseline
+    other = Cameras(base.K[0], base.R[0], -(base.R[0] @ C), base.dist[0], base.image_size[0])
+    pair = Cameras.stack([base[0], other])
+    X = make_points(rng, (300,))
+    pixels = observe(pair, X).float()
+    err = lambda result: (result.points3d.double() - X).norm(dim=-1).max()  # noqa: E731
+    reference = err(triangulate(pixels.double(), pair))  # float64 from the float32-rounded pixels
+    plain, two_pass = err(triangulate(pixels, pair, reweight=False)), err(triangulate(pixels, pair))
+    assert two_pass < 5 * reference + 1e-3
+    assert plain > 5 * two_pass  # the plain float32 solve really is worse here
 
 
 def test_cameras_follow_points_dtype() -> None:

@@ -20,17 +20,19 @@ the reason (file, field, what was expected) is kept in :attr:`CameraKeypoints.is
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import re
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from mvpose.skeletons import SKELETONS, get_skeleton
 
@@ -184,13 +186,18 @@ def _pack(name: str, source: Path, frames: list[int], people: list[list[np.ndarr
     return CameraKeypoints(name, source, np.asarray(frames, dtype=np.int64)[order], arr, issues)
 
 
-def read_openpose_folder(folder: str | Path, name: str | None = None, workers: int = 0) -> CameraKeypoints:
+def read_openpose_folder(
+    folder: str | Path, name: str | None = None, workers: int = 0, progress: bool = False,
+    pool: Executor | None = None,
+) -> CameraKeypoints:
     """Read a folder of OpenPose JSON files (one per frame).
 
     Args:
         folder: the folder; every ``*.json`` in it is a frame.
         name: camera name (default: the folder name).
-        workers: processes parsing files (0 or 1: in this process).
+        workers: processes parsing files (0 or 1: in this process); ignored when ``pool`` is given.
+        progress: a progress bar over the files.
+        pool: an executor to parse chunks of files in (shared by several cameras).
 
     Returns:
         :class:`CameraKeypoints`; unreadable files are missing frames listed in ``issues``.
@@ -212,13 +219,18 @@ def read_openpose_folder(folder: str | Path, name: str | None = None, workers: i
             raise KeypointError(f"{folder}: files {seen[n]} and {p.name} both hold frame {n}")
         seen[n] = p.name
     paths = [str(p) for p in files]
-    if workers > 1 and len(paths) > 64:
-        size = math.ceil(len(paths) / (4 * workers))
-        chunks = [paths[i:i + size] for i in range(0, len(paths), size)]
-        with ProcessPoolExecutor(workers) as pool:
-            parsed = [r for part in pool.map(_read_openpose_files, chunks) for r in part]
-    else:
-        parsed = _read_openpose_files(paths)
+    size = min(256, max(16, math.ceil(len(paths) / (4 * max(workers, 1)))))
+    chunks = [paths[i:i + size] for i in range(0, len(paths), size)]
+    parsed: list[list[np.ndarray] | str] = []
+    with contextlib.ExitStack() as stack:
+        if pool is None and workers > 1 and len(chunks) > 1:
+            pool = stack.enter_context(ProcessPoolExecutor(workers))
+        parts = pool.map(_read_openpose_files, chunks) if pool is not None else map(_read_openpose_files, chunks)
+        bar = stack.enter_context(tqdm(total=len(paths), desc=f"read {name or folder.name}", unit="file",
+                                       disable=not progress, leave=False))
+        for part in parts:
+            parsed += part
+            bar.update(len(part))
     issues = [r for r in parsed if isinstance(r, str)]
     keep = [i for i, r in enumerate(parsed) if not isinstance(r, str)]
     if not keep:
@@ -281,13 +293,18 @@ def _is_coco_file(path: Path) -> bool:
     return head.startswith(b"[") or (head.startswith(b"{") and b'"annotations"' in head)
 
 
-def read_camera_keypoints(source: str | Path, name: str | None = None, workers: int = 0) -> CameraKeypoints:
+def read_camera_keypoints(
+    source: str | Path, name: str | None = None, workers: int = 0, progress: bool = False,
+    pool: Executor | None = None,
+) -> CameraKeypoints:
     """Read one camera's keypoints: an OpenPose folder, a COCO results file, or a folder holding only one.
 
     Args:
         source: folder of OpenPose files, or a ``.json`` COCO results file.
         name: camera name (default: the folder name or file stem).
         workers: processes for OpenPose folders.
+        progress: a progress bar over the files of OpenPose folders.
+        pool: an executor for OpenPose folders (see :func:`read_openpose_folder`).
     """
     source = Path(source)
     if source.is_file():
@@ -297,17 +314,20 @@ def read_camera_keypoints(source: str | Path, name: str | None = None, workers: 
     files = [p for p in source.iterdir() if p.suffix.lower() == ".json" and not p.name.startswith(".")]
     if len(files) == 1 and _is_coco_file(files[0]):
         return read_coco_results(files[0], name or source.name)
-    return read_openpose_folder(source, name, workers)
+    return read_openpose_folder(source, name, workers, progress, pool)
 
 
-def find_camera_sources(directory: str | Path) -> dict[str, Path]:
-    """Entries of a keypoints (or videos / images) folder by camera name: sub-folders by name, files by stem."""
+def find_camera_sources(directory: str | Path, file_suffixes: Sequence[str] = (".json",)) -> dict[str, Path]:
+    """Entries of an input folder by camera name: sub-folders by name, files with ``file_suffixes`` by stem.
+
+    Hidden entries and other files (a README, a calibration) are left out.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise KeypointError(f"{directory}: not a folder")
     out: dict[str, Path] = {}
     for p in sorted(directory.iterdir()):
-        if p.name.startswith("."):
+        if p.name.startswith(".") or not (p.is_dir() or p.suffix.lower() in file_suffixes):
             continue
         key = p.name if p.is_dir() else p.stem
         if key in out:

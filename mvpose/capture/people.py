@@ -99,6 +99,9 @@ def select_person(
     person = torch.where(present[:, :, 0], 0, -1).to(torch.long)
     crowded = (present.sum(dim=-1) > 1).any(dim=-1).nonzero().squeeze(-1)
     cams = cameras.to(dtype=people.dtype)
+    # The largest intermediate is (chunk, hypotheses, V, P, J): keep it near 2M elements.
+    hypotheses = V * (V - 1) // 2 * P * P
+    chunk = max(1, min(chunk, 2_000_000 // (hypotheses * V * P * J)))
     for start in range(0, crowded.numel(), chunk):
         idx = crowded[start:start + chunk]
         person[idx] = _select_chunk(people[idx], cams, min_confidence, threshold_px)

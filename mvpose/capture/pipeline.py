@@ -20,12 +20,13 @@ calibrated image size all become warnings (logged and listed in ``summary.json``
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import math
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -168,6 +169,27 @@ class CaptureResult:
     paths: dict[str, Path] = field(default_factory=dict)
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its finished worker processes."""
+    try:
+        import resource
+    except ImportError:  # not on Windows: this process only
+        return time.process_time()
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    """Record a block's wall time as ``<stage>_s`` and its CPU time as ``<stage>_cpu_s``."""
+    wall, cpu = time.perf_counter(), _cpu_seconds()
+    try:
+        yield
+    finally:
+        timings[f"{stage}_s"] = time.perf_counter() - wall
+        timings[f"{stage}_cpu_s"] = _cpu_seconds() - cpu
+
+
 def _issue(issues: list[str], message: str) -> None:
     log.warning("%s", message)
     issues.append(message)
@@ -276,20 +298,25 @@ def load_capture(
         raise CaptureError(f"offsets name camera(s) {', '.join(stray)} that are not used; cameras are {', '.join(names)}")
     workers = default_workers(workers)
     cams = []
-    for name in tqdm(names, desc="read keypoints", unit="camera", disable=not progress, leave=False):
-        try:
-            cam = read_camera_keypoints(sources[name], name, workers=workers)
-        except KeypointError as err:
-            raise CaptureError(f"camera {name}: {err}") from None
-        for line in cam.issues[:20]:
-            _issue(issues, line)
-        if len(cam.issues) > 20:
-            _issue(issues, f"camera {name}: {len(cam.issues) - 20} more unreadable files or records")
-        cams.append(cam)
+    with contextlib.ExitStack() as stack:
+        # One pool for every camera: starting processes costs more than parsing a few hundred files.
+        pool = stack.enter_context(ProcessPoolExecutor(workers)) if workers > 1 else None
+        for name in names:
+            try:
+                cam = read_camera_keypoints(sources[name], name, progress=progress, pool=pool)
+            except KeypointError as err:
+                raise CaptureError(f"camera {name}: {err}") from None
+            for line in cam.issues[:20]:
+                _issue(issues, line)
+            if len(cam.issues) > 20:
+                _issue(issues, f"camera {name}: {len(cam.issues) - 20} more unreadable files or records")
+            cams.append(cam)
     counts = {c.name: c.num_joints for c in cams if (c.people[..., 2] > 0).any()}
+    if not counts:
+        raise CaptureError(f"keypoints {keypoints_dir}: no camera has a single detected keypoint")
     if len(set(counts.values())) > 1:
         raise CaptureError(f"cameras disagree on the keypoints per person: {counts}")
-    J = next(iter(counts.values()), cams[0].num_joints)
+    J = next(iter(counts.values()))
     for c in cams:  # a camera with nothing detected may have no joint count of its own
         if c.num_joints != J:
             c.people = np.full((*c.people.shape[:2], J, 3), np.nan)
@@ -354,24 +381,19 @@ def process_capture(capture: Capture, options: CaptureOptions, fps: float | None
     if options.cutoff_hz is not None and fps is None:
         raise CaptureError("the low-pass filter needs the frame rate: pass fps (--fps), or videos to read it from")
     cameras = capture.cameras.to(dtype=torch.float64)
-    t0 = time.perf_counter()
-    people = torch.from_numpy(capture.people)
-    keypoints, person = select_person(people, cameras, min_confidence=options.min_confidence,
-                                      threshold_px=options.person_threshold_px)
-    timings["select_s"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    X, used = triangulate_frames(keypoints, cameras, options)
-    timings["triangulate_s"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    raw = X.numpy()
-    points, filled = fill_gaps(raw, options.max_gap)
-    if options.cutoff_hz is not None:
-        points = lowpass(points, fps, options.cutoff_hz, options.filter_order)
-    kp = keypoints.numpy()
-    err = _reprojection_errors(points, kp, cameras, options.chunk_frames)
-    timings["temporal_s"] = time.perf_counter() - t0
+    with _timed(timings, "select"):
+        people = torch.from_numpy(capture.people)
+        keypoints, person = select_person(people, cameras, min_confidence=options.min_confidence,
+                                          threshold_px=options.person_threshold_px)
+    with _timed(timings, "triangulate"):
+        X, used = triangulate_frames(keypoints, cameras, options)
+    with _timed(timings, "temporal"):
+        raw = X.numpy()
+        points, filled = fill_gaps(raw, options.max_gap)
+        if options.cutoff_hz is not None:
+            points = lowpass(points, fps, options.cutoff_hz, options.filter_order)
+        kp = keypoints.numpy()
+        err = _reprojection_errors(points, kp, cameras, options.chunk_frames)
     return CaptureResult(capture, points, raw, kp, person.numpy(), err, used.numpy(), filled, fps, options, timings)
 
 
@@ -381,7 +403,9 @@ def _video_fps(videos: str | Path | None, names: Sequence[str]) -> float | None:
         return None
     import cv2
 
-    sources = find_camera_sources(videos)
+    from mvpose.geometry.board_calibration import VIDEO_SUFFIXES
+
+    sources = find_camera_sources(videos, VIDEO_SUFFIXES)
     for name in names:
         if name in sources and sources[name].is_file():
             cap = cv2.VideoCapture(str(sources[name]))
@@ -413,10 +437,9 @@ def write_outputs(result: CaptureResult, out_dir: str | Path) -> dict[str, Path]
         "reprojection_error": result.reprojection_error, "used": result.used, "filled": result.filled,
         "person": result.person, "frame_index": cap.frame_index,
     }
-    t0 = time.perf_counter()
-    paths = {"h5": write_h5(out / "poses3d.h5", arrays, attrs)}
-    paths["trc"] = write_trc(out / "poses3d.trc", result.points3d, skeleton.joints, fps, cap.frame_index)
-    result.timings["write_s"] = time.perf_counter() - t0
+    with _timed(result.timings, "write"):
+        paths = {"h5": write_h5(out / "poses3d.h5", arrays, attrs)}
+        paths["trc"] = write_trc(out / "poses3d.trc", result.points3d, skeleton.joints, fps, cap.frame_index)
     result.summary = build_summary(result)
     paths["summary"] = write_json(out / "summary.json", result.summary)
     paths["report"] = write_text(out / "report.txt", format_report(result.summary))
@@ -456,20 +479,20 @@ def run_capture(
     """
     options = options or CaptureOptions()
     options.check()
-    start = t0 = time.perf_counter()
-    capture = load_capture(calibration, keypoints_dir, joints=options.joints, offsets=options.offsets, rig=rig,
-                           workers=options.workers, progress=options.progress)
-    read_s = time.perf_counter() - t0
-    fps = _video_fps(videos, capture.names)
-    result = process_capture(capture, options, fps)
-    result.timings = {"read_s": read_s, **result.timings}
-    write_outputs(result, out_dir)
-    if render:
-        from mvpose.capture.render import render_capture
+    timings: dict[str, float] = {}
+    with _timed(timings, "total"):
+        with _timed(timings, "read"):
+            capture = load_capture(calibration, keypoints_dir, joints=options.joints, offsets=options.offsets,
+                                   rig=rig, workers=options.workers, progress=options.progress)
+        fps = _video_fps(videos, capture.names)
+        result = process_capture(capture, options, fps)
+        result.timings = {**timings, **result.timings}
+        write_outputs(result, out_dir)
+        if render:
+            from mvpose.capture.render import render_capture
 
-        t0 = time.perf_counter()
-        result.paths.update(render_capture(result, Path(out_dir) / "render", videos=videos, images=images,
-                                           plot_frames=plot_frames, every=render_every))
-        result.timings["render_s"] = time.perf_counter() - t0
-    result.timings["total_s"] = time.perf_counter() - start
+            with _timed(result.timings, "render"):
+                result.paths.update(render_capture(result, Path(out_dir) / "render", videos=videos, images=images,
+                                                   plot_frames=plot_frames, every=render_every))
+    result.timings.update(timings)
     return result

@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 import cv2
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from mvpose.capture.io import atomic_path
 from mvpose.capture.keypoints import default_workers, find_camera_sources, frame_number
+from mvpose.geometry.board_calibration import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from mvpose.skeletons import get_skeleton
 
 if TYPE_CHECKING:
@@ -28,7 +30,6 @@ __all__ = ["draw_overlay", "plot_skeleton_3d", "render_camera", "render_capture"
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 SKELETON_BGR = (60, 220, 60)
 USED_BGR = (255, 200, 0)
 EXCLUDED_BGR = (0, 0, 255)
@@ -92,7 +93,7 @@ def _image_frames(folder: Path, wanted: np.ndarray) -> Iterator[np.ndarray | Non
 def render_camera(
     out: str, source: str | None, size: tuple[int, int], camera_frames: np.ndarray, capture_frames: np.ndarray,
     projected: np.ndarray, keypoints: np.ndarray, used: np.ndarray, limbs: Sequence[tuple[int, int]],
-    fps: float, min_confidence: float,
+    fps: float, min_confidence: float, progress: bool = False,
 ) -> str:
     """Render one camera (runs in a worker process; plain arrays in, output path out).
 
@@ -101,6 +102,7 @@ def render_camera(
         source: video file, image folder or None (grey canvas of ``size``).
         camera_frames: (N,) camera frame numbers to draw; ``capture_frames`` (N,) name the output images.
         projected: (N, J, 2); keypoints: (N, J, 3); used: (N, J).
+        progress: a progress bar over the frames.
     """
     W, H = int(size[0]), int(size[1])
     src = None if source is None else Path(source)
@@ -114,7 +116,9 @@ def render_camera(
     target = Path(out + ".mp4") if as_video else Path(out)
     with atomic_path(target, is_dir=not as_video) as tmp:
         writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (W, H)) if as_video else None
-        for i, frame in enumerate(frames):
+        bar = tqdm(frames, total=len(camera_frames), desc=f"render {Path(out).name}", unit="frame",
+                   disable=not progress, leave=False)
+        for i, frame in enumerate(bar):
             if frame is None:
                 frame = np.full((H, W, 3), 60, np.uint8)
             elif frame.shape[1] != W or frame.shape[0] != H:
@@ -186,9 +190,10 @@ def render_capture(
     cap = result.capture
     skeleton = get_skeleton(cap.joint_set)
     sources: dict[str, Path] = {}
-    for folder in (images, videos):
-        if folder is not None:
-            sources.update(find_camera_sources(folder))
+    if images is not None:
+        sources.update(find_camera_sources(images, ()))
+    if videos is not None:
+        sources.update(find_camera_sources(videos, VIDEO_SUFFIXES))
     rows = np.arange(0, len(cap.frame_index), max(1, every))
     X = torch.from_numpy(result.points3d[rows])
     projected = cap.cameras.project(X.unsqueeze(-3)).numpy()  # (N, V, J, 2), NaN where the joint is missing
@@ -203,11 +208,13 @@ def render_capture(
                      cap.frame_index[rows] + offset, cap.frame_index[rows], projected[:, v],
                      result.keypoints[rows, v], result.used[rows, v], skeleton.limbs, fps, result.options.min_confidence))
     workers = min(default_workers(result.options.workers), len(jobs))
+    progress = result.options.progress
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
-            done = list(pool.map(render_camera, *zip(*jobs)))
+            done = list(tqdm(pool.map(render_camera, *zip(*jobs)), total=len(jobs), desc="render", unit="camera",
+                             disable=not progress, leave=False))
     else:
-        done = [render_camera(*job) for job in jobs]
+        done = [render_camera(*job, progress=progress) for job in jobs]
     paths = {f"overlay_{name}": Path(p) for name, p in zip(cap.names, done)}
     index = {int(f): i for i, f in enumerate(cap.frame_index)}
     if plot_frames is None:

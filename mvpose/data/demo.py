@@ -10,8 +10,8 @@ log = logging.getLogger(__name__)
 
 # Demo settings: small enough to generate in seconds on 2 cores, large enough to learn from.
 DEMO_SETTINGS = {
-    "h36m": {"fmt": "h36m", "frames": 16, "image_size": 256, "seed": 0},
-    "skipose": {"fmt": "skipose", "frames": 16, "image_size": 256, "seed": 0},
+    "h36m": {"fmt": "h36m", "frames": None, "image_size": 256, "seed": 0},
+    "skipose": {"fmt": "skipose", "frames": None, "image_size": 256, "seed": 0},
 }
 
 

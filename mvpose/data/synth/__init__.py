@@ -103,8 +103,20 @@ def _run(fn: Callable, tasks: list, workers: int) -> Iterable:
     """Map ``fn`` over ``tasks`` in order, on ``workers`` processes (forked where possible)."""
     if workers <= 1 or len(tasks) <= 1:
         return map(fn, tasks)
-    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    pool = mp.get_context(method).Pool(min(workers, len(tasks)), initializer=_init_worker)
+    import cv2
+
+    count = min(workers, len(tasks))
+    if "fork" in mp.get_all_start_methods():
+        # OpenCV's thread pool does not survive fork (a child touching it can hang), so the
+        # workers are forked while it is switched off; they then run OpenCV single-threaded.
+        threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)
+        try:
+            pool = mp.get_context("fork").Pool(count)
+        finally:
+            cv2.setNumThreads(threads)
+    else:
+        pool = mp.get_context("spawn").Pool(count, initializer=_init_worker)
 
     def results():
         try:
@@ -146,7 +158,7 @@ def generate(
     preview: bool = False,
     frame_step: int = DEFAULT_FRAME_STEP,
     calibration: str | Path | None = None,
-    jpeg_quality: int = 90,
+    jpeg_quality: int = 85,
     runs: int = 1,
 ) -> SynthSummary:
     """Render a synthetic multi-view dataset into ``out``.
@@ -206,6 +218,8 @@ def generate(
     else:
         if int(image_size) != 256:
             raise ValueError(f"image_size: Ski-Pose images are 256 x 256 as published, got {image_size}")
+        if actions is not None:
+            raise ValueError("actions: only the Human3.6M format has actions; leave it out for skipose")
         subjects = _ints(subjects or SKIPOSE_SUBJECTS, "subjects")
         if runs < 1:
             raise ValueError(f"runs: need at least one run per skier, got {runs}")

@@ -394,7 +394,8 @@ def prop_primitives(
                 lat = np.cross(n, f)
                 ank = joints[J[s + "ank"]]
                 c = ank - n * (1.1 * shape.ankle_height) + f * 0.03 * h
-                out.append(Box(c, np.stack([f, lat, n], axis=-1), np.array([0.48 * h, 0.021 * h, 0.006 * h]), col, pid))
+                # A flat ellipsoid: rounded tips like a ski, and cheaper to ray-cast than a box.
+                out.append(Ellipsoid(c, np.stack([f, lat, n], axis=-1), np.array([0.5 * h, 0.024 * h, 0.007 * h]), col, pid))
         elif prop == "poles":
             for s in "rl":
                 wri, elb = joints[J[s + "wri"]], joints[J[s + "elb"]]

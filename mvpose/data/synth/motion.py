@@ -31,7 +31,7 @@ __all__ = [
     "Placement",
     "LIMITS",
     "ACTIONS",
-    "SEATED",
+    "WALKING",
     "solve_pose",
     "two_bone_ik",
     "action_track",
@@ -867,8 +867,7 @@ ACTIONS: dict[int, Callable] = {
     15: _walking,
     16: _walk_together,
 }
-# Actions whose subject may sit; their placement leaves room for a chair.
-SEATED = (4, 10, 11)
+# Actions that walk around the capture area (their occluders keep clear of the whole loop).
 WALKING = (14, 15, 16)
 
 

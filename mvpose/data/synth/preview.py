@@ -36,7 +36,7 @@ def draw_skeleton(img: np.ndarray, joints_2d: np.ndarray, visible: np.ndarray | 
         cv2.line(img, tuple(p[a]), tuple(p[b]), _limb_colour(a, b), 1, cv2.LINE_AA, shift=4)
     for j in range(len(pts)):
         vis = True if visible is None else bool(visible[j])
-        cv2.circle(img, tuple(p[j]), 3 * 16, (255, 255, 255) if vis else (0, 0, 255), -1 if vis else 1, cv2.LINE_AA, shift=4)
+        cv2.circle(img, tuple(p[j]), 2 * 16, (255, 255, 255) if vis else (0, 0, 255), -1 if vis else 1, cv2.LINE_AA, shift=4)
     return img
 
 

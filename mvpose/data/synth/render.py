@@ -53,10 +53,11 @@ class Lighting:
     tint: np.ndarray
 
     @classmethod
-    def sample(cls, rng: np.random.Generator) -> "Lighting":
+    def sample(cls, rng: np.random.Generator, tint: float = 0.15) -> "Lighting":
+        """Random key light 30-75 degrees above the horizon; BGR tint within ``1 +- tint``."""
         az, el = rng.uniform(0, 2 * np.pi), rng.uniform(0.5, 1.3)
         d = np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
-        return cls(d, rng.uniform(0.3, 0.5), rng.uniform(0.45, 0.75), rng.uniform(0.1, 0.3), rng.uniform(0.85, 1.15, 3))
+        return cls(d, rng.uniform(0.3, 0.5), rng.uniform(0.45, 0.75), rng.uniform(0.1, 0.3), rng.uniform(1 - tint, 1 + tint, 3))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,7 +163,7 @@ _CORNERS = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in 
 def _bboxes(geos: list, view: View) -> list[tuple[int, int, int, int] | None]:
     """Pixel bounding boxes ``(x0, x1, y0, y1)`` (exclusive ends) of camera-frame primitives.
 
-    All key points (capsule ends, ellipsoid centres, box corners) are projected in one call;
+    All key points (capsule ends, box corners) are projected in one call;
     each box is padded by the projected radius (+20 %, + 2 px, + 3 % under lens distortion).
     """
     pts, pads, counts = [], [], []
@@ -170,10 +171,7 @@ def _bboxes(geos: list, view: View) -> list[tuple[int, int, int, int] | None]:
         if kind == "capsule":
             pts.append(np.stack([geo[0], geo[1]]))
             pads.append(geo[2])
-        elif kind == "ellipsoid":
-            pts.append(geo[0][None])
-            pads.append(float(np.max(geo[2])))
-        else:
+        else:  # ellipsoids and boxes: the corners of their oriented bounding box
             c, A, half = geo
             pts.append(c + (_CORNERS * half) @ A.T)
             pads.append(0.0)

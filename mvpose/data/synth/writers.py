@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -36,7 +37,6 @@ from mvpose.data.synth.body import (
 )
 from mvpose.data.synth.cameras import View, capture_center, h36m_rig, ptz_positions, ptz_views
 from mvpose.data.synth.motion import (
-    SEATED,
     WALKING,
     Placement,
     Pose,
@@ -146,15 +146,21 @@ def _shadow(frame: Frame, view: View, root: np.ndarray, floor_z: np.ndarray, siz
     if np.any(cam[:, 2] < 100):
         return
     uv = view.project_camera(cam)
-    x0, y0 = np.floor(uv.min(0)).astype(int) - 6
-    x1, y1 = np.ceil(uv.max(0)).astype(int) + 7
-    x0, y0 = max(x0, 0), max(y0, 0)
-    x1, y1 = min(x1, view.width), min(y1, view.height)
-    if x0 >= x1 or y0 >= y1:
-        return
+    lo, hi = uv.min(0), uv.max(0)
+    sigma = max(float(hi[0] - lo[0]) / 10, 1.0)
+    pad = int(3 * sigma) + 2  # the blurred edge fades out inside the patch
+    x0, y0 = np.floor(lo).astype(int) - pad
+    x1, y1 = np.ceil(hi).astype(int) + pad + 1
+    # Draw on the unclipped patch so that clipping at the image border leaves no hard edge.
     mask = np.zeros((y1 - y0, x1 - x0), np.float32)
     cv2.fillPoly(mask, [np.round((uv - [x0, y0]) * 4).astype(np.int32)], 1.0, lineType=cv2.LINE_AA, shift=2)
-    mask = cv2.GaussianBlur(mask, (0, 0), max((x1 - x0) / 10, 1.0))
+    mask = cv2.GaussianBlur(mask, (0, 0), sigma)
+    cx0, cy0 = max(x0, 0), max(y0, 0)
+    cx1, cy1 = min(x1, view.width), min(y1, view.height)
+    if cx0 >= cx1 or cy0 >= cy1:
+        return
+    mask = mask[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
+    x0, y0, x1, y1 = cx0, cy0, cx1, cy1
     mask *= frame.ids[y0:y1, x0:x1] == 0
     sub = frame.color[y0:y1, x0:x1]
     sub[:] = (sub * (1.0 - strength * mask[..., None]) + 0.5).astype(np.uint8)
@@ -303,15 +309,37 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _canonical(rec: dict, cameras: dict) -> dict:
+    """A fresh record whose object sharing does not depend on where it was built.
+
+    Pickle output depends on object identity (shared objects are written once). Records that
+    come back from worker processes share strings differently from records built in-process, so
+    every record is rebuilt here: interned keys and source, fresh arrays, one camera dict per
+    (subject, camera), as in the H36M-Toolbox pickles.
+    """
+    out = {}
+    for key, value in rec.items():
+        key = sys.intern(key)
+        if key == "camera":
+            value = cameras.setdefault(
+                (rec["subject"], rec["camera_id"]), {sys.intern(k): np.asarray(v).astype(np.float64) for k, v in value.items()}
+            )
+        elif key == "source":
+            value = sys.intern(str(value))
+        elif isinstance(value, np.ndarray):  # arrays and scalars get numpy's canonical dtype object
+            value = value.astype(np.float64)
+        elif isinstance(value, tuple):
+            value = tuple(np.float64(float(v)) for v in value)
+        out[key] = value
+    return out
+
+
 def write_h36m_annotations(root: Path, records: list[dict]) -> tuple[Path, Path]:
     """Write ``annot/h36m_train.pkl`` (subjects 1,5,6,7,8) and ``annot/h36m_validation.pkl`` (9, 11).
 
     Records of one camera share one camera dict, as in the H36M-Toolbox pickles.
     """
-    shared: dict = {}
-    for rec in records:
-        key = (rec["subject"], rec["camera_id"])
-        rec["camera"] = shared.setdefault(key, rec["camera"])
+    records = [_canonical(rec, cameras) for cameras in [{}] for rec in records]
     annot = Path(root) / "annot"
     annot.mkdir(parents=True, exist_ok=True)
     train = [r for r in records if r["subject"] in H36M_TRAIN_SUBJECTS]
@@ -354,7 +382,7 @@ def render_ski_sequence(task: SkiTask) -> dict[str, np.ndarray]:
     track = ski_track(t, rng, shape, run)
     pose = solve_pose(shape, track)
     app = _ski_appearance(rng)
-    light = Lighting.sample(rng)
+    light = Lighting.sample(rng, tint=0.05)  # snow stays white
     x = pose.joints[:, J["root"], 0]
     slope = sample_slope(rng, run.angle, run.course_y, (float(x.min()), float(x.max())))
     positions = ptz_positions(rng, (float(x.min()), float(x.max())), run.slope_z, run.course_y)
