@@ -273,7 +273,7 @@ def prepare_h36m_cmd(raw, out, subjects, actions, every, workers, calibration) -
     Example:
       mvpose prepare h36m --raw /data/h36m_raw --out data/h36m --workers 8
     """
-    from mvpose.data.prepare_h36m import PrepareError, format_report, parse_subjects, prepare_h36m
+    from mvpose.data.prepare_h36m import format_report, parse_subjects, prepare_h36m
 
     try:
         action_ids = [int(a) for a in actions.replace(",", " ").split()] if actions else None

@@ -224,7 +224,9 @@ def read_openpose_folder(
     parsed: list[list[np.ndarray] | str] = []
     with contextlib.ExitStack() as stack:
         if pool is None and workers > 1 and len(chunks) > 1:
-            pool = stack.enter_context(ProcessPoolExecutor(workers))
+            from mvpose.parallel import worker_context
+
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=worker_context(preload=[__name__])))
         parts = pool.map(_read_openpose_files, chunks) if pool is not None else map(_read_openpose_files, chunks)
         bar = stack.enter_context(tqdm(total=len(paths), desc=f"read {name or folder.name}", unit="file",
                                        disable=not progress, leave=False))

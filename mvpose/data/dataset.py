@@ -11,7 +11,8 @@ per view
     ``image`` (V, 3, H, W) float32, RGB normalised with the ImageNet mean / std.
     ``target`` (V, J, Hh, Wh) float32 UDP Gaussian heatmaps (``target_type`` "heatmap" or "both").
     ``target_x`` (V, J, W k), ``target_y`` (V, J, H k) float32 SimCC labels ("simcc" or "both").
-    ``target_weight`` (V, J) float32: visible, inside the crop and (heatmaps) window on the map.
+    ``target_weight`` (V, J) float32: labelled (all mocap joints, hidden or not, when the reader sets
+    ``supervise_hidden``; else visible), inside the crop and (heatmaps) window on the map.
     ``K`` (V, 3, 3), ``R`` (V, 3, 3), ``t`` (V, 3), ``dist`` (V, 5) float32: the crop camera
     (``x_cam = R X + t`` in mm, OpenCV distortion), exact under any crop / rotation / flip.
     ``image_size`` (V, 2) crop ``(W, H)``.
@@ -202,6 +203,7 @@ class MultiViewDataset(Dataset):
         augment_config: tf.AugmentConfig | Mapping[str, Any] | None = None,
         seed: int = 0,
         name: str = "dataset",
+        supervise_hidden: bool = False,
     ) -> None:
         if target_type not in ("heatmap", "simcc", "both"):
             raise ValueError(f"{name}: target_type must be 'heatmap', 'simcc' or 'both', got {target_type!r}")
@@ -216,6 +218,9 @@ class MultiViewDataset(Dataset):
         self.simcc_split = float(simcc_split)
         self.simcc_sigma = float(simcc_sigma)
         self.augment = bool(augment)
+        # Motion-capture labels (Human3.6M, Ski-Pose) are valid for hidden joints too, and hidden
+        # joints are exactly where fusion helps: train on them. COCO's v=0 means "not labelled".
+        self.supervise_hidden = bool(supervise_hidden)
         if isinstance(augment_config, Mapping):  # from a config file
             augment_config = tf.AugmentConfig(**augment_config)
         self.augment_config = augment_config or tf.AugmentConfig()
@@ -309,7 +314,8 @@ class MultiViewDataset(Dataset):
         joints_crop = tf.affine_points(joints, affine)
         # Cross-View-Fusion convention: a joint outside the crop is not trained on.
         inside = (joints_crop >= 0).all(-1) & (joints_crop[..., 0] < W) & (joints_crop[..., 1] < H)
-        weight = torch.from_numpy(vis * inside)
+        labelled = np.ones_like(vis) if self.supervise_hidden else vis
+        weight = torch.from_numpy(labelled * inside)
         joints_crop_t = torch.from_numpy(joints_crop)
 
         sample: dict[str, Any] = {"image": torch.stack(crops)}

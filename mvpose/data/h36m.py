@@ -225,6 +225,7 @@ class H36MDataset(MultiViewDataset):
             check_images_exist(groups, f"Human3.6M {self.split} ({path})")
         if image_sizes is not None or check_files:
             self._set_image_sizes(groups, image_sizes)
+        options.setdefault("supervise_hidden", True)
         super().__init__(groups, get_skeleton("h36m"), camera_ids, name=f"h36m-{self.split}", **options)
 
     @property

@@ -20,10 +20,8 @@ the root +-1 m horizontally, -0.9 m / +1.1 m vertically in the camera frame, pro
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import pickle
-import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import cv2
 import numpy as np
+
+from mvpose.skeletons import H36M_ACTIONS
 
 __all__ = [
     "ACTION_NAMES",
@@ -64,11 +64,7 @@ CAMERA_IDS = ("54138969", "55011271", "58860488", "60457274")
 H36M_32_TO_17 = (0, 1, 2, 3, 6, 7, 8, 12, 13, 14, 15, 17, 18, 19, 25, 26, 27)
 
 # Action ids as metadata.xml numbers them (1 is "_ALL"); the H36M-Toolbox pickles use these.
-ACTION_NAMES = {
-    2: "Directions", 3: "Discussion", 4: "Eating", 5: "Greeting", 6: "Phoning", 7: "Posing",
-    8: "Purchases", 9: "Sitting", 10: "SittingDown", 11: "Smoking", 12: "Photo", 13: "Waiting",
-    14: "Walking", 15: "WalkDog", 16: "WalkTogether",
-}
+ACTION_NAMES = dict(H36M_ACTIONS)
 # S1's files spell two actions differently (metadata.xml records it).
 _S1_NAMES = {12: "TakingPhoto", 15: "WalkingDog"}
 # Which raw take is subaction 1 and which is 2, per action and subject, from metadata.xml's mapping:
@@ -91,6 +87,7 @@ _TAKE_NUMBERS: dict[int, dict[int, tuple[str, str]]] = {
     15: dict(zip(SUBJECTS, [("1", ""), ("1", ""), ("1", ""), ("1", ""), ("1", ""), ("1", ""), ("1", "")])),
     16: dict(zip(SUBJECTS, [("1", ""), ("1", ""), ("1", ""), ("1", ""), ("1", "2"), ("1", ""), ("1", "")])),
 }
+RAW_TAKES = _TAKE_NUMBERS
 # Spellings found in re-distributed copies (renamed S1 files, "WalkingTogether"); tried when the
 # official name is absent.
 _ALIASES = {"TakingPhoto": "Photo", "Photo": "TakingPhoto", "WalkingDog": "WalkDog", "WalkDog": "WalkingDog",
@@ -316,10 +313,12 @@ def _run_tasks(tasks: list[_VideoTask], workers: int, progress: bool) -> list[di
                 results.append(_extract_frames(task))
                 bar.update(results[-1]["written"])
             return results
-        # Linux: fork, like DataLoader workers, so workers start without re-importing torch; they only
-        # run OpenCV with its threading off. An executor (unlike multiprocessing.Pool) fails with
-        # BrokenProcessPool when a worker dies instead of waiting forever.
-        ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+        # Workers come from a fork server (mvpose.parallel: forking a process that ran torch/OpenCV
+        # threads can hang). An executor (unlike multiprocessing.Pool) fails with BrokenProcessPool
+        # when a worker dies instead of waiting forever.
+        from mvpose.parallel import worker_context
+
+        ctx = worker_context(preload=[__name__])
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
             futures = [pool.submit(_extract_frames, task) for task in tasks]
             try:

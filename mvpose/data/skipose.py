@@ -301,6 +301,7 @@ class SkiPoseDataset(MultiViewDataset):
             )
         if check_files:
             check_images_exist(groups, f"Ski-Pose {self.split} ({path})")
+        options.setdefault("supervise_hidden", True)
         super().__init__(groups, SKIPOSE_SKELETON, camera_ids, name=f"skipose-{self.split}", **options)
 
     def _image_path(self, seq: int, cam: int, frame: int) -> Path:

@@ -102,7 +102,11 @@ def predict(
 
 def build_report(pred: dict[str, np.ndarray], joint_names: list[str], jdr_head_size: float = 25.6, jdr_factor: float = 0.5) -> dict[str, Any]:
     """Metrics from :func:`predict` arrays: JDR (overall, per joint), MPJPE (overall, per action, per joint), PA-MPJPE."""
-    jdr_all, jdr_joint = metrics.jdr(pred["pred2d"], pred["gt2d"], vis=pred["vis"], head_size=jdr_head_size, factor=jdr_factor)
+    # All joints count, hidden ones too, as in the Cross-View-Fusion / PPT evaluation code; the
+    # visible-only rate is reported beside it (hidden joints are where fusion should help).
+    jdr_all, jdr_joint = metrics.jdr(pred["pred2d"], pred["gt2d"], head_size=jdr_head_size, factor=jdr_factor)
+    jdr_vis, _ = metrics.jdr(pred["pred2d"], pred["gt2d"], vis=pred["vis"], head_size=jdr_head_size, factor=jdr_factor)
+    jdr_hid, _ = metrics.jdr(pred["pred2d"], pred["gt2d"], vis=~pred["vis"], head_size=jdr_head_size, factor=jdr_factor) if (~pred["vis"]).any() else (None, None)
     valid3d = np.isfinite(pred["pred3d"]).all(-1)
     n_missing = int((~valid3d).sum())
     if n_missing:
@@ -115,6 +119,8 @@ def build_report(pred: dict[str, np.ndarray], joint_names: list[str], jdr_head_s
         "jdr": {
             "overall": float(jdr_all),
             "per_joint": {n: float(v) for n, v in zip(joint_names, jdr_joint)},
+            "visible": float(jdr_vis),
+            "hidden": None if jdr_hid is None else float(jdr_hid),
             "threshold_px": float(jdr_head_size * jdr_factor),
         },
         "mpjpe_mm": {

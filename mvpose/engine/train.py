@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 import random
 import time
 from pathlib import Path

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -465,7 +465,11 @@ def triangulate(
 
 
 def _in_blocks(
-    fn, points2d: torch.Tensor, cameras: Cameras, weights: torch.Tensor | None, cost: int = 1
+    fn: Callable[[torch.Tensor, Cameras, torch.Tensor | None], Triangulation],
+    points2d: torch.Tensor,
+    cameras: Cameras,
+    weights: torch.Tensor | None,
+    cost: int = 1,
 ) -> Triangulation:
     """Run ``fn(points2d, cameras, weights) -> Triangulation`` over blocks of the leading batch (CPU only).
 

@@ -13,7 +13,6 @@ Example (a tiny set for a test)::
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import os
 import time
 from dataclasses import dataclass
@@ -100,23 +99,13 @@ def _init_worker() -> None:
 
 
 def _run(fn: Callable, tasks: list, workers: int) -> Iterable:
-    """Map ``fn`` over ``tasks`` in order, on ``workers`` processes (forked where possible)."""
+    """Map ``fn`` over ``tasks`` in order, on ``workers`` processes (see :mod:`mvpose.parallel`)."""
     if workers <= 1 or len(tasks) <= 1:
         return map(fn, tasks)
-    import cv2
+    from mvpose.parallel import worker_context
 
     count = min(workers, len(tasks))
-    if "fork" in mp.get_all_start_methods():
-        # OpenCV's thread pool does not survive fork (a child touching it can hang), so the
-        # workers are forked while it is switched off; they then run OpenCV single-threaded.
-        threads = cv2.getNumThreads()
-        cv2.setNumThreads(1)
-        try:
-            pool = mp.get_context("fork").Pool(count)
-        finally:
-            cv2.setNumThreads(threads)
-    else:
-        pool = mp.get_context("spawn").Pool(count, initializer=_init_worker)
+    pool = worker_context(preload=[__name__]).Pool(count, initializer=_init_worker)
 
     def results():
         try:

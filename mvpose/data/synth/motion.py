@@ -291,28 +291,29 @@ _SWIVEL = np.deg2rad([0, 20, -20, 40, -40, 60, -60, 90, -90, 120, -120, 150, -15
 
 
 def _elbow_out_of_torso(sho, target, shape: BodyShape, pole, torso) -> tuple[np.ndarray, np.ndarray]:
-    """IK for one arm, trying elbow swivels around the shoulder-wrist axis until it clears the torso."""
+    """IK for one arm, swivelling the elbow about the shoulder-wrist axis until the arm clears the torso.
+
+    Swivels are tried nearest-first from the wanted pole; per frame the first one whose elbow,
+    forearm and wrist lie outside the torso wins, else the one with the most clearance.
+    """
     a, b = shape.upper_arm, shape.forearm
     u = _unit(target - sho)
     n0 = _unit(pole - np.sum(pole * u, -1, keepdims=True) * u)
     m0 = np.cross(u, n0)
-    best = None
-    best_score = None
-    chosen = np.zeros(sho.shape[0], dtype=bool)
+    best_elbow = best_wrist = best_score = None
     for ang in _SWIVEL:
         p = np.cos(ang) * n0 + np.sin(ang) * m0
         elbow, wrist = two_bone_ik(sho, target, a, b, p, LIMITS["max_elbow_flexion"])
         pts = np.stack([elbow, 0.5 * (elbow + wrist), wrist, 0.3 * sho + 0.7 * elbow])
         score = np.min(_clearance(pts, torso), axis=0)  # (T,)
-        if best is None:
-            best, best_score = (elbow, wrist), score
-            chosen = score > 0
+        if best_score is None:
+            best_elbow, best_wrist, best_score = elbow, wrist, score
             continue
-        take = (~chosen & (score > 0)) | (~chosen & (score > best_score))
-        best = (np.where(take[:, None], elbow, best[0]), np.where(take[:, None], wrist, best[1]))
+        take = (best_score <= 0) & (score > best_score)
+        best_elbow = np.where(take[:, None], elbow, best_elbow)
+        best_wrist = np.where(take[:, None], wrist, best_wrist)
         best_score = np.where(take, score, best_score)
-        chosen |= score > 0
-    return best
+    return best_elbow, best_wrist
 
 
 # ---------------------------------------------------------------------------------------------
