@@ -248,3 +248,16 @@ def sine_positional_encoding_2d(
     pe_y = encode(y)[:, None, :].expand(height, width, half)
     pe_x = encode(x)[None, :, :].expand(height, width, half)
     return torch.cat((pe_y, pe_x), dim=-1).reshape(height * width, dim)
+
+
+def init_transformer_weights(module: nn.Module) -> None:
+    """ViT / TokenPose initialisation of every ``Linear`` (truncated normal, std 0.02, zero bias)
+    and ``LayerNorm`` (ones, zeros) inside ``module``; convolutions are left to their owners."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

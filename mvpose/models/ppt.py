@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from mvpose.models.backbones import build_backbone
-from mvpose.models.blocks import TransformerBlock, sine_positional_encoding_2d
+from mvpose.models.blocks import TransformerBlock, init_transformer_weights, sine_positional_encoding_2d
 
 __all__ = [
     "PPT",
@@ -181,14 +181,7 @@ class PPT(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_transformer_weights(self)
         # The patch embedding is the official Linear projection, so it gets the Linear init.
         nn.init.trunc_normal_(self.patch_embed.weight, std=0.02)
         nn.init.zeros_(self.patch_embed.bias)

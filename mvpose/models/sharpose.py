@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mvpose.models.blocks import Mlp, TransformerBlock
+from mvpose.models.blocks import Mlp, TransformerBlock, init_transformer_weights
 from mvpose.models.ppt import gather_tokens, num_kept_tokens
 
 __all__ = ["SHaRPose", "QualityPredictor", "fine_patch_indices", "keypoint_similarity"]
@@ -189,14 +189,7 @@ class SHaRPose(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_transformer_weights(self)
         for p in (self.pos_coarse, self.pos_fine, self.keypoint_tokens, self.quality_token):
             nn.init.trunc_normal_(p, std=0.02)
 

@@ -34,7 +34,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from mvpose.models.blocks import TransformerBlock
+from mvpose.models.blocks import TransformerBlock, init_transformer_weights
 from mvpose.models.lite_hrnet import heatmap_argmax
 from mvpose.models.patch_selection import distance_to_keypoints, select_patches, selected_token_index
 from mvpose.models.ppt import gather_tokens, select_human_tokens
@@ -173,14 +173,7 @@ class ViTransPose(nn.Module):
         self.guide = self._build_guide(guide, guide_options, guide_checkpoint)
 
     def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_transformer_weights(self)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         if self.joint_tokens is not None:
             nn.init.trunc_normal_(self.joint_tokens, std=0.02)
