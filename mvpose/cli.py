@@ -216,7 +216,7 @@ def demo(out, epochs, device) -> None:
     paths = run_demo(out, epochs=epochs, device=device)
     click.echo("demo outputs:")
     for k, v in paths.items():
-        click.echo(f"  {k:<22}{v}")
+        click.echo(f"  {k:<26}{v}")
 
 
 # --- commands are added below, one section per feature ---------------------------------------
