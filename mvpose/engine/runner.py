@@ -94,7 +94,7 @@ def plot_kept_tokens(checkpoint: str | Path, out: str | Path, data_root: str | N
         for v in range(V):
             img = ((batch["image"][b, v] * std + mean).clamp(0, 1) * 255).byte().permute(1, 2, 0).numpy()
             images.append(draw_tokens(img, kept[b, v].cpu().numpy(), grid, batch["joints_2d_crop"][b, v].numpy()))
-            titles.append(f"sample {b} view {v}: {kept.shape[-1]} of {grid[0] * grid[1]} tokens")
+            titles.append(f"sample {b} view {v}: {kept.shape[-1]} of {grid[0] * grid[1]} tokens kept (dots: GT)")
     return plot_token_grid(images, titles, out, cols=V)
 
 
