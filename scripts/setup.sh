@@ -16,10 +16,12 @@ if [[ "${MVPOSE_KEEP_TORCH:-0}" != "1" ]] && ! have_torch; then
 fi
 
 # Is this checkout installed (editable) with its test extras and every dependency importable?
-if "$PY" - <<'PYCHECK' >/dev/null 2>&1
-import importlib.util, pathlib
+# (-I: do not let the current folder on sys.path pass for an installed package; the `mvpose`
+# console script must exist too.)
+if command -v mvpose >/dev/null 2>&1 && MVPOSE_ROOT="$PWD" "$PY" -I - <<'PYCHECK' >/dev/null 2>&1
+import importlib.util, os, pathlib
 spec = importlib.util.find_spec("mvpose")
-assert pathlib.Path(spec.origin).resolve().parents[1] == pathlib.Path.cwd().resolve()
+assert pathlib.Path(spec.origin).resolve().parents[1] == pathlib.Path(os.environ["MVPOSE_ROOT"]).resolve()
 for mod in ("numpy", "scipy", "h5py", "cv2", "kornia", "pycocotools", "click", "matplotlib", "yaml",
             "tqdm", "tomli_w", "cdflib", "pytest", "hypothesis"):
     assert importlib.util.find_spec(mod) is not None, mod
