@@ -142,3 +142,18 @@ def test_cli_errors_are_clear(tmp_path):
     bad.write_text("{}")
     res = runner.invoke(main, ["plot", "mpjpe", str(bad)])
     assert res.exit_code != 0 and "per_action" in res.output
+
+
+@pytest.mark.parametrize("model_name", ["hrpvt_tiny", "sharpose_tiny", "vitranspose_tiny", "lite_hrnet_tiny"])
+def test_baselines_train_and_evaluate_on_the_same_engine(synth_root, tmp_path, model_name):
+    """Monocular baselines (SimCC and two-stage models included) go through the same loop and report."""
+    from mvpose.engine.runner import evaluate_checkpoint
+
+    cfg = tiny_cfg(synth_root, **{"model.name": model_name, "train.epochs": 1, "name": model_name})
+    summary = train(cfg, tmp_path / model_name, progress=False)
+    rows = (tmp_path / model_name / "log.csv").read_text().strip().splitlines()
+    assert len(rows) == 2 and float(rows[1].split(",")[3]) > 0  # a finite, positive training loss
+    report, (jpath, _) = evaluate_checkpoint(summary["checkpoint"], out_dir=tmp_path, name=model_name)
+    assert report["model"] == model_name and report["views"] == 2
+    assert set(report["mpjpe_mm"]["per_action"]) == {"Directions", "Walking"}
+    assert json.loads(jpath.read_text())["jdr"]["overall"] == report["jdr"]["overall"]

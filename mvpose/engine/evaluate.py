@@ -49,10 +49,25 @@ def forward_views(model: torch.nn.Module, batch: dict[str, Any], device: torch.d
         )
         return out
     out = model(images.flatten(0, 1))
-    res = {"heatmaps": out["heatmaps"].unflatten(0, (B, V))}
-    if out.get("kept_indices") is not None:
-        res["kept_indices"] = out["kept_indices"].unflatten(0, (B, V))
-    return res
+    # Every per-crop tensor output (heatmaps, SimCC vectors, keypoints, ...) gets its view axis back.
+    return {
+        k: v.unflatten(0, (B, V)) if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == B * V else v
+        for k, v in out.items()
+    }
+
+
+def output_kind(model: torch.nn.Module) -> str:
+    """``"heatmap"`` for heatmap models, ``"simcc"`` for SimCC models (HRPVT)."""
+    return getattr(getattr(model, "module", model), "output_kind", "heatmap")
+
+
+def keypoints_from_output(out: dict[str, torch.Tensor], input_hw: tuple[int, int], decode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, V, J, 2) crop-pixel joints and (B, V, J) confidences from any model's output."""
+    if "heatmaps" in out:
+        return decode_heatmaps(out["heatmaps"].float().cpu(), input_hw, method=decode)
+    if "keypoints" in out and "confidence" in out:
+        return out["keypoints"].float().cpu(), out["confidence"].float().cpu()
+    raise ValueError(f"model output has neither heatmaps nor keypoints+confidence (keys: {sorted(out)})")
 
 
 def batch_cameras(batch: dict[str, Any]) -> Cameras:
@@ -81,9 +96,8 @@ def predict(
     acc: dict[str, list] = {k: [] for k in keys}
     for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not progress, leave=False):
         out = forward_views(model, batch, device)
-        hm = out["heatmaps"].float().cpu()
         H, W = batch["image"].shape[-2:]
-        crop_xy, conf = decode_heatmaps(hm, (H, W), method=decode)
+        crop_xy, conf = keypoints_from_output(out, (H, W), decode)
         weights = torch.where(conf >= min_confidence, conf.clamp_min(0), torch.zeros_like(conf))
         tri = triangulate(crop_xy.double(), batch_cameras(batch), weights.double())
         acc["pred2d"].append(crop_to_original(crop_xy.double(), batch["affine"].double()).numpy())

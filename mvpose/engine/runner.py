@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mvpose.engine.checkpoint import load_checkpoint
-from mvpose.engine.evaluate import build_report, forward_views, joint_names_for, predict, write_report
+from mvpose.engine.evaluate import build_report, forward_views, joint_names_for, output_kind, predict, write_report
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def evaluate_checkpoint(
         cfg["dataset"]["root"] = data_root
     if every is not None:
         cfg["dataset"]["eval_every"] = every
-    ds = build_datasets(cfg, splits=(split,), token_grid=getattr(model, "token_grid", None))[split]
+    ds = build_datasets(cfg, splits=(split,), token_grid=getattr(model, "token_grid", None), target_type=output_kind(model))[split]
     loader = DataLoader(ds, batch_size=int(cfg["eval"]["batch_size"]), shuffle=False, num_workers=0, collate_fn=collate)
     pred = predict(model, loader, dev, decode=cfg["eval"]["decode"], min_confidence=cfg["eval"].get("min_confidence", 0.0))
     names = joint_names_for(cfg["dataset"]["name"], pred["pred2d"].shape[2])

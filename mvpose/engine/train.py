@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from mvpose.engine.checkpoint import atomic_save, atomic_write_text, load_checkpoint
 from mvpose.engine.distributed import DistInfo, all_reduce_mean, cleanup_distributed, init_distributed
-from mvpose.engine.evaluate import build_report, forward_views, joint_names_for, predict
+from mvpose.engine.evaluate import build_report, forward_views, joint_names_for, output_kind, predict
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,28 @@ def heatmap_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor)
     """
     w = weight.to(pred.dtype)[..., None, None]
     return 0.5 * ((pred * w - target.to(pred.dtype) * w) ** 2).mean()
+
+
+def model_loss(model: torch.nn.Module, out: dict[str, torch.Tensor], batch: dict[str, Any], device: torch.device) -> torch.Tensor:
+    """The training loss of any registered model on a (B, V, ...) batch.
+
+    Heatmap models: joint-weighted MSE. SimCC models (``output_kind == "simcc"``): the model's own
+    ``loss`` on the 1D labels. Models with ``loss_terms`` (SHaRPose) add them: the coarse-stage
+    heatmap loss and, weighted 0.03 as in the official code, the quality predictor's loss.
+    """
+    core = getattr(model, "module", model)
+    weight = batch["target_weight"].to(device).flatten(0, 1)
+    if getattr(core, "output_kind", "heatmap") == "simcc":
+        flat = {k: v.flatten(0, 1) for k, v in out.items() if isinstance(v, torch.Tensor) and v.dim() > 1}
+        return core.loss(flat, batch["target_x"].to(device).flatten(0, 1), batch["target_y"].to(device).flatten(0, 1), weight)
+    target = batch["target"].to(device).flatten(0, 1)
+    loss = heatmap_loss(out["heatmaps"].float().flatten(0, 1), target, weight)
+    if hasattr(core, "loss_terms"):
+        flat = {k: v.flatten(0, 1) if isinstance(v, torch.Tensor) and v.dim() > 1 else v.flatten() for k, v in out.items()
+                if isinstance(v, torch.Tensor) and v.dim() > 0}
+        terms = core.loss_terms(flat, target, weight)
+        loss = loss + terms["coarse"] + 0.03 * terms["quality"]
+    return loss
 
 
 def keep_ratio_at(epoch_float: float, tcfg: dict[str, Any], target: float) -> float:
@@ -68,7 +90,7 @@ def _target_keep_ratio(model: torch.nn.Module) -> float | None:
     return float(r) if r is not None else None
 
 
-def build_datasets(cfg: dict[str, Any], splits=("train", "val"), token_grid=None):
+def build_datasets(cfg: dict[str, Any], splits=("train", "val"), token_grid=None, target_type: str = "heatmap"):
     """Datasets from the ``dataset`` section (the synthetic demo set by default).
 
     ``token_grid`` is the model's token grid (h, w): the rays for 3D positional encodings are given
@@ -86,6 +108,7 @@ def build_datasets(cfg: dict[str, Any], splits=("train", "val"), token_grid=None
         token_grid=tuple(token_grid or d["token_grid"]),
         sigma=d.get("sigma", 2.0),
         seed=cfg.get("seed", 0),
+        target_type=target_type,
     )
     out = {}
     for split in splits:
@@ -188,7 +211,7 @@ def _train(cfg, out_dir: Path, resume: bool, dinfo: DistInfo, progress: bool, ya
         atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
 
     model = build_model_from_config(cfg).to(dinfo.device)
-    datasets = build_datasets(cfg, token_grid=getattr(model, "token_grid", None))
+    datasets = build_datasets(cfg, token_grid=getattr(model, "token_grid", None), target_type=output_kind(model))
     from mvpose.data import collate
 
     sampler = DistributedSampler(datasets["train"], num_replicas=dinfo.world_size, rank=dinfo.rank, shuffle=True, seed=seed, drop_last=True)
@@ -263,7 +286,7 @@ def _train(cfg, out_dir: Path, resume: bool, dinfo: DistInfo, progress: bool, ya
                 _set_keep_ratio(model, r)
             with torch.autocast(device_type=dinfo.device.type, dtype=torch.float16, enabled=use_amp):
                 out = forward_views(model, batch, dinfo.device)
-                loss = heatmap_loss(out["heatmaps"].float(), batch["target"].to(dinfo.device), batch["target_weight"].to(dinfo.device))
+                loss = model_loss(model, out, batch, dinfo.device)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if tcfg.get("grad_clip"):
