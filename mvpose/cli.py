@@ -188,11 +188,12 @@ def flops(as_json) -> None:
     if as_json:
         click.echo(_json.dumps(rows, indent=1))
         return
-    click.echo(f"{'model':<28}{'input':>10}{'views':>6}{'params M':>10}{'paper':>8}{'GMACs':>9}{'paper':>8}")
+    w = max(len(r["model"]) for r in rows) + 2
+    click.echo(f"{'model':<{w}}{'input':>10}{'views':>6}{'params M':>10}{'paper':>8}{'GMACs':>9}{'paper':>8}")
     for r in rows:
         fmt = lambda v, w, d: f"{v:>{w}.{d}f}" if isinstance(v, (int, float)) else f"{'-':>{w}}"  # noqa: E731
         size = "x".join(str(s) for s in r["input_size"])
-        click.echo(f"{r['model']:<28}{size:>10}{r['views']:>6}{fmt(r['params_m'], 10, 2)}{fmt(r['paper_params_m'], 8, 1)}"
+        click.echo(f"{r['model']:<{w}}{size:>10}{r['views']:>6}{fmt(r['params_m'], 10, 2)}{fmt(r['paper_params_m'], 8, 1)}"
                    f"{fmt(r['gmacs'], 9, 2)}{fmt(r['paper_gmacs'], 8, 1)}")
 
 
