@@ -18,9 +18,9 @@ import torch
 from tqdm import tqdm
 
 from mvpose import metrics
+from mvpose.data.dataset import sample_cameras
 from mvpose.engine.checkpoint import atomic_write_text
 from mvpose.engine.decode import crop_to_original, decode_heatmaps
-from mvpose.geometry import Cameras
 from mvpose.geometry.triangulation import triangulate
 from mvpose.skeletons import H36M_ACTIONS, get_skeleton
 
@@ -70,13 +70,6 @@ def keypoints_from_output(out: dict[str, torch.Tensor], input_hw: tuple[int, int
     raise ValueError(f"model output has neither heatmaps nor keypoints+confidence (keys: {sorted(out)})")
 
 
-def batch_cameras(batch: dict[str, Any]) -> Cameras:
-    """The crop cameras of a batch as ``Cameras`` with batch shape (B, V)."""
-    K, R, t, dist = (batch[k].double() for k in ("K", "R", "t", "dist"))
-    size = torch.tensor(batch["image"].shape[-1:-3:-1], dtype=torch.float64).expand(*K.shape[:-2], 2)
-    return Cameras(K, R, t, dist, size)
-
-
 @torch.no_grad()
 def predict(
     model: torch.nn.Module,
@@ -99,7 +92,7 @@ def predict(
         H, W = batch["image"].shape[-2:]
         crop_xy, conf = keypoints_from_output(out, (H, W), decode)
         weights = torch.where(conf >= min_confidence, conf.clamp_min(0), torch.zeros_like(conf))
-        tri = triangulate(crop_xy.double(), batch_cameras(batch), weights.double())
+        tri = triangulate(crop_xy.double(), sample_cameras(batch).to(dtype=torch.float64), weights.double())
         acc["pred2d"].append(crop_to_original(crop_xy.double(), batch["affine"].double()).numpy())
         acc["conf"].append(conf.numpy())
         acc["gt2d"].append(batch["joints_2d"].double().numpy())

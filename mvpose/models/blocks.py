@@ -250,14 +250,19 @@ def sine_positional_encoding_2d(
     return torch.cat((pe_y, pe_x), dim=-1).reshape(height * width, dim)
 
 
-def init_transformer_weights(module: nn.Module) -> None:
-    """ViT / TokenPose initialisation of every ``Linear`` (truncated normal, std 0.02, zero bias)
-    and ``LayerNorm`` (ones, zeros) inside ``module``; convolutions are left to their owners."""
-    for m in module.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
+def init_linear_or_norm(m: nn.Module) -> None:
+    """ViT / TokenPose initialisation of one module: ``Linear`` truncated normal (std 0.02, zero
+    bias), ``LayerNorm`` ones and zeros; anything else is left to its owner."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
             nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+def init_transformer_weights(module: nn.Module) -> None:
+    """:func:`init_linear_or_norm` on every module inside ``module``; convolutions are left to their owners."""
+    for m in module.modules():
+        init_linear_or_norm(m)

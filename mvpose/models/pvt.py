@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mvpose.models.blocks import init_linear_or_norm
+
 __all__ = ["OverlapPatchEmbed", "SRAttention", "DWConvMlp", "PVTBlock", "PVTv2", "PVT_V2_PRESETS"]
 
 # name -> (embed_dims, heads, mlp_ratios, depths, sr_ratios)
@@ -173,14 +175,8 @@ class PVTv2(nn.Module):
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Conv2d):
+        init_linear_or_norm(m)
+        if isinstance(m, nn.Conv2d):
             fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
             nn.init.normal_(m.weight, std=(2.0 / fan_out) ** 0.5)
             if m.bias is not None:
