@@ -74,8 +74,14 @@ def train(dataset, views, data_root, pipeline, model_name, overrides, out, resum
         cfg = apply_overrides(cfg, overrides)
     except ConfigError as err:
         _fail(err)
+    from mvpose.data.dataset import DatasetError
+    from mvpose.geometry.calibration import CalibrationError
+
     out = out or f"runs/{cfg['name']}"
-    summary = run_train(cfg, out, resume=resume, device=device)
+    try:
+        summary = run_train(cfg, out, resume=resume, device=device)
+    except (DatasetError, CalibrationError, ConfigError, FileNotFoundError) as err:
+        _fail(err)
     click.echo(f"best JDR {summary['best_jdr']:.4f}; checkpoints and log.csv in {summary['out_dir']}")
 
 

@@ -28,7 +28,7 @@ import time
 import numpy as np
 import torch
 
-from mvpose.geometry.camera import Cameras
+from mvpose.geometry.camera import Cameras, pixels_to_normalized
 from mvpose.geometry.triangulation import refine_points, solve_symmetric3, triangulate, triangulate_robust
 
 JOINTS_PER_POSE = 17
@@ -196,7 +196,8 @@ def main() -> None:
     dX, dpixels = observations(dcams, args.joints, args.sigma, args.seed)
     dpix, dcams_w = dpixels.to(dtype), dcams.to(dtype=dtype)
     with_dist = run("triangulate (distortion, undistort=True)", n, lambda: triangulate(dpix, dcams_w))
-    run("  Cameras.undistort_normalized alone, one call", n, lambda: dcams_w.undistort_normalized(dpix))
+    dnorm = pixels_to_normalized(dpix, dcams_w.K)  # undistortion works on normalised coordinates
+    run("  Cameras.undistort_normalized alone, one call", n, lambda: dcams_w.undistort_normalized(dnorm))
 
     # Robust modes with one corrupted view per joint, on a tenth of the data.
     frames = max(pixels.shape[0] // 10, 1)

@@ -194,3 +194,10 @@ def test_evaluation_path_is_exact_with_ground_truth_heatmaps(synth_root):
     # And a prediction shifted by 20 px in one view is caught by JDR.
     shifted = dict(pred, pred2d=pred["pred2d"] + np.array([20.0, 0.0]) * (np.arange(4) == 0)[None, :, None, None])
     assert build_report(shifted, joint_names_for("h36m", 17), 6.55, 0.5)["jdr"]["overall"] < 0.8
+
+
+def test_train_cli_reports_bad_data_without_a_traceback(tmp_path):
+    res = CliRunner().invoke(main, ["train", "--pipeline", "demo_mv_ppt", "--data-root", str(tmp_path / "nowhere"),
+                                    "--out", str(tmp_path / "run")])
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit)
+    assert "annotation file not found" in res.output and str(tmp_path / "nowhere") in res.output
