@@ -28,6 +28,8 @@ DEFAULTS: dict[str, Any] = {
         "eval_every": 64,
         "sigma": 2.0,
         "augment": True,
+        # Overrides of mvpose.data.transforms.AugmentConfig (scale_factor, rotation_factor, ...).
+        "augment_config": {},
     },
     "model": {"name": "mv_ppt_s"},
     "train": {

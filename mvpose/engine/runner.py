@@ -22,7 +22,7 @@ def load_model(checkpoint: str | Path, device: torch.device | str = "cpu") -> tu
 
     ckpt = load_checkpoint(checkpoint, map_location=device)
     cfg = ckpt["config"]
-    model = build_model_from_config(cfg)
+    model = build_model_from_config(cfg, load_pretrained=False)
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), cfg
 

@@ -110,6 +110,8 @@ def build_datasets(cfg: dict[str, Any], splits=("train", "val"), token_grid=None
         seed=cfg.get("seed", 0),
         target_type=target_type,
     )
+    if d.get("augment_config"):
+        common["augment_config"] = dict(d["augment_config"])
     out = {}
     for split in splits:
         train = split == "train"
@@ -120,9 +122,11 @@ def build_datasets(cfg: dict[str, Any], splits=("train", "val"), token_grid=None
     return out
 
 
-def build_model_from_config(cfg: dict[str, Any]) -> torch.nn.Module:
+def build_model_from_config(cfg: dict[str, Any], load_pretrained: bool = True) -> torch.nn.Module:
     """Build ``cfg['model']`` from the registry; ``pretrained: PATH`` loads matching weights from a
-    checkpoint or state dict (e.g. a COCO PPT-S for multi-view fine-tuning, as the paper does)."""
+    checkpoint or state dict (e.g. a COCO PPT-S for multi-view fine-tuning, as the paper does).
+    Rebuilding a trained model from its checkpoint passes ``load_pretrained=False``: its own weights
+    replace them anyway, and the pretrained file need not exist any more."""
     from mvpose.models import build_model
 
     m = dict(cfg["model"])
@@ -132,7 +136,7 @@ def build_model_from_config(cfg: dict[str, Any]) -> torch.nn.Module:
     m.setdefault("image_size", tuple(d["image_size"]))
     m.setdefault("heatmap_size", tuple(d["heatmap_size"]))
     model = build_model(name, **m)
-    if pretrained:
+    if pretrained and load_pretrained:
         state = torch.load(pretrained, map_location="cpu", weights_only=False)
         state = state.get("model", state) if isinstance(state, dict) else state
         own = model.state_dict()
