@@ -108,3 +108,37 @@ def test_heatmap_loss_ignores_zero_weight_joints():
     full = heatmap_loss(pred, target, torch.ones(2, 3))
     part = heatmap_loss(pred, target, w)
     assert math.isclose(full.item(), 0.5) and math.isclose(part.item(), 0.5 * 2 / 3, rel_tol=1e-6)
+
+
+def test_augment_config_reaches_the_dataset(h36m_root):
+    from mvpose.engine.config import DEFAULTS, deep_update
+    from mvpose.engine.train import build_datasets
+
+    cfg = deep_update(DEFAULTS, {"dataset": {"root": str(h36m_root), "image_size": [64, 64], "heatmap_size": [16, 16],
+                                             "augment_config": {"half_body_prob": 0.0, "rotation_factor": 7.0}}})
+    ds = build_datasets(cfg, ("train",), token_grid=(8, 8))["train"]
+    assert ds.augment and ds.augment_config.half_body_prob == 0.0 and ds.augment_config.rotation_factor == 7.0
+    assert ds.augment_config.scale_factor == 0.25  # untouched fields keep their defaults
+    cfg["dataset"]["augment_config"] = {"rotation_factr": 1.0}
+    with pytest.raises(TypeError, match="rotation_factr"):
+        build_datasets(cfg, ("train",), token_grid=(8, 8))
+
+
+def test_pretrained_weights_load_for_training_but_not_when_rebuilding(tmp_path):
+    from mvpose.engine.checkpoint import atomic_save
+    from mvpose.engine.config import DEFAULTS, deep_update
+    from mvpose.engine.train import build_model_from_config
+    from mvpose.models import build_model
+
+    sv = build_model("ppt_tiny", image_size=(64, 64), heatmap_size=(16, 16))
+    atomic_save({"model": sv.state_dict()}, tmp_path / "sv.pt")
+    cfg = deep_update(DEFAULTS, {"dataset": {"image_size": [64, 64], "heatmap_size": [16, 16]},
+                                 "model": {"name": "mv_ppt_tiny", "pretrained": str(tmp_path / "sv.pt")}})
+    mv = build_model_from_config(cfg)
+    # A single-view PPT's weights land under ``ppt.`` of the multi-view model.
+    assert torch.equal(mv.state_dict()["ppt.keypoint_tokens"], sv.state_dict()["keypoint_tokens"])
+    (tmp_path / "sv.pt").unlink()
+    rebuilt = build_model_from_config(cfg, load_pretrained=False)  # the file may be gone by now
+    assert not torch.equal(rebuilt.state_dict()["ppt.keypoint_tokens"], sv.state_dict()["keypoint_tokens"])
+    with pytest.raises(FileNotFoundError):
+        build_model_from_config(cfg)
