@@ -88,7 +88,7 @@ def main() -> None:
         ckpt = run / "last.pt"  # the end of the budget: no model selection on the validation set
         if not (run / "report.json").is_file():
             cfg = apply_overrides(load_pipeline(pipeline), overrides)
-            train(cfg, run, progress=not args.quiet)
+            train(cfg, run, resume=(run / "last.pt").is_file(), progress=not args.quiet)
             evaluate_checkpoint(ckpt, every=args.every, out_dir=run)
         if not (run / "report_r1.json").is_file():
             evaluate_checkpoint(with_keep_ratio(ckpt, 1.0), every=args.every, out_dir=run, name="report_r1")
