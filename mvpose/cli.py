@@ -63,7 +63,8 @@ def train(dataset, views, data_root, pipeline, model_name, overrides, out, resum
     from mvpose.engine.train import train as run_train
 
     try:
-        cfg = load_pipeline(pipeline or f"{dataset}_mv_ppt_s")
+        # COCO is single-view: its default recipe is single-view PPT-S.
+        cfg = load_pipeline(pipeline or ("coco_ppt_s" if dataset == "coco" else f"{dataset}_mv_ppt_s"))
         cfg["dataset"]["name"] = dataset if pipeline is None or dataset != "h36m" else cfg["dataset"]["name"]
         if views is not None:
             cfg["dataset"]["views"] = views
@@ -96,14 +97,19 @@ def train(dataset, views, data_root, pipeline, model_name, overrides, out, resum
 @click.option("--every", type=int, default=None, help="Evaluate every N-th frame group (default 64, as published).")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Report folder (default: the checkpoint's folder).")
 @click.option("--name", default="report", show_default=True, help="Report file stem.")
-def evaluate(checkpoint, model_name, dataset, views, data_root, split, every, out, name) -> None:
+@click.option("--flip-test/--no-flip-test", default=None,
+              help="Average with the horizontally flipped crops (single-view heatmap models; default: eval.flip_test, off).")
+def evaluate(checkpoint, model_name, dataset, views, data_root, split, every, out, name, flip_test) -> None:
     """2D JDR, confidence-weighted triangulation, MPJPE per action / joint, PA-MPJPE.
 
+    On COCO (no 3D ground truth): JDR and keypoint AP / AR from pycocotools on the ground-truth
+    boxes, no MPJPE; the COCO results are written to OUT/NAME_coco_results.json.
     Writes OUT/NAME.json and OUT/NAME.csv.
 
     \b
-    Example:
+    Examples:
       mvpose evaluate --checkpoint runs/demo_mv_ppt/best.pt --dataset h36m --views 4
+      mvpose evaluate --checkpoint runs/coco/best.pt --dataset coco --data-root data/coco --flip-test
     """
     from mvpose.engine.runner import evaluate_checkpoint
 
@@ -111,15 +117,23 @@ def evaluate(checkpoint, model_name, dataset, views, data_root, split, every, ou
         raise click.UsageError("--checkpoint is required")
     try:
         report, paths = evaluate_checkpoint(checkpoint, dataset=dataset, views=views, data_root=data_root,
-                                            split=split, every=every, out_dir=out, name=name, model_name=model_name)
+                                            split=split, every=every, out_dir=out, name=name, model_name=model_name,
+                                            flip_test=flip_test)
     except (ValueError, FileNotFoundError, KeyError) as err:
         _fail(err)
     click.echo(f"{report['model']} on {report['dataset']} ({report['views']} views, {report['samples']} samples)")
     click.echo(f"  JDR        {100 * report['jdr']['overall']:.2f} %  (threshold {report['jdr']['threshold_px']:.1f} px)")
-    click.echo(f"  MPJPE      {report['mpjpe_mm']['overall']:.1f} mm")
-    click.echo(f"  PA-MPJPE   {report['pa_mpjpe_mm']:.1f} mm")
-    for action, v in report["mpjpe_mm"]["per_action"].items():
-        click.echo(f"    {action:<14}{v:8.1f} mm")
+    if report["mpjpe_mm"] is not None:
+        click.echo(f"  MPJPE      {report['mpjpe_mm']['overall']:.1f} mm")
+        click.echo(f"  PA-MPJPE   {report['pa_mpjpe_mm']:.1f} mm")
+        for action, v in report["mpjpe_mm"]["per_action"].items():
+            click.echo(f"    {action:<14}{v:8.1f} mm")
+    else:
+        click.echo("  MPJPE      - (no 3D ground truth)")
+    for key, v in (report.get("coco") or {}).items():
+        click.echo(f"  {key:<10} {v:.4f}")
+    if report.get("coco_results"):
+        click.echo(f"COCO results: {report['coco_results']}")
     click.echo(f"reports: {paths[0]} {paths[1]}")
 
 
@@ -336,14 +350,22 @@ def synth(out, fmt, subjects, actions, frames, image_size, seed, preview, worker
 @click.option("--keypoints", type=click.Path(exists=True, file_okay=False), default=None,
               help="Folder with one entry per camera: an OpenPose JSON folder or a COCO results .json.")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Trained mvpose model to detect 2D joints in --videos/--images (not yet supported).")
+              help="mvpose model checkpoint (from `mvpose train`; single-view or multi-view PPT) that detects the "
+                   "2D joints in --videos/--images, in person crops tracked from frame to frame.")
+@click.option("--boxes", type=click.Path(exists=True, file_okay=False), default=None,
+              help="With --checkpoint: folder of person boxes per camera, CAMERA.csv (frame,x0,y0,x1,y1) or "
+                   "CAMERA.json (default: boxes tracked by reprojecting the previous frames' 3D pose).")
+@click.option("--batch-size", type=int, default=8, show_default=True,
+              help="With --checkpoint: frames (all views of each) per forward pass.")
+@click.option("--device", default="cpu", show_default=True, help="With --checkpoint: torch device (cpu, cuda, cuda:N).")
 @click.option("--videos", type=click.Path(exists=True, file_okay=False), default=None,
-              help="Folder with one video per camera (for --render; also gives the frame rate).")
+              help="Folder with one video per camera (for --checkpoint and --render; also gives the frame rate).")
 @click.option("--images", type=click.Path(exists=True, file_okay=False), default=None,
-              help="Folder with one image folder per camera (for --render).")
+              help="Folder with one image folder per camera (for --checkpoint and --render).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--joints", type=click.Choice(["body25", "coco", "halpe26", "h36m"]), default=None,
-              help="Joint set of the keypoints (default: from the count; 17 reads as COCO).")
+              help="Joint set of the keypoints (default: from the count, 17 reads as COCO; with --checkpoint: "
+                   "from the model's training data).")
 @click.option("--offsets", default=None, metavar="CAM=N,...",
               help="Frame offsets: capture frame i uses frame i+N of camera CAM.")
 @click.option("--mode", type=click.Choice(["drop_worst", "ransac", "dlt"]), default="drop_worst", show_default=True,
@@ -360,40 +382,58 @@ def synth(out, fmt, subjects, actions, frames, image_size, seed, preview, worker
 @click.option("--render", is_flag=True, help="Overlays per camera and a 3D skeleton plot in OUT/render.")
 @click.option("--plot-frames", default=None, metavar="F,...", help="Frames of the 3D plot (default: four spread out).")
 @click.option("--render-every", type=int, default=1, show_default=True, help="Overlay every N-th frame.")
-@click.option("--workers", type=int, default=None, help="Processes for reading and rendering (default: CPU count).")
-def triangulate_cmd(calibration, rig, keypoints, checkpoint, videos, images, out, joints, offsets, mode, threshold,
-                    min_confidence, min_views, refine, max_gap, cutoff, order, fps, render, plot_frames, render_every,
-                    workers) -> None:
+@click.option("--workers", type=int, default=None,
+              help="Processes for reading and rendering, threads decoding videos (default: CPU count).")
+def triangulate_cmd(calibration, rig, keypoints, checkpoint, boxes, batch_size, device, videos, images, out, joints,
+                    offsets, mode, threshold, min_confidence, min_views, refine, max_gap, cutoff, order, fps, render,
+                    plot_frames, render_every, workers) -> None:
     """3D joints from a recorded multi-camera capture: OUT/poses3d.h5, poses3d.trc, summary.json, report.txt.
 
     Each input folder holds one entry per camera, named as the calibration's cameras; frames are
     synchronised by index (shift a camera with --offsets). For single-person captures: when a frame
     has several people, the one whose keypoints agree across views is used.
 
+    The 2D joints come from --keypoints (files of another detector) or from --checkpoint (an mvpose
+    model run on --videos or --images: per view a person crop from --boxes, else from the previous
+    frames' 3D pose reprojected, started by a pass over the whole frame; also writes
+    OUT/detection.json and OUT/boxes/CAMERA.csv).
+
     \b
-    Example:
+    Examples:
       mvpose triangulate --calibration rig.toml --keypoints openpose_json/ --out out/ \\
           --max-gap 10 --cutoff 6 --fps 60 --render
+      mvpose triangulate --calibration rig.toml --checkpoint best.pt --videos videos/ --out out/ \\
+          --batch-size 8 --device cuda --max-gap 10 --cutoff 6
     """
     from mvpose.capture.pipeline import CaptureOptions, parse_offsets, run_capture
 
     if (keypoints is None) == (checkpoint is None):
         raise click.UsageError("give exactly one of --keypoints DIR or --checkpoint FILE")
-    if checkpoint is not None:
-        raise click.UsageError("--checkpoint is not yet supported by `mvpose triangulate` (it needs person crops "
-                               "from a detector); run a 2D detector and pass its JSON files with --keypoints")
     if videos is not None and images is not None:
         raise click.UsageError("give --videos or --images, not both")
+    if checkpoint is not None and videos is None and images is None:
+        raise click.UsageError("--checkpoint needs the frames: give --videos DIR or --images DIR")
+    if checkpoint is None and (boxes is not None or batch_size != 8 or device != "cpu"):
+        raise click.UsageError("--boxes, --batch-size and --device go with --checkpoint")
     try:
         options = CaptureOptions(joints=joints, mode=mode, threshold_px=threshold, min_confidence=min_confidence,
                                  min_views=min_views, refine=refine, max_gap=max_gap, cutoff_hz=cutoff,
                                  filter_order=order, fps=fps, offsets=parse_offsets(offsets), workers=workers)
         frames = [int(f) for f in plot_frames.split(",")] if plot_frames else None
-        result = run_capture(calibration, keypoints, out, options, rig=rig, videos=videos, images=images,
-                             render=render, plot_frames=frames, render_every=render_every)
+        detect = None
+        if checkpoint is not None:
+            from mvpose.capture.detect import DetectOptions
+
+            detect = DetectOptions(checkpoint, boxes=boxes, batch_size=batch_size, device=device)
+        result = run_capture(calibration, keypoints, out, options, detect=detect, rig=rig, videos=videos,
+                             images=images, render=render, plot_frames=frames, render_every=render_every)
     except (ValueError, OSError) as err:
         _fail(err)
     click.echo(result.paths["report"].read_text(), nl=False)
+    if result.capture.detection is not None:
+        info = result.capture.detection.info
+        click.echo(f"2D joints: {info['model']} on {info['frames']} frames at {info['frames_per_s']:.1f} frames/s; "
+                   f"{info['whole_frame_passes']} whole-frame pass(es); boxes per camera {info['boxes']}")
     click.echo("wrote " + " ".join(str(p) for p in result.paths.values()))
 
 

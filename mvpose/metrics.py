@@ -1,4 +1,4 @@
-"""Pose metrics: MPJPE (overall, per joint, per action), PA-MPJPE, JDR, PCKh.
+"""Pose metrics: MPJPE (overall, per joint, per action), PA-MPJPE, JDR, PCKh, COCO keypoint AP/AR.
 
 All functions accept numpy arrays or torch tensors (detached, moved to CPU, computed in
 float64) and return Python floats or numpy arrays. Leading batch dimensions are free:
@@ -32,6 +32,8 @@ __all__ = [
     "jdr",
     "pckh",
     "summarize_errors",
+    "COCO_STATS",
+    "coco_keypoint_ap",
 ]
 
 logger = logging.getLogger(__name__)
@@ -318,3 +320,47 @@ def summarize_errors(values: Any | Sequence[float]) -> dict[str, float]:
         "p90": float(np.percentile(arr, 90)),
         "count": int(arr.size),
     }
+
+
+# The order of ``COCOeval.stats`` for ``iouType="keypoints"``.
+COCO_STATS = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
+
+
+def coco_keypoint_ap(coco_gt: Any, results: Sequence[dict], image_ids: Sequence[int] | None = None) -> dict[str, float]:
+    """COCO keypoint AP / AR (OKS) through pycocotools' ``COCOeval(iouType="keypoints")``.
+
+    Args:
+        coco_gt: a ``pycocotools.coco.COCO`` of the ground truth.
+        results: COCO keypoint results, one dict per person: ``image_id``, ``category_id``,
+            ``keypoints`` (51 numbers, x y score per joint, original pixels) and ``score``.
+        image_ids: images to evaluate (default: every image of ``coco_gt``). Ground-truth people
+            in these images without a result count as misses.
+
+    Returns:
+        ``{"AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl"}`` in [0, 1]
+        (-1 where pycocotools has nothing to average, e.g. no medium-sized people).
+    """
+    import contextlib
+    import copy
+    import io
+
+    from pycocotools.cocoeval import COCOeval
+
+    if not results:
+        raise ValueError("coco_keypoint_ap: no results to evaluate")
+    known = set(coco_gt.getImgIds())
+    unknown = sorted({int(r["image_id"]) for r in results} - known)
+    if unknown:
+        raise ValueError(f"coco_keypoint_ap: results name image ids not in the ground truth, e.g. {unknown[:5]}")
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):  # pycocotools reports its progress on stdout
+        # loadRes adds fields to the dicts it gets; the caller's results stay as they were.
+        coco_dt = coco_gt.loadRes(copy.deepcopy(list(results)))
+        ev = COCOeval(coco_gt, coco_dt, iouType="keypoints")
+        if image_ids is not None:
+            ev.params.imgIds = sorted({int(i) for i in image_ids})
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    logger.debug("COCOeval:\n%s", buf.getvalue())
+    return {name: float(v) for name, v in zip(COCO_STATS, ev.stats)}

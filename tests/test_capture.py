@@ -354,7 +354,7 @@ def test_usage_errors(tmp_path, rig):
     assert "exactly one of --keypoints" in _fail(base)
     ckpt = tmp_path / "model.pt"
     ckpt.write_bytes(b"")
-    assert "not yet supported" in _fail([*base, "--checkpoint", str(ckpt)])
+    assert "--checkpoint needs the frames" in _fail([*base, "--checkpoint", str(ckpt)])
     assert "needs the frame rate" in _fail([*base, "--keypoints", str(tmp_path / "kp"), "--cutoff", "6"])
     assert "25 keypoints per person, but joint set 'coco' has 17" in _fail([*base, "--keypoints", str(tmp_path / "kp"),
                                                                           "--joints", "coco"])

@@ -3,7 +3,8 @@
 Steps (:func:`run_capture`):
 
 1. read the calibration (any format of :mod:`mvpose.geometry.calibration`) and one keypoint source per camera
-   (:mod:`mvpose.capture.keypoints`), matched by camera name;
+   (:mod:`mvpose.capture.keypoints`), matched by camera name; or run a model on one video / image folder per
+   camera (:mod:`mvpose.capture.detect`), which gives the same detections;
 2. synchronise by frame index: capture frame ``i`` uses frame ``i + offset[cam]`` of each camera;
 3. pick one person per frame and view (:func:`mvpose.capture.people.select_person`);
 4. triangulate every frame with :func:`mvpose.geometry.triangulation.triangulate_robust` (or plain DLT),
@@ -26,7 +27,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -46,6 +47,9 @@ from mvpose.geometry.calibration import load_calibration
 from mvpose.geometry.camera import Cameras
 from mvpose.geometry.triangulation import refine_points, reprojection_error, triangulate, triangulate_robust
 from mvpose.skeletons import get_skeleton
+
+if TYPE_CHECKING:
+    from mvpose.capture.detect import DetectOptions
 
 __all__ = [
     "Capture",
@@ -138,7 +142,8 @@ class Capture:
         people: (T, V, P, J, 3) detections ``(x, y, confidence)``.
         joint_set: skeleton name of the keypoints.
         issues: warnings found while loading.
-        sources: camera name -> keypoint source path.
+        sources: camera name -> keypoint source path (video / image folder for the model path).
+        detection: what the model path did (:class:`mvpose.capture.detect.Detection`); None for keypoints.
     """
 
     cameras: Cameras
@@ -148,6 +153,7 @@ class Capture:
     joint_set: str
     issues: list[str] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)
+    detection: Any = None
 
 
 @dataclass
@@ -213,7 +219,9 @@ def parse_offsets(text: str | None) -> dict[str, int]:
     return out
 
 
-def match_cameras(calibrated: Sequence[str], found: Sequence[str], where: str, issues: list[str]) -> list[str]:
+def match_cameras(
+    calibrated: Sequence[str], found: Sequence[str], where: str, issues: list[str], what: str = "keypoints"
+) -> list[str]:
     """Cameras present on both sides, in calibration order.
 
     A source named like no calibrated camera is an error (a typo would otherwise drop data silently); a
@@ -228,7 +236,7 @@ def match_cameras(calibrated: Sequence[str], found: Sequence[str], where: str, i
         raise CaptureError(f"{where}: {len(both)} camera(s) match the calibration, at least 2 are needed; {sides}")
     missing = [n for n in calibrated if n not in found]
     if missing:
-        _issue(issues, f"{where}: no keypoints for calibrated camera(s) {', '.join(missing)}; using {', '.join(both)}")
+        _issue(issues, f"{where}: no {what} for calibrated camera(s) {', '.join(missing)}; using {', '.join(both)}")
     return both
 
 
@@ -449,10 +457,11 @@ def write_outputs(result: CaptureResult, out_dir: str | Path) -> dict[str, Path]
 
 def run_capture(
     calibration: str | Path,
-    keypoints_dir: str | Path,
+    keypoints_dir: str | Path | None,
     out_dir: str | Path,
     options: CaptureOptions | None = None,
     *,
+    detect: "DetectOptions | None" = None,
     rig: str | None = None,
     videos: str | Path | None = None,
     images: str | Path | None = None,
@@ -460,16 +469,19 @@ def run_capture(
     plot_frames: Sequence[int] | None = None,
     render_every: int = 1,
 ) -> CaptureResult:
-    """The whole `mvpose triangulate --keypoints` job: read, triangulate, filter, write, render.
+    """The whole `mvpose triangulate` job: read (or detect), triangulate, filter, write, render.
 
     Args:
         calibration: calibration file (any readable format); its camera names name the keypoint sources.
-        keypoints_dir: folder with one entry per camera: an OpenPose JSON folder or a COCO results ``.json``.
+        keypoints_dir: folder with one entry per camera: an OpenPose JSON folder or a COCO results ``.json``;
+            None with ``detect``.
+        detect: run a model on ``videos`` / ``images`` instead (:func:`mvpose.capture.detect.detect_capture`);
+            also writes ``detection.json`` and ``boxes/<camera>.csv``.
         out_dir: output folder (``poses3d.h5``, ``poses3d.trc``, ``summary.json``, ``report.txt``).
         options: processing options.
         rig: rig of a multi-rig calibration file.
-        videos, images: folders with one video file / image folder per camera, for ``render`` (videos also
-            give the frame rate).
+        videos, images: folders with one video file / image folder per camera, for ``detect`` and ``render``
+            (videos also give the frame rate).
         render: write overlays per camera and a 3D skeleton plot into ``out_dir/render``.
         plot_frames: capture frame numbers for the 3D plot (default: four spread over the sequence).
         render_every: overlays draw every ``render_every``-th frame.
@@ -481,13 +493,24 @@ def run_capture(
     options.check()
     timings: dict[str, float] = {}
     with _timed(timings, "total"):
-        with _timed(timings, "read"):
-            capture = load_capture(calibration, keypoints_dir, joints=options.joints, offsets=options.offsets,
-                                   rig=rig, workers=options.workers, progress=options.progress)
+        if detect is not None:
+            from mvpose.capture.detect import detect_capture
+
+            with _timed(timings, "detect"):
+                capture = detect_capture(calibration, detect, options, rig=rig, videos=videos, images=images,
+                                         timings=timings)
+        else:
+            with _timed(timings, "read"):
+                capture = load_capture(calibration, keypoints_dir, joints=options.joints, offsets=options.offsets,
+                                       rig=rig, workers=options.workers, progress=options.progress)
         fps = _video_fps(videos, capture.names)
         result = process_capture(capture, options, fps)
         result.timings = {**timings, **result.timings}
         write_outputs(result, out_dir)
+        if capture.detection is not None:
+            from mvpose.capture.detect import write_detection
+
+            result.paths.update(write_detection(capture.detection, out_dir))
         if render:
             from mvpose.capture.render import render_capture
 

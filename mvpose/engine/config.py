@@ -49,7 +49,8 @@ DEFAULTS: dict[str, Any] = {
         "max_steps_per_epoch": None,
         "val_every_epochs": 1,
     },
-    "eval": {"batch_size": 8, "jdr_head_size": 25.6, "jdr_factor": 0.5, "decode": "udp", "min_confidence": 0.0},
+    "eval": {"batch_size": 8, "jdr_head_size": 25.6, "jdr_factor": 0.5, "decode": "udp", "min_confidence": 0.0,
+             "flip_test": False},
 }
 
 

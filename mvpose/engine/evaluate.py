@@ -2,6 +2,10 @@
 
 The same path serves multi-view models (which fuse the views) and single-view models (run on every
 view independently), so baselines and multi-view PPT are compared on identical data and metrics.
+
+Data without 3D ground truth (COCO) stops after the 2D joints: no triangulation, no MPJPE in the
+report; COCO data gets keypoint AP / AR through pycocotools instead (:func:`coco_results`,
+:func:`evaluate_coco`).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import io
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -70,6 +74,24 @@ def keypoints_from_output(out: dict[str, torch.Tensor], input_hw: tuple[int, int
     raise ValueError(f"model output has neither heatmaps nor keypoints+confidence (keys: {sorted(out)})")
 
 
+def flip_test_output(
+    model: torch.nn.Module, batch: dict[str, Any], device: torch.device, out: dict[str, torch.Tensor], flip_index: Sequence[int]
+) -> dict[str, torch.Tensor]:
+    """Average ``out["heatmaps"]`` with the heatmaps of the horizontally flipped crops (flip test).
+
+    With the UDP pixel convention a crop flip is ``x -> (W - 1) - x`` and maps heatmap columns onto
+    heatmap columns exactly, so the flipped maps need no one-pixel shift (HRNet's correction for
+    the biased convention); only left and right joints swap channels (``flip_index``).
+    """
+    if is_multiview(model):
+        raise ValueError("flip test: only for single-view models (a flipped crop no longer fits the views' rays)")
+    if "heatmaps" not in out:
+        raise ValueError(f"flip test: needs a heatmap model; this model gives {sorted(out)}")
+    flipped = forward_views(model, {**batch, "image": batch["image"].flip(-1)}, device)["heatmaps"]
+    index = torch.as_tensor(list(flip_index), device=flipped.device)
+    return {**out, "heatmaps": 0.5 * (out["heatmaps"] + flipped.flip(-1).index_select(-3, index).to(out["heatmaps"].dtype))}
+
+
 @torch.no_grad()
 def predict(
     model: torch.nn.Module,
@@ -78,67 +100,146 @@ def predict(
     decode: str = "udp",
     min_confidence: float = 0.0,
     progress: bool = True,
+    flip_index: Sequence[int] | None = None,
 ) -> dict[str, np.ndarray]:
     """Run a model over a loader and collect 2D and 3D predictions with the ground truth.
 
+    Args:
+        flip_index: the skeleton's flip permutation to run the flip test with (heatmap models only);
+            None: no flip test.
+
     Returns arrays: ``pred2d (N, V, J, 2)`` original pixels, ``conf (N, V, J)``, ``gt2d``, ``vis (N, V, J)``,
-    ``pred3d (N, J, 3)`` world mm, ``gt3d``, ``reproj (N, V, J)``, ``action (N,)``, ``subject (N,)``.
+    ``action (N,)``, ``subject (N,)``; with 3D ground truth ``pred3d (N, J, 3)`` world mm, ``gt3d``,
+    ``reproj (N, V, J)``; the reader's ids ``image_id`` / ``annotation_id`` ``(N,)`` where given (COCO).
     """
     model.eval()
-    keys = ("pred2d", "conf", "gt2d", "vis", "pred3d", "gt3d", "reproj", "action", "subject")
-    acc: dict[str, list] = {k: [] for k in keys}
+    keys = ["pred2d", "conf", "gt2d", "vis", "action", "subject"]
+    acc: dict[str, list] = {}
+    has_3d = None
     for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not progress, leave=False):
         out = forward_views(model, batch, device)
+        if flip_index is not None:
+            out = flip_test_output(model, batch, device, out, flip_index)
         H, W = batch["image"].shape[-2:]
         crop_xy, conf = keypoints_from_output(out, (H, W), decode)
-        weights = torch.where(conf >= min_confidence, conf.clamp_min(0), torch.zeros_like(conf))
-        tri = triangulate(crop_xy.double(), sample_cameras(batch).to(dtype=torch.float64), weights.double())
+        batch_3d = bool(batch["has_3d"].all()) if "has_3d" in batch else True
+        if has_3d is None:
+            has_3d = batch_3d
+            keys += (["pred3d", "gt3d", "reproj"] if has_3d else []) + [k for k in ("image_id", "annotation_id") if k in batch]
+            acc = {k: [] for k in keys}
+        elif batch_3d != has_3d:
+            raise ValueError("evaluation set mixes samples with and without 3D ground truth")
         acc["pred2d"].append(crop_to_original(crop_xy.double(), batch["affine"].double()).numpy())
         acc["conf"].append(conf.numpy())
         acc["gt2d"].append(batch["joints_2d"].double().numpy())
         acc["vis"].append(batch["joints_vis"].numpy().astype(bool))
-        acc["pred3d"].append(tri.points3d.numpy())
-        acc["gt3d"].append(batch["joints_3d"].double().numpy())
-        acc["reproj"].append(tri.reprojection_error.numpy())
         acc["action"].append(np.asarray(batch["action"]).reshape(-1))
         acc["subject"].append(np.asarray(batch["subject"]).reshape(-1))
-    if not acc["pred2d"]:
+        for key in ("image_id", "annotation_id"):
+            if key in acc:
+                acc[key].append(batch[key].numpy().reshape(-1))
+        if has_3d:
+            weights = torch.where(conf >= min_confidence, conf.clamp_min(0), torch.zeros_like(conf))
+            tri = triangulate(crop_xy.double(), sample_cameras(batch).to(dtype=torch.float64), weights.double())
+            acc["pred3d"].append(tri.points3d.numpy())
+            acc["gt3d"].append(batch["joints_3d"].double().numpy())
+            acc["reproj"].append(tri.reprojection_error.numpy())
+    if not acc or not acc["pred2d"]:
         raise ValueError("evaluation set is empty: no samples to evaluate")
     return {k: np.concatenate(v) for k, v in acc.items()}
 
 
+NO_3D_NOTE = "no 3D ground truth in this dataset: MPJPE / PA-MPJPE not computed (null); JDR counts labelled joints only"
+
+
 def build_report(pred: dict[str, np.ndarray], joint_names: list[str], jdr_head_size: float = 25.6, jdr_factor: float = 0.5) -> dict[str, Any]:
-    """Metrics from :func:`predict` arrays: JDR (overall, per joint), MPJPE (overall, per action, per joint), PA-MPJPE."""
-    # All joints count, hidden ones too, as in the Cross-View-Fusion / PPT evaluation code; the
-    # visible-only rate is reported beside it (hidden joints are where fusion should help).
-    jdr_all, jdr_joint = metrics.jdr(pred["pred2d"], pred["gt2d"], head_size=jdr_head_size, factor=jdr_factor)
-    jdr_vis, _ = metrics.jdr(pred["pred2d"], pred["gt2d"], vis=pred["vis"], head_size=jdr_head_size, factor=jdr_factor)
-    jdr_hid, _ = metrics.jdr(pred["pred2d"], pred["gt2d"], vis=~pred["vis"], head_size=jdr_head_size, factor=jdr_factor) if (~pred["vis"]).any() else (None, None)
+    """Metrics from :func:`predict` arrays: JDR (overall, per joint), MPJPE (overall, per action, per joint), PA-MPJPE.
+
+    Without 3D ground truth (no ``pred3d``, e.g. COCO) the 3D metrics are None, ``has_3d`` is False
+    and ``note`` says so; the JDR then counts labelled joints only (COCO's ``v = 0`` means "not
+    labelled" and its (0, 0) is no position).
+    """
+    has_3d = "pred3d" in pred
+    vis = pred["vis"]
+    # With motion capture all joints count, hidden ones too, as in the Cross-View-Fusion / PPT
+    # evaluation code; the visible-only rate is reported beside it (hidden joints are where fusion
+    # should help).
+    jdr_all, jdr_joint = metrics.jdr(pred["pred2d"], pred["gt2d"], vis=None if has_3d else vis, head_size=jdr_head_size, factor=jdr_factor)
+    jdr_vis, _ = metrics.jdr(pred["pred2d"], pred["gt2d"], vis=vis, head_size=jdr_head_size, factor=jdr_factor)
+    jdr_hid = None
+    if has_3d and (~vis).any():
+        jdr_hid = float(metrics.jdr(pred["pred2d"], pred["gt2d"], vis=~vis, head_size=jdr_head_size, factor=jdr_factor)[0])
+    report: dict[str, Any] = {
+        "samples": int(len(pred["pred2d"])),
+        "views": int(pred["pred2d"].shape[1]),
+        "jdr": {
+            "overall": float(jdr_all),
+            "per_joint": {n: float(v) for n, v in zip(joint_names, jdr_joint)},
+            "visible": float(jdr_vis),
+            "hidden": jdr_hid,
+            "threshold_px": float(jdr_head_size * jdr_factor),
+        },
+    }
+    if not has_3d:
+        report.update(mpjpe_mm=None, pa_mpjpe_mm=None, untriangulated_joints=None, reprojection_error_px=None,
+                      has_3d=False, note=NO_3D_NOTE)
+        return report
     valid3d = np.isfinite(pred["pred3d"]).all(-1)
     n_missing = int((~valid3d).sum())
     if n_missing:
         log.warning("%d of %d joints could not be triangulated (fewer than 2 usable views)", n_missing, valid3d.size)
     actions = [H36M_ACTIONS.get(int(a), str(a)) if str(a).lstrip("-").isdigit() else str(a) for a in pred["action"]]
     per_action = metrics.mpjpe_per_action(pred["pred3d"], pred["gt3d"], actions, valid=valid3d)
-    return {
-        "samples": int(len(pred["pred3d"])),
-        "views": int(pred["pred2d"].shape[1]),
-        "jdr": {
-            "overall": float(jdr_all),
-            "per_joint": {n: float(v) for n, v in zip(joint_names, jdr_joint)},
-            "visible": float(jdr_vis),
-            "hidden": None if jdr_hid is None else float(jdr_hid),
-            "threshold_px": float(jdr_head_size * jdr_factor),
-        },
-        "mpjpe_mm": {
+    report.update(
+        mpjpe_mm={
             "overall": float(metrics.mpjpe(pred["pred3d"], pred["gt3d"], valid=valid3d)),
             "per_action": {k: float(v) for k, v in per_action.items()},
             "per_joint": {n: float(v) for n, v in zip(joint_names, metrics.per_joint_mpjpe(pred["pred3d"], pred["gt3d"], valid=valid3d))},
         },
-        "pa_mpjpe_mm": float(metrics.pa_mpjpe(np.nan_to_num(pred["pred3d"]), pred["gt3d"], valid=valid3d)),
-        "untriangulated_joints": n_missing,
-        "reprojection_error_px": metrics.summarize_errors(pred["reproj"][np.isfinite(pred["reproj"])]),
-    }
+        pa_mpjpe_mm=float(metrics.pa_mpjpe(np.nan_to_num(pred["pred3d"]), pred["gt3d"], valid=valid3d)),
+        untriangulated_joints=n_missing,
+        reprojection_error_px=metrics.summarize_errors(pred["reproj"][np.isfinite(pred["reproj"])]),
+    )
+    return report
+
+
+def coco_results(pred: dict[str, np.ndarray], min_keypoint_score: float = 0.2, category_id: int = 1) -> list[dict[str, Any]]:
+    """COCO keypoint results from :func:`predict` arrays of single-view COCO data.
+
+    One result per person crop (ground-truth boxes, box score 1): ``image_id``, ``category_id``,
+    ``keypoints`` (x, y, confidence per joint, original pixels) and ``score`` = the mean confidence
+    of the joints above ``min_keypoint_score`` (0 if none), times the box score, the convention of
+    the HRNet / TokenPose evaluation code. No OKS-NMS: with ground-truth boxes every crop is a
+    different person.
+    """
+    if "image_id" not in pred:
+        raise ValueError("COCO results: the predictions carry no image_id (not COCO data?)")
+    if pred["pred2d"].shape[1] != 1:
+        raise ValueError(f"COCO results: expected single-view predictions, found {pred['pred2d'].shape[1]} views")
+    xy = pred["pred2d"][:, 0]  # (N, J, 2)
+    conf = pred["conf"][:, 0].astype(np.float64)  # (N, J)
+    confident = conf > min_keypoint_score
+    kpt_score = np.where(confident, conf, 0.0).sum(-1) / np.maximum(confident.sum(-1), 1)
+    keypoints = np.concatenate([xy, conf[..., None]], axis=-1).reshape(len(xy), -1)
+    return [
+        {"image_id": int(i), "category_id": int(category_id), "keypoints": [round(float(v), 3) for v in k], "score": float(sc)}
+        for i, k, sc in zip(pred["image_id"], keypoints, kpt_score)
+    ]
+
+
+def evaluate_coco(pred: dict[str, np.ndarray], coco_gt: Any, results_path: str | Path) -> dict[str, float]:
+    """Write the COCO results JSON to ``results_path`` and score it with pycocotools.
+
+    Only the images with at least one evaluated crop are scored, so a ``frame_stride`` subset is
+    scored on its own images (a person of those images left out by the stride counts as missed).
+
+    Returns:
+        ``{"AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl"}`` (see
+        :func:`mvpose.metrics.coco_keypoint_ap`).
+    """
+    results = coco_results(pred)
+    atomic_write_text(results_path, json.dumps(results) + "\n")
+    return metrics.coco_keypoint_ap(coco_gt, results, image_ids=np.unique(pred["image_id"]).tolist())
 
 
 def report_csv(report: dict[str, Any]) -> str:
@@ -149,12 +250,15 @@ def report_csv(report: dict[str, Any]) -> str:
     w.writerow(["jdr", "overall", report["jdr"]["overall"]])
     for k, v in report["jdr"]["per_joint"].items():
         w.writerow(["jdr_per_joint", k, v])
-    w.writerow(["mpjpe_mm", "overall", report["mpjpe_mm"]["overall"]])
-    for k, v in report["mpjpe_mm"]["per_action"].items():
-        w.writerow(["mpjpe_per_action_mm", k, v])
-    for k, v in report["mpjpe_mm"]["per_joint"].items():
-        w.writerow(["mpjpe_per_joint_mm", k, v])
-    w.writerow(["pa_mpjpe_mm", "overall", report["pa_mpjpe_mm"]])
+    if report.get("mpjpe_mm") is not None:
+        w.writerow(["mpjpe_mm", "overall", report["mpjpe_mm"]["overall"]])
+        for k, v in report["mpjpe_mm"]["per_action"].items():
+            w.writerow(["mpjpe_per_action_mm", k, v])
+        for k, v in report["mpjpe_mm"]["per_joint"].items():
+            w.writerow(["mpjpe_per_joint_mm", k, v])
+        w.writerow(["pa_mpjpe_mm", "overall", report["pa_mpjpe_mm"]])
+    for k, v in (report.get("coco") or {}).items():
+        w.writerow(["coco", k, v])
     return buf.getvalue()
 
 

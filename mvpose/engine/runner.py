@@ -11,7 +11,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from mvpose.engine.checkpoint import load_checkpoint
-from mvpose.engine.evaluate import build_report, forward_views, joint_names_for, output_kind, predict, write_report
+from mvpose.engine.evaluate import (build_report, evaluate_coco, forward_views, joint_names_for, output_kind, predict,
+                                     write_report)
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,15 @@ def evaluate_checkpoint(
     name: str = "report",
     model_name: str | None = None,
     device: str | None = None,
+    flip_test: bool | None = None,
 ) -> tuple[dict[str, Any], tuple[Path, Path]]:
-    """Evaluate a checkpoint; writes ``name.json`` / ``name.csv`` and returns the report and paths."""
+    """Evaluate a checkpoint; writes ``name.json`` / ``name.csv`` and returns the report and paths.
+
+    On COCO data the report also holds ``coco``: keypoint AP / AR from pycocotools
+    (``AP``, ``AP50``, ``AP75``, ``APm``, ``APl``, ``AR``, ...) of the results written to
+    ``name_coco_results.json``; data without 3D ground truth has no MPJPE (null, see ``note``).
+    ``flip_test`` (default: the config's ``eval.flip_test``, off) averages in the flipped crops.
+    """
     from mvpose.data import collate
     from mvpose.engine.train import build_datasets
 
@@ -60,12 +68,21 @@ def evaluate_checkpoint(
         cfg["dataset"]["eval_every"] = every
     ds = build_datasets(cfg, splits=(split,), token_grid=getattr(model, "token_grid", None), target_type=output_kind(model))[split]
     loader = DataLoader(ds, batch_size=int(cfg["eval"]["batch_size"]), shuffle=False, num_workers=0, collate_fn=collate)
-    pred = predict(model, loader, dev, decode=cfg["eval"]["decode"], min_confidence=cfg["eval"].get("min_confidence", 0.0))
+    if flip_test is None:
+        flip_test = bool(cfg["eval"].get("flip_test", False))
+    pred = predict(model, loader, dev, decode=cfg["eval"]["decode"], min_confidence=cfg["eval"].get("min_confidence", 0.0),
+                   flip_index=ds.skeleton.flip_index if flip_test else None)
     names = joint_names_for(cfg["dataset"]["name"], pred["pred2d"].shape[2])
     report = build_report(pred, names, cfg["eval"]["jdr_head_size"], cfg["eval"]["jdr_factor"])
     report.update(model=cfg["model"]["name"], label=cfg.get("name", cfg["model"]["name"]), dataset=cfg["dataset"]["name"],
-                  checkpoint=str(checkpoint), split=split)
-    paths = write_report(report, out_dir or Path(checkpoint).parent, stem=name)
+                  checkpoint=str(checkpoint), split=split, flip_test=bool(flip_test))
+    out_dir = Path(out_dir or Path(checkpoint).parent)
+    coco_gt = getattr(ds, "coco", None)
+    if coco_gt is not None:
+        results_path = out_dir / f"{name}_coco_results.json"
+        report["coco"] = evaluate_coco(pred, coco_gt, results_path)
+        report["coco_results"] = str(results_path)
+    paths = write_report(report, out_dir, stem=name)
     return report, paths
 
 

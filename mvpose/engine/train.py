@@ -126,16 +126,24 @@ def build_model_from_config(cfg: dict[str, Any], load_pretrained: bool = True) -
     """Build ``cfg['model']`` from the registry; ``pretrained: PATH`` loads matching weights from a
     checkpoint or state dict (e.g. a COCO PPT-S for multi-view fine-tuning, as the paper does).
     Rebuilding a trained model from its checkpoint passes ``load_pretrained=False``: its own weights
-    replace them anyway, and the pretrained file need not exist any more."""
+    replace them anyway, and the pretrained file need not exist any more. The same holds for a
+    ViTransPose guide's ``guide_checkpoint``: the guide's weights are part of the model's own.
+    A model configuration the model rejects raises :class:`~mvpose.engine.config.ConfigError`."""
+    from mvpose.engine.config import ConfigError
     from mvpose.models import build_model
 
     m = dict(cfg["model"])
     name = m.pop("name")
     pretrained = m.pop("pretrained", None)
+    if not load_pretrained and m.get("guide_checkpoint"):
+        m["guide_checkpoint"] = None
     d = cfg["dataset"]
     m.setdefault("image_size", tuple(d["image_size"]))
     m.setdefault("heatmap_size", tuple(d["heatmap_size"]))
-    model = build_model(name, **m)
+    try:
+        model = build_model(name, **m)
+    except ValueError as err:
+        raise ConfigError(f"model {name!r}: {err}") from err
     if pretrained and load_pretrained:
         state = torch.load(pretrained, map_location="cpu", weights_only=False)
         state = state.get("model", state) if isinstance(state, dict) else state
@@ -318,8 +326,9 @@ def _train(cfg, out_dir: Path, resume: bool, dinfo: DistInfo, progress: bool, ya
             core = getattr(model, "module", model)
             pred = predict(core, val_loader, dinfo.device, decode=cfg["eval"]["decode"], progress=progress)
             rep = build_report(pred, joint_names, cfg["eval"]["jdr_head_size"], cfg["eval"]["jdr_factor"])
-            row["val_jdr"], row["val_mpjpe_mm"] = rep["jdr"]["overall"], rep["mpjpe_mm"]["overall"]
-            log.info("epoch %d: loss %.3e JDR %.3f MPJPE %.1f mm", epoch + 1, train_loss, row["val_jdr"], row["val_mpjpe_mm"])
+            # Data without 3D ground truth (COCO) has no MPJPE: the column stays empty.
+            row["val_jdr"], row["val_mpjpe_mm"] = rep["jdr"]["overall"], (rep["mpjpe_mm"] or {}).get("overall", "")
+            log.info("epoch %d: loss %.3e JDR %.3f MPJPE %s mm", epoch + 1, train_loss, row["val_jdr"], row["val_mpjpe_mm"])
         row["seconds"] = round(time.perf_counter() - t0, 2)
 
         if dinfo.is_main:

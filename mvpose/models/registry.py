@@ -139,8 +139,14 @@ _register_config("hrpvt_v2", HRPVT, **_HRPVT, stem="hrpm", insertion="layer")
 _TINY_MONO = dict(num_joints=17, image_size=(128, 96), heatmap_size=(32, 24))
 _register_config("lite_hrnet_tiny", LiteHRNet, **_TINY_MONO, stem_channels=16, widths=(16, 32, 64, 128),
                  num_modules=(1, 1, 1), num_blocks=1, reduce_ratio=4)
-_register_config("vitranspose_tiny", ViTransPose, **_TINY_MONO, patch_size=16, dim=64, depth=2, heads=4,
-                 mlp_ratio=2.0, decoder_channels=32, skeleton="coco", prune_layers=(0,))
+_TINY_VITP = dict(_TINY_MONO, patch_size=16, dim=64, depth=2, heads=4, mlp_ratio=2.0, decoder_channels=32,
+                  skeleton="coco", prune_layers=(0,))
+_register_config("vitranspose_tiny", ViTransPose, **_TINY_VITP)
+# Guided by lite_hrnet_tiny: train it first and pass guide_checkpoint=PATH (docs/baselines.md).
+_register_config("vitranspose_tiny_bfs", ViTransPose, **_TINY_VITP, selection="neighbors", num_neighbors=1,
+                 guide="lite_hrnet_tiny")
+_register_config("vitranspose_tiny_bone", ViTransPose, **_TINY_VITP, selection="skeleton", num_neighbors=0,
+                 guide="lite_hrnet_tiny")
 _register_config("sharpose_tiny", SHaRPose, **_TINY_MONO, patch_size=16, dim=64, depth=2, heads=4,
                  mlp_ratio=2.0, alpha=0.5, attention_start=0)
 _register_config("hrpvt_tiny", HRPVT, **_TINY_MONO, backbone="b0",

@@ -29,6 +29,7 @@ Pipeline (``N = h * w`` patches of ``p x p`` pixels, ``h = H / p``):
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -40,11 +41,49 @@ from mvpose.models.patch_selection import distance_to_keypoints, select_patches,
 from mvpose.models.ppt import gather_tokens, select_human_tokens
 from mvpose.skeletons import get_skeleton
 
-__all__ = ["ViTransPose", "HeatmapDecoder"]
+__all__ = ["ViTransPose", "HeatmapDecoder", "load_guide_weights"]
 
 log = logging.getLogger(__name__)
 
 SELECTIONS = ("none", "neighbors", "skeleton", "joint_tokens")
+
+
+def load_guide_weights(guide: nn.Module, name: str, path: str | Path) -> None:
+    """Load a trained guide from ``path``: an mvpose checkpoint (``{"model": ..., "config": ...}``, as
+    ``mvpose train --model lite_hrnet_tiny`` writes) or a raw state dict.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: naming ``path``, when it is not a checkpoint, holds another model than ``name``,
+            or its tensors do not fit the guide's architecture.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"guide_checkpoint {path} does not exist; train the guide first, e.g. "
+            f"mvpose train --model {name} ... --out {path.parent}"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises many types for corrupt files
+        raise ValueError(f"guide_checkpoint {path}: not a readable checkpoint ({err})") from err
+    if isinstance(state, dict) and "model" in state:
+        held = ((state.get("config") or {}).get("model") or {}).get("name")
+        if held is not None and held != name:
+            raise ValueError(f"guide_checkpoint {path}: holds model {held!r}, but the guide is {name!r} (model.guide)")
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"guide_checkpoint {path}: expected an mvpose checkpoint or a state dict of {name!r}")
+    own = guide.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or shapes:
+        parts = [f"{len(v)} {what} (e.g. {v[0]})" for what, v in
+                 (("missing", missing), ("unexpected", unexpected), ("of another shape", shapes)) if v]
+        raise ValueError(f"guide_checkpoint {path}: does not fit the architecture of guide {name!r}: "
+                         f"tensors {', '.join(parts)}")
+    guide.load_state_dict(state)
 
 
 class HeatmapDecoder(nn.Module):
@@ -187,11 +226,10 @@ class ViTransPose(nn.Module):
         guide = build_model(name, **{"num_joints": self.num_joints, "image_size": (h, w),
                                      "heatmap_size": (h // 4, w // 4), **(options or {})})
         if checkpoint is not None:
-            state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-            state = state.get("model", state) if isinstance(state, dict) else state
-            guide.load_state_dict(state)
-        elif self.selection in ("neighbors", "skeleton"):
-            log.warning("ViTransPose: guide %r has no guide_checkpoint; its keypoints are untrained", name)
+            load_guide_weights(guide, name, checkpoint)
+        # Rebuilt from a ViTransPose checkpoint, the guide gets its weights from that checkpoint:
+        # only training an untrained guide deserves a warning (see ``train``).
+        self._guide_untrained = checkpoint is None and self.selection in ("neighbors", "skeleton")
         guide.requires_grad_(False)
         return guide.eval()
 
@@ -199,6 +237,10 @@ class ViTransPose(nn.Module):
         super().train(mode)
         if self.guide is not None:
             self.guide.eval()  # frozen, trained on its own
+            if mode and self._guide_untrained:
+                log.warning("ViTransPose: guide %r has no guide_checkpoint; its keypoints are untrained",
+                            self.config["guide"])
+                self._guide_untrained = False  # once
         return self
 
     def guide_keypoints(self, images: torch.Tensor) -> torch.Tensor:

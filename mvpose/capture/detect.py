@@ -1,0 +1,720 @@
+"""2D joints from an mvpose model run on the frames of a recorded capture (`mvpose triangulate --checkpoint`).
+
+The model path ends where the keypoints path starts: it produces the same synchronised
+``(T, V, 1, J, 3)`` detections ``(x, y, confidence)`` in original pixels as the keypoint readers, wrapped
+in a :class:`~mvpose.capture.pipeline.Capture`, so person selection, robust triangulation, temporal
+processing, outputs, report and pictures are shared.
+
+Per batch of ``batch_size`` capture frames (all views of each):
+
+1. read the frames of every camera (camera frame ``i + offset`` for capture frame ``i``; threads per
+   camera decode the next batch while the model runs);
+2. a person box per view: from the box file of that camera when it has a box for the frame; otherwise the
+   bounding box of the previous frames' 3D pose reprojected into the view (its centroid moved on at the
+   last measured velocity, so the frames of a batch do not lag); when no pose is known (first frame, or the
+   person was lost for ``reinit_after`` frames), the model first runs on the whole frames, letterboxed to
+   its input, and those keypoints are triangulated to start the track;
+3. the box is made the aspect of the model input and padded (``padding``, 1.25 like HRNet's person
+   crops), cropped with :func:`mvpose.data.transforms.crop_affine` (UDP pixel convention), and the crops
+   go through the model as the training data did: single-view models see the ``B x V`` crops as one batch,
+   multi-view PPT sees the ``V`` views of a frame as one sample with the world rays of the crop cameras
+   (:func:`mvpose.engine.evaluate.forward_views`);
+4. heatmaps (or SimCC keypoints) are decoded (:func:`mvpose.engine.evaluate.keypoints_from_output`) and
+   mapped back to original pixels through the inverse crop affine;
+5. the batch is triangulated (:func:`mvpose.capture.pipeline.triangulate_frames`, the capture's options)
+   to move the track on.
+
+Box files (``--boxes DIR``), one per camera named as the camera (``DIR/<camera>.csv`` or ``.json``), in
+original pixels of the camera's own frames (camera frame numbers, before ``--offsets``):
+
+- CSV with a header naming at least ``frame,x0,y0,x1,y1`` (other columns are ignored; with a ``score``
+  column the highest-scoring row of a frame is used, otherwise the first);
+- JSON: a list of ``{"frame": 12, "box": [x0, y0, x1, y1], "score": 0.9}`` (``score`` optional).
+
+A frame without a box in the file falls back to tracking. The boxes used are written back as
+``OUT/boxes/<camera>.csv`` in the same format (with a ``source`` column, ``file`` or ``track``), so a run can
+be repeated with exactly the same crops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import io
+import itertools
+import json
+import logging
+import time
+import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mvpose.capture.keypoints import find_camera_sources, frame_number, resolve_joint_set
+from mvpose.capture.pipeline import (
+    Capture,
+    CaptureError,
+    CaptureOptions,
+    _issue,
+    check_image_bounds,
+    match_cameras,
+    triangulate_frames,
+)
+from mvpose.data import transforms as tf
+from mvpose.engine.decode import crop_to_original
+from mvpose.engine.evaluate import forward_views, is_multiview, keypoints_from_output
+from mvpose.geometry.board_calibration import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from mvpose.geometry.calibration import load_calibration
+from mvpose.geometry.camera import Cameras
+from mvpose.skeletons import get_skeleton
+
+__all__ = [
+    "BOX_COLUMNS",
+    "BOX_SOURCES",
+    "DetectOptions",
+    "Detection",
+    "Detector",
+    "FrameSource",
+    "boxes_around",
+    "detect_capture",
+    "infer",
+    "load_detector",
+    "open_frame_source",
+    "read_box_file",
+    "write_detection",
+]
+
+log = logging.getLogger(__name__)
+
+BOX_COLUMNS = ("frame", "x0", "y0", "x1", "y1")
+# Where a view's crop came from; index = code in Detection.box_source (0: no crop, the frame was missing).
+BOX_SOURCES = ("none", "file", "track", "frame")
+# Joint set of the checkpoint's training data (config ``dataset.name``); Ski-Pose is index-aligned with H36M.
+_DATASET_JOINTS = {"h36m": "h36m", "synth": "h36m", "skipose": "h36m", "coco": "coco"}
+# Smallest box side (px) made from joints: a pose seen end-on must still give a usable crop.
+MIN_BOX_PX = 16.0
+
+
+class _Timer:
+    def __init__(self, timings: dict[str, float], key: str) -> None:
+        self.timings, self.key = timings, key
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc) -> None:
+        self.timings[self.key] = self.timings.get(self.key, 0.0) + time.perf_counter() - self.start
+
+
+@dataclass
+class DetectOptions:
+    """Options of the model path (the CLI flags ``--checkpoint``, ``--boxes``, ``--batch-size``, ``--device``).
+
+    Attributes:
+        checkpoint: model checkpoint written by ``mvpose train``.
+        boxes: folder with one box file per camera (see module doc); None: tracked boxes only.
+        batch_size: capture frames per forward pass (each with its V views). Tracked boxes come from the
+            pose before the batch, so larger batches run faster but follow fast motion less closely.
+        device: torch device (``cpu``, ``cuda``, ``cuda:1``).
+        padding: box enlargement before cropping (HRNet's 1.25).
+        reinit_after: frames without a tracked pose after which the whole-frame pass runs again.
+        min_track_joints: triangulated joints a frame needs to move the track on (None: max(4, J // 2)).
+        search_refine: extra crop passes on the frame of a whole-frame search, each around the pose of the
+            previous pass, before the frame's final crop pass.
+    """
+
+    checkpoint: str | Path
+    boxes: str | Path | None = None
+    batch_size: int = 8
+    device: str = "cpu"
+    padding: float = 1.25
+    reinit_after: int = 10
+    min_track_joints: int | None = None
+    search_refine: int = 2
+
+    def check(self) -> None:
+        if self.batch_size < 1:
+            raise CaptureError(f"batch size must be >= 1, got {self.batch_size}")
+        if not self.padding >= 1.0:
+            raise CaptureError(f"box padding must be >= 1, got {self.padding}")
+        if self.search_refine < 0:
+            raise CaptureError(f"search_refine must be >= 0, got {self.search_refine}")
+        if self.reinit_after < 1:
+            raise CaptureError(f"reinit_after must be >= 1, got {self.reinit_after}")
+        try:
+            dev = torch.device(self.device)
+        except RuntimeError:
+            raise CaptureError(f"device: expected cpu, cuda or cuda:N, got {self.device!r}") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise CaptureError(f"device {self.device!r}: CUDA is not available on this machine (use --device cpu)")
+
+
+# --------------------------------------------------------------------------------------------- model
+@dataclass
+class Detector:
+    """A loaded checkpoint and what inference needs to know about it.
+
+    Attributes:
+        input_hw: model input ``(H, W)``.
+        token_grid: ``(h, w)`` token grid of the rays given to multi-view models (None otherwise).
+        decode: heatmap decoding of the checkpoint's evaluation config.
+    """
+
+    model: torch.nn.Module
+    name: str
+    input_hw: tuple[int, int]
+    num_joints: int
+    joint_set: str
+    multiview: bool
+    token_grid: tuple[int, int] | None
+    decode: str
+    device: torch.device
+    checkpoint: str
+
+    @property
+    def aspect(self) -> float:
+        """Width / height of the model input."""
+        return self.input_hw[1] / self.input_hw[0]
+
+
+def load_detector(checkpoint: str | Path, device: str | torch.device = "cpu", joints: str | None = None) -> Detector:
+    """Load a checkpoint for inference and name the joint set it predicts.
+
+    The joint set follows the training data (``h36m`` for Human3.6M, Ski-Pose and the synthetic set,
+    ``coco`` for COCO); ``joints`` names it explicitly (checked against the model's joint count).
+    """
+    from mvpose.engine.runner import load_model
+
+    dev = torch.device(device)
+    model, cfg = load_model(checkpoint, dev)
+    mcfg = dict(getattr(model, "config", None) or cfg["model"])
+    input_hw = tuple(int(v) for v in mcfg.get("image_size") or cfg["dataset"]["image_size"])
+    J = int(mcfg.get("num_joints") or cfg["model"].get("num_joints", 17))
+    dataset = str(cfg["dataset"].get("name", "")).lower()
+    where = f"checkpoint {checkpoint}"
+    if joints is not None:
+        joint_set = resolve_joint_set(J, joints, where)
+    elif dataset in _DATASET_JOINTS and get_skeleton(_DATASET_JOINTS[dataset]).num_joints == J:
+        joint_set = _DATASET_JOINTS[dataset]
+    else:
+        raise CaptureError(f"{where}: a model of {J} joints trained on dataset {dataset!r}; the joint set is not "
+                           "known, name it with --joints")
+    multiview = is_multiview(model)
+    grid = getattr(model, "token_grid", None)
+    return Detector(model, str(mcfg.get("name", cfg["model"]["name"])), (input_hw[0], input_hw[1]), J, joint_set,
+                    multiview, tuple(grid) if multiview and grid is not None else None,
+                    str(cfg.get("eval", {}).get("decode", "udp")), dev, str(checkpoint))
+
+
+def _crop_batch(
+    detector: Detector, images: Sequence[Sequence[np.ndarray | None]], boxes: np.ndarray, padding: np.ndarray,
+    cameras: Cameras, frames: np.ndarray,
+) -> dict[str, Any]:
+    """Crops of N samples of V views in the sample format of :mod:`mvpose.data.dataset`.
+
+    Args:
+        images: N lists of V frames (None: missing).
+        boxes: (N, V, 4) ``x0, y0, x1, y1`` original pixels.
+        padding: (N, V) box enlargement.
+        cameras: rig ``(V,)``.
+        frames: (N,) capture frame numbers.
+
+    Returns:
+        ``image (N, V, 3, H, W)``, ``affine (N, V, 2, 3)`` float64, ``view_mask (N, V)``, ``frame (N,)``,
+        ``camera_ids (N, V)`` and, for multi-view models, ``rays (N, V, h*w, 3)`` of the crop cameras.
+    """
+    H, W = detector.input_hw
+    N, V = boxes.shape[:2]
+    xywh = np.concatenate([boxes[..., :2], boxes[..., 2:] - boxes[..., :2]], axis=-1)
+    center, scale = tf.box_to_center_scale(xywh, detector.aspect, 1.0)
+    affine = tf.crop_affine(center, scale * padding[..., None], 0.0, (H, W))  # (N, V, 2, 3)
+    crops = torch.zeros(N, V, 3, H, W)
+    mask = torch.zeros(N, V, dtype=torch.bool)
+    for n, v in itertools.product(range(N), range(V)):
+        if images[n][v] is not None:
+            crops[n, v] = tf.image_to_tensor(tf.warp_image(images[n][v], affine[n, v], (H, W)))
+            mask[n, v] = True
+    batch = {
+        "image": crops, "affine": torch.from_numpy(affine), "view_mask": mask,
+        "frame": torch.as_tensor(frames, dtype=torch.int64),
+        "camera_ids": torch.arange(V).expand(N, V),
+    }
+    if detector.multiview:
+        tokens = tf.token_centers((H, W), detector.token_grid)  # (h*w, 2)
+        crop_cams = cameras.crop(batch["affine"], (W, H))  # (N, V)
+        batch["rays"] = crop_cams.pixel_rays(tokens.to(crop_cams.dtype).expand(N, V, -1, -1)).float()
+    return batch
+
+
+@torch.no_grad()
+def infer(detector: Detector, batch: dict[str, Any]) -> np.ndarray:
+    """Run the model on a crop batch and map the joints back to original pixels.
+
+    Returns:
+        (N, V, J, 3) ``(x, y, confidence)``; NaN ``x, y`` and confidence 0 for missing views and for joints
+        whose heatmap peak is not positive (nothing found), as the keypoint readers mark missing joints.
+    """
+    out = forward_views(detector.model, batch, detector.device)
+    xy, conf = keypoints_from_output(out, detector.input_hw, detector.decode)
+    xy = crop_to_original(xy.double(), batch["affine"].double())
+    conf = conf.double()
+    ok = batch["view_mask"][..., None] & (conf > 0) & xy.isfinite().all(dim=-1)
+    xy = torch.where(ok[..., None], xy, torch.full_like(xy, float("nan")))
+    return torch.cat([xy, torch.where(ok, conf, torch.zeros_like(conf))[..., None]], dim=-1).numpy()
+
+
+# --------------------------------------------------------------------------------------------- frames
+@dataclass
+class FrameSource:
+    """One camera's frames: a video file or an image folder.
+
+    Attributes:
+        frames: (F,) camera frame numbers present (videos: ``0..count-1``; images: the last digits of the
+            file names, or their sorted order when a name has none).
+        size: ``(width, height)`` of the frames; None when nothing could be read.
+    """
+
+    name: str
+    path: Path
+    frames: np.ndarray
+    size: tuple[int, int] | None
+    files: dict[int, Path] = field(default_factory=dict)
+
+    @property
+    def is_video(self) -> bool:
+        return self.path.is_file()
+
+    def read(self, wanted: np.ndarray) -> Iterator[np.ndarray | None]:
+        """Frames ``wanted`` (increasing camera frame numbers), None where there is none."""
+        if self.is_video:
+            from mvpose.capture.render import _video_frames
+
+            yield from _video_frames(self.path, wanted)
+            return
+        for f in wanted:
+            path = self.files.get(int(f))
+            image = None if path is None else cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if path is not None and image is None:
+                log.warning("camera %s: cannot read image %s; frame %d counts as missing", self.name, path, int(f))
+            yield image
+
+
+def open_frame_source(name: str, path: str | Path) -> FrameSource:
+    """Index a camera's video or image folder without decoding it (one image is read for its size)."""
+    path = Path(path)
+    if path.is_file():
+        cap = cv2.VideoCapture(str(path))
+        try:
+            if not cap.isOpened():
+                return FrameSource(name, path, np.zeros(0, np.int64), None)
+            count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+            size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+            if count <= 0:  # some containers do not store it: count by demuxing
+                count = 0
+                while cap.grab():
+                    count += 1
+        finally:
+            cap.release()
+        return FrameSource(name, path, np.arange(count, dtype=np.int64), size if count else None)
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    numbers = [frame_number(p.name) for p in files]
+    if any(n is None for n in numbers) or len(set(numbers)) < len(numbers):
+        numbers = list(range(len(files)))
+    by_number = dict(zip(numbers, files))
+    size = None
+    for p in files[:3]:
+        image = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if image is not None:
+            size = (image.shape[1], image.shape[0])
+            break
+    return FrameSource(name, path, np.array(sorted(by_number), dtype=np.int64), size, by_number)
+
+
+# --------------------------------------------------------------------------------------------- boxes
+def read_box_file(path: str | Path) -> dict[int, np.ndarray]:
+    """One camera's box file (CSV or JSON, see module doc) -> ``{camera frame: (4,) x0, y0, x1, y1}``.
+
+    Raises:
+        CaptureError naming the file, the row or field, and what was expected.
+    """
+    path = Path(path)
+    rows: list[tuple[int, float, list[float]]] = []  # frame, score, box
+    if path.suffix.lower() == ".csv":
+        reader = csv.DictReader(io.StringIO(path.read_text()))
+        fields = [f.strip() for f in reader.fieldnames or []]
+        missing = [c for c in BOX_COLUMNS if c not in fields]
+        if missing:
+            raise CaptureError(f"{path}: box file needs a header with columns {','.join(BOX_COLUMNS)}; "
+                               f"missing {','.join(missing)} (found {','.join(fields) or 'no header'})")
+        for i, raw in enumerate(reader, start=2):
+            rec = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+            if not any(rec.values()):
+                continue
+            try:
+                rows.append((int(rec["frame"]), float(rec.get("score") or 0.0), [float(rec[c]) for c in BOX_COLUMNS[1:]]))
+            except ValueError:
+                raise CaptureError(f"{path} line {i}: expected an integer frame and numbers x0,y0,x1,y1, found "
+                                   f"{','.join(rec.get(c, '') for c in BOX_COLUMNS)}") from None
+    elif path.suffix.lower() == ".json":
+        try:
+            doc = json.loads(path.read_text())
+        except ValueError as err:
+            raise CaptureError(f"{path}: not valid JSON ({err})") from None
+        if not isinstance(doc, list):
+            raise CaptureError(f"{path}: expected a list of {{\"frame\", \"box\": [x0, y0, x1, y1]}} records")
+        for i, rec in enumerate(doc):
+            try:
+                box = [float(v) for v in rec["box"]]
+                if len(box) != 4:
+                    raise ValueError
+                rows.append((int(rec["frame"]), float(rec.get("score", 0.0)), box))
+            except (KeyError, TypeError, ValueError):
+                raise CaptureError(f"{path} record {i}: expected {{\"frame\": int, \"box\": [x0, y0, x1, y1]}}, "
+                                   f"found {json.dumps(rec)[:120]}") from None
+    else:
+        raise CaptureError(f"{path}: box files are .csv or .json")
+    out: dict[int, np.ndarray] = {}
+    best: dict[int, float] = {}
+    for frame, score, box in rows:
+        b = np.asarray(box, dtype=np.float64)
+        if not np.isfinite(b).all():
+            continue
+        if not (b[2] > b[0] and b[3] > b[1]):
+            raise CaptureError(f"{path}: frame {frame}: box {box} needs x1 > x0 and y1 > y0")
+        if frame not in out or score > best[frame]:
+            out[frame], best[frame] = b, score
+    return out
+
+
+def _read_boxes(folder: str | Path | None, names: Sequence[str], calibrated: Sequence[str]) -> dict[str, dict[int, np.ndarray]]:
+    if folder is None:
+        return {}
+    sources = find_camera_sources(folder, (".csv", ".json"))
+    unknown = [n for n in sources if n not in calibrated]
+    if unknown:
+        raise CaptureError(f"boxes {folder}: {', '.join(unknown)} not in the calibration (names must match exactly); "
+                           f"calibration cameras: {', '.join(calibrated)}; box files: {', '.join(sources)}")
+    if not sources:
+        raise CaptureError(f"boxes {folder}: no <camera>.csv or <camera>.json box file")
+    return {n: read_box_file(sources[n]) for n in names if n in sources}
+
+
+def boxes_around(points: np.ndarray, valid: np.ndarray, min_size: float = MIN_BOX_PX) -> np.ndarray:
+    """Bounding boxes of the valid points.
+
+    Args:
+        points: (..., J, 2) pixels.
+        valid: (..., J) bool.
+        min_size: smallest side (the box grows around its centre).
+
+    Returns:
+        (..., 4) ``x0, y0, x1, y1``; NaN where fewer than two points are valid.
+    """
+    p = np.where(valid[..., None], points, np.nan)
+    enough = valid.sum(axis=-1) >= 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: NaN boxes, masked below
+        lo, hi = np.nanmin(p, axis=-2), np.nanmax(p, axis=-2)
+    c, half = (lo + hi) / 2, np.maximum(hi - lo, min_size) / 2
+    box = np.concatenate([c - half, c + half], axis=-1)
+    return np.where(enough[..., None], box, np.nan)
+
+
+# --------------------------------------------------------------------------------------------- tracking
+class _Track:
+    """The last two measured 3D poses; predicts later frames at constant centroid velocity."""
+
+    def __init__(self, min_joints: int, max_age: int) -> None:
+        self.min_joints, self.max_age = min_joints, max_age
+        self.frames: list[int] = []
+        self.poses: list[np.ndarray] = []
+
+    def update(self, frames: np.ndarray, points3d: np.ndarray) -> np.ndarray:
+        """Take the frames whose pose has enough joints; returns (N,) bool, the frames taken."""
+        good = np.isfinite(points3d).all(axis=-1).sum(axis=-1) >= self.min_joints
+        for f, X in zip(frames[good], points3d[good]):
+            if self.frames and self.frames[-1] == int(f):  # the crops' pose replaces the search's
+                self.frames, self.poses = self.frames[:-1], self.poses[:-1]
+            self.frames, self.poses = (self.frames + [int(f)])[-2:], (self.poses + [X])[-2:]
+        return good
+
+    def lost(self, frame: int) -> bool:
+        return not self.frames or frame - self.frames[-1] > self.max_age
+
+    def predict(self, frames: np.ndarray) -> np.ndarray | None:
+        """(N,) frames -> (N, J, 3) predicted poses, None when lost."""
+        if self.lost(int(frames[0])):
+            return None
+        X, f1 = self.poses[-1], self.frames[-1]
+        velocity = np.zeros(3)
+        if len(self.frames) == 2 and f1 - self.frames[0] <= self.max_age:
+            both = np.isfinite(X).all(-1) & np.isfinite(self.poses[0]).all(-1)
+            if both.any():
+                velocity = (X[both].mean(0) - self.poses[0][both].mean(0)) / (f1 - self.frames[0])
+        return X[None] + (np.asarray(frames) - f1)[:, None, None] * velocity
+
+
+def _tracked_boxes(points3d: np.ndarray, cameras: Cameras, sizes: np.ndarray) -> np.ndarray:
+    """(N, J, 3) poses -> (N, V, 4) boxes of their reprojection; NaN where unusable.
+
+    A box needs two joints in front of the camera and must overlap the image; a box far larger than the
+    image means a pose that went wrong, so it counts as lost.
+    """
+    X = torch.from_numpy(points3d).unsqueeze(-3)  # (N, 1, J, 3)
+    uv = cameras.project(X).numpy()
+    depth = cameras.depth(X).numpy()
+    valid = (depth > 0) & np.isfinite(uv).all(-1)
+    boxes = boxes_around(uv, valid)
+    size = sizes[None]  # (1, V, 2)
+    overlaps = (boxes[..., 2:] > 0).all(-1) & (boxes[..., :2] < size).all(-1)
+    sane = (boxes[..., 2:] - boxes[..., :2] < 4 * size).all(-1)
+    return np.where((overlaps & sane)[..., None], boxes, np.nan)
+
+
+# --------------------------------------------------------------------------------------------- capture
+@dataclass
+class Detection:
+    """What the model path did, for ``detection.json`` and ``boxes/<camera>.csv``.
+
+    Attributes:
+        boxes: (T, V, 4) boxes cropped (before padding), NaN where the view was missing.
+        box_source: (T, V) int8 index into :data:`BOX_SOURCES`.
+        camera_frames: (T, V) camera frame numbers.
+        info: model, options, counts and timings.
+    """
+
+    boxes: np.ndarray
+    box_source: np.ndarray
+    camera_frames: np.ndarray
+    names: list[str]
+    info: dict[str, Any]
+
+
+class _Prefetch:
+    """Frames of every camera in capture order; with a thread pool the next ``chunk`` frames of each camera
+    are decoded while the model runs (OpenCV releases the GIL while decoding)."""
+
+    def __init__(self, readers: list[Iterator], total: int, chunk: int, pool: ThreadPoolExecutor | None) -> None:
+        self.readers, self.left, self.chunk, self.pool = readers, total, chunk, pool
+        self.rows: list[list[np.ndarray | None]] = []
+        self._request()
+
+    def _request(self) -> None:
+        n = min(self.chunk, self.left)
+        self.left -= n
+        take = lambda it: list(itertools.islice(it, n))  # noqa: E731
+        if n == 0:
+            self.pending: list[Future | list] = []
+        elif self.pool is None:
+            self.pending = [take(r) for r in self.readers]
+        else:
+            self.pending = [self.pool.submit(take, r) for r in self.readers]
+
+    def take(self, n: int) -> list[list[np.ndarray | None]]:
+        """The next ``n`` frames, each a list of V images (None: that camera has no such frame)."""
+        while len(self.rows) < n:
+            per_cam = [p.result() if isinstance(p, Future) else p for p in self.pending]
+            self._request()
+            self.rows += [list(row) for row in zip(*per_cam)]
+        out, self.rows = self.rows[:n], self.rows[n:]
+        return out
+
+
+def detect_capture(
+    calibration: str | Path,
+    detect: DetectOptions,
+    options: CaptureOptions,
+    *,
+    rig: str | None = None,
+    videos: str | Path | None = None,
+    images: str | Path | None = None,
+    timings: dict[str, float] | None = None,
+) -> Capture:
+    """Run a model over a capture's videos or image folders and return it like :func:`load_capture` does.
+
+    Args:
+        calibration: calibration file; its camera names name the videos / image folders.
+        detect: model options.
+        options: capture options (``joints``, ``offsets``, ``workers`` and ``progress`` here; the triangulation
+            options also steer the tracking).
+        videos: folder with one video per camera (or one image folder per camera).
+        images: folder with one image folder per camera.
+        timings: filled with ``detect_read_s``, ``detect_crop_s``, ``detect_model_s``, ``detect_track_s``.
+
+    Returns:
+        A :class:`~mvpose.capture.pipeline.Capture` with ``people (T, V, 1, J, 3)`` and ``detection``.
+    """
+    detect.check()
+    timings = {} if timings is None else timings
+    if (videos is None) == (images is None):
+        raise CaptureError("the model path needs the frames: give --videos DIR or --images DIR (one of them)")
+    folder, what = (videos, "video") if videos is not None else (images, "image folder")
+    where = f"{'videos' if videos is not None else 'images'} {folder}"
+    issues: list[str] = []
+    rig_cams = load_calibration(calibration, rig=rig)
+    entries = find_camera_sources(folder, VIDEO_SUFFIXES if videos is not None else ())
+    names = match_cameras(rig_cams.names, list(entries), where, issues, what=what)
+    offsets = dict(options.offsets)
+    stray = [n for n in offsets if n not in names]
+    if stray:
+        raise CaptureError(f"offsets name camera(s) {', '.join(stray)} that are not used; cameras are {', '.join(names)}")
+    box_files = _read_boxes(detect.boxes, names, rig_cams.names)
+    detector = load_detector(detect.checkpoint, detect.device, options.joints)
+    cameras = rig_cams[names].to(dtype=torch.float64)
+    sources = [open_frame_source(n, entries[n]) for n in names]
+    calib_size = cameras.image_size.round().int().tolist()
+    for src, (cw, ch) in zip(sources, calib_size):
+        if src.size is None:
+            _issue(issues, f"camera {src.name}: no frame could be read from {src.path}")
+        elif tuple(src.size) != (cw, ch):
+            _issue(issues, f"camera {src.name}: frames are {src.size[0]}x{src.size[1]} but the calibration is for "
+                           f"{cw}x{ch}; keypoints are in frame pixels, so is the calibration for another resolution?")
+    shifted = [s.frames - offsets.get(s.name, 0) for s in sources if len(s.frames)]
+    if not shifted:
+        raise CaptureError(f"{where}: no camera has a readable frame")
+    start, stop = min(int(s.min()) for s in shifted), max(int(s.max()) for s in shifted) + 1
+    frame_index = np.arange(start, stop)
+    T, V, J = len(frame_index), len(names), detector.num_joints
+    cam_frames = frame_index[:, None] + np.array([offsets.get(n, 0) for n in names])[None]  # (T, V)
+    for v, src in enumerate(sources):
+        have = np.isin(cam_frames[:, v], src.frames).sum()
+        if 0 < have < T:
+            _issue(issues, f"camera {src.name}: frames for {have} of {T} capture frames ({src.path.name}); "
+                           "the other frames use the remaining views")
+    frame_sizes = np.array([s.size or (cw, ch) for s, (cw, ch) in zip(sources, calib_size)], dtype=np.float64)
+    whole = np.concatenate([np.full((V, 2), -0.5), frame_sizes - 0.5], axis=-1)  # (V, 4) letterbox boxes
+
+    file_boxes = np.full((T, V, 4), np.nan)
+    for name, per_frame in box_files.items():
+        v = names.index(name)
+        for t, f in enumerate(cam_frames[:, v].tolist()):
+            if f in per_frame:
+                file_boxes[t, v] = per_frame[f]
+    unused = [n for n in box_files if not np.isfinite(file_boxes[:, names.index(n)]).any()]
+    if unused:
+        _issue(issues, f"boxes {detect.boxes}: no box of camera(s) {', '.join(unused)} falls on a capture frame")
+
+    tri_opts = dataclasses.replace(options, progress=False)
+    track = _Track(detect.min_track_joints or max(4, J // 2), detect.reinit_after)
+    keypoints = np.full((T, V, J, 3), np.nan)
+    keypoints[..., 2] = 0.0
+    boxes = np.full((T, V, 4), np.nan)
+    source = np.zeros((T, V), np.int8)
+    whole_passes = refine_passes = forwarded = 0
+    B = detect.batch_size
+    workers = min(V, options.workers if options.workers is not None else V)
+
+    def run_pass(rows: list, box: np.ndarray, pad: np.ndarray, numbers: np.ndarray) -> np.ndarray:
+        """Crop, infer and triangulate some frames, moving the track on; returns their (N, V, J, 3)."""
+        with _Timer(timings, "detect_crop_s"):
+            batch = _crop_batch(detector, rows, box, pad, cameras, numbers)
+        with _Timer(timings, "detect_model_s"):
+            kp = infer(detector, batch)
+        with _Timer(timings, "detect_track_s"):
+            X, _ = triangulate_frames(torch.from_numpy(kp), cameras, tri_opts)
+            track.update(numbers, X.numpy())
+        return kp
+
+    def choose_boxes(s: int, e: int, avail: np.ndarray, has_file: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Boxes (n, V, 4), paddings (n, V) and sources (n, V) of capture rows ``s:e``: file, track, whole."""
+        with _Timer(timings, "detect_track_s"):
+            pred = track.predict(frame_index[s:e])
+            tracked = _tracked_boxes(pred, cameras, frame_sizes) if pred is not None else np.full((e - s, V, 4), np.nan)
+        use_track = avail & ~has_file & np.isfinite(tracked).all(-1)
+        box = np.where(has_file[..., None], file_boxes[s:e], np.where(use_track[..., None], tracked, whole[None]))
+        pad = np.where(has_file | use_track, detect.padding, 1.0)
+        return box, pad, np.where(has_file, 1, np.where(use_track, 2, 3)) * avail
+
+    readers = [src.read(cam_frames[:, v]) for v, src in enumerate(sources)]
+    bar = tqdm(total=T, desc="detect", unit="frame", disable=not options.progress, leave=False)
+    wall = time.perf_counter()
+    try:
+        with ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
+            ahead = _Prefetch(readers, T, B, pool)
+            s, step = 0, 1
+            while s < T:
+                # After a (re)start the batches grow 1, 2, 4, ...: the track gets a velocity before a whole
+                # batch is cropped around one pose.
+                lost = track.lost(int(frame_index[s]))
+                e = min(s + (1 if lost else step), T)
+                with _Timer(timings, "detect_read_s"):
+                    frames = ahead.take(e - s)
+                avail = np.array([[img is not None for img in row] for row in frames])  # (n, V)
+                has_file = np.isfinite(file_boxes[s:e]).all(-1) & avail
+                seen = np.flatnonzero(avail.sum(axis=1) >= 2)  # frames that can be triangulated
+                searched = None
+                if lost and (avail & ~has_file).any() and len(seen):
+                    # No pose to crop around: find the person on the whole frame, triangulate, track; then crop
+                    # that frame around the pose found, which sharpens it (coarse to fine).
+                    i = searched = seen[0]
+                    kp0 = run_pass(frames[i:i + 1], whole[None], np.ones((1, V)), frame_index[s + i:s + i + 1])
+                    whole_passes += 1
+                    for _ in range(detect.search_refine):
+                        if track.lost(int(frame_index[s + i])):
+                            break
+                        box, pad, _ = choose_boxes(s + i, s + i + 1, avail[i:i + 1], has_file[i:i + 1])
+                        run_pass(frames[i:i + 1], box, pad, frame_index[s + i:s + i + 1])
+                        refine_passes += 1
+                box, pad, src_code = choose_boxes(s, e, avail, has_file)
+                keep = avail.any(axis=1)  # frames with at least one view
+                if searched is not None and track.lost(int(frame_index[s + searched])) and not has_file[searched].any():
+                    # the search found no one: its whole-frame answer is the answer for that frame
+                    keypoints[s + searched], keep[searched] = kp0[0], False
+                keep = np.flatnonzero(keep)
+                if len(keep):
+                    keypoints[s + keep] = run_pass([frames[n] for n in keep], box[keep], pad[keep], frame_index[s + keep])
+                    forwarded += len(keep)
+                boxes[s:e] = np.where(avail[..., None], box, np.nan)
+                source[s:e] = src_code
+                bar.update(e - s)
+                s, step = e, min(2 if lost else 2 * step, B)
+    finally:
+        bar.close()
+        for r in readers:
+            r.close()
+    elapsed = time.perf_counter() - wall
+    missing_all = [n for v, n in enumerate(names) if not (keypoints[:, v, :, 2] > 0).any()]
+    for n in missing_all:
+        _issue(issues, f"camera {n}: the model found no joint in any frame")
+    people = keypoints[:, :, None]  # (T, V, 1, J, 3): one person, as the readers give it
+    check_image_bounds(people, cameras, names, issues)
+    counts = {n: {BOX_SOURCES[c]: int((source[:, v] == c).sum()) for c in range(1, len(BOX_SOURCES))}
+              for v, n in enumerate(names)}
+    info = {
+        "checkpoint": detector.checkpoint, "model": detector.name, "multiview": detector.multiview,
+        "input_size_hw": list(detector.input_hw), "joint_set": detector.joint_set, "device": str(detector.device),
+        "batch_size": B, "padding": detect.padding, "frames": T, "forward_samples": forwarded,
+        "whole_frame_passes": whole_passes, "search_refine_passes": refine_passes, "boxes": counts,
+        "frames_per_s": T / elapsed if elapsed > 0 else None,
+        "timings_s": {"total": elapsed,
+                      **{k[len("detect_"):-2]: v for k, v in timings.items() if k.startswith("detect_")}},
+    }
+    log.info("detect: %d frames x %d views in %.1f s (%.1f frames/s), %d whole-frame passes", T, V, elapsed,
+             info["frames_per_s"] or 0.0, whole_passes)
+    capture = Capture(cameras, list(names), frame_index, people, detector.joint_set, issues,
+                      {s.name: str(s.path) for s in sources})
+    capture.detection = Detection(boxes, source, cam_frames, list(names), info)
+    return capture
+
+
+def write_detection(detection: Detection, out_dir: str | Path) -> dict[str, Path]:
+    """Write ``detection.json`` and ``boxes/<camera>.csv`` (camera frame numbers; readable by ``--boxes``)."""
+    from mvpose.capture.io import write_json, write_text
+
+    out = Path(out_dir)
+    paths = {"detection": write_json(out / "detection.json", detection.info)}
+    for v, name in enumerate(detection.names):
+        rows = [",".join([*BOX_COLUMNS, "source"])]
+        for t in np.flatnonzero(np.isin(detection.box_source[:, v], (1, 2))):
+            x0, y0, x1, y1 = detection.boxes[t, v]
+            rows.append(f"{int(detection.camera_frames[t, v])},{x0:.2f},{y0:.2f},{x1:.2f},{y1:.2f},"
+                        f"{BOX_SOURCES[detection.box_source[t, v]]}")
+        paths[f"boxes_{name}"] = write_text(out / "boxes" / f"{name}.csv", "\n".join(rows) + "\n")
+    return paths
