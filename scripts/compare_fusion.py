@@ -71,6 +71,7 @@ def main() -> None:
     ap.add_argument("--pretrained", required=True, help="Single-view PPT checkpoint (demo_pretrain_ppt).")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--seed", type=int, default=0, help="Fine-tuning seed (data order, augmentation, new weights).")
     ap.add_argument("--every", type=int, default=1, help="Evaluate every N-th validation frame group.")
     ap.add_argument("--out", default="runs/fusion")
     ap.add_argument("--max-steps", type=int, default=None, help="Steps per epoch (smoke runs only).")
@@ -79,6 +80,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     out = Path(args.out)
     overrides = finetune_overrides(args.pretrained, args.epochs, args.lr)
+    overrides.append(f"seed={args.seed}")
     if args.max_steps:
         overrides.append(f"train.max_steps_per_epoch={args.max_steps}")
 
