@@ -57,7 +57,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mvpose.capture.keypoints import find_camera_sources, frame_number, resolve_joint_set
+from mvpose.capture.keypoints import find_camera_sources, resolve_joint_set
 from mvpose.capture.pipeline import (
     Capture,
     CaptureError,
@@ -67,10 +67,11 @@ from mvpose.capture.pipeline import (
     match_cameras,
     triangulate_frames,
 )
+from mvpose.capture.render import index_image_folder, video_frames
 from mvpose.data import transforms as tf
 from mvpose.engine.decode import crop_to_original
 from mvpose.engine.evaluate import forward_views, is_multiview, keypoints_from_output
-from mvpose.geometry.board_calibration import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from mvpose.geometry.board_calibration import VIDEO_SUFFIXES
 from mvpose.geometry.calibration import load_calibration
 from mvpose.geometry.camera import Cameras
 from mvpose.skeletons import get_skeleton
@@ -294,9 +295,7 @@ class FrameSource:
     def read(self, wanted: np.ndarray) -> Iterator[np.ndarray | None]:
         """Frames ``wanted`` (increasing camera frame numbers), None where there is none."""
         if self.is_video:
-            from mvpose.capture.render import _video_frames
-
-            yield from _video_frames(self.path, wanted)
+            yield from video_frames(self.path, wanted)
             return
         for f in wanted:
             path = self.files.get(int(f))
@@ -323,13 +322,9 @@ def open_frame_source(name: str, path: str | Path) -> FrameSource:
         finally:
             cap.release()
         return FrameSource(name, path, np.arange(count, dtype=np.int64), size if count else None)
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
-    numbers = [frame_number(p.name) for p in files]
-    if any(n is None for n in numbers) or len(set(numbers)) < len(numbers):
-        numbers = list(range(len(files)))
-    by_number = dict(zip(numbers, files))
+    by_number = index_image_folder(path)
     size = None
-    for p in files[:3]:
+    for p in list(by_number.values())[:3]:
         image = cv2.imread(str(p), cv2.IMREAD_COLOR)
         if image is not None:
             size = (image.shape[1], image.shape[0])

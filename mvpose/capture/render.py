@@ -61,7 +61,7 @@ def draw_overlay(
     return image
 
 
-def _video_frames(path: Path, wanted: np.ndarray) -> Iterator[np.ndarray | None]:
+def video_frames(path: Path, wanted: np.ndarray) -> Iterator[np.ndarray | None]:
     """Frames ``wanted`` (increasing camera frame numbers) of a video, None past its end or before 0."""
     cap = cv2.VideoCapture(str(path))
     pos = 0
@@ -79,12 +79,19 @@ def _video_frames(path: Path, wanted: np.ndarray) -> Iterator[np.ndarray | None]
         cap.release()
 
 
-def _image_frames(folder: Path, wanted: np.ndarray) -> Iterator[np.ndarray | None]:
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+def index_image_folder(folder: Path) -> dict[int, Path]:
+    """Camera frame number -> image file of an image folder: the last digits of each file name, or
+    the sorted order when a name has none or two names share a number. Detection and rendering
+    both number frames through this, so overlays land on the frames the joints came from."""
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
     numbers = [frame_number(p.name) for p in files]
-    if any(n is None for n in numbers):
+    if any(n is None for n in numbers) or len(set(numbers)) < len(numbers):
         numbers = list(range(len(files)))
-    by_number = dict(zip(numbers, files))
+    return dict(zip(numbers, files))
+
+
+def _image_frames(folder: Path, wanted: np.ndarray) -> Iterator[np.ndarray | None]:
+    by_number = index_image_folder(folder)
     for f in wanted:
         path = by_number.get(int(f))
         yield None if path is None else cv2.imread(str(path), cv2.IMREAD_COLOR)
@@ -107,7 +114,7 @@ def render_camera(
     W, H = int(size[0]), int(size[1])
     src = None if source is None else Path(source)
     if src is not None and src.is_file():
-        frames = _video_frames(src, camera_frames)
+        frames = video_frames(src, camera_frames)
     elif src is not None and src.is_dir():
         frames = _image_frames(src, camera_frames)
     else:
