@@ -272,6 +272,20 @@ def test_skipose_bad_inputs(tmp_path):
     with pytest.raises(DatasetError, match="metres"):
         SkiPoseDataset(root, "train")
 
+    def bad_focal(a):
+        a["cam_intrinsic"][2, 0] = -a["cam_intrinsic"][2, 0]
+
+    root = make("focal", fields=bad_focal)
+    with pytest.raises(DatasetError, match=r"labels\.h5: Ski-Pose cameras: 'cam_intrinsic' row 2 has focal lengths -"):
+        SkiPoseDataset(root, "train")
+
+    def not_rotation(a):
+        a["R_cam_2_world"][5, :3] *= 2.0
+
+    root = make("rot", fields=not_rotation)
+    with pytest.raises(DatasetError, match=r"labels\.h5: Ski-Pose cameras: 'R_cam_2_world' row 5 is not a rotation"):
+        SkiPoseDataset(root, "train")
+
     root = make("empty", fields=lambda a: a.update({k: v[:0] for k, v in a.items()}))
     with pytest.raises(DatasetError, match="split is empty"):
         SkiPoseDataset(root, "train")

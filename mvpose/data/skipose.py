@@ -35,6 +35,7 @@ from mvpose.data.dataset import (
     image_size,
     select_views,
 )
+from mvpose.geometry.calibration import CalibrationError, skipose_cameras
 from mvpose.skeletons import Skeleton, get_skeleton
 
 __all__ = [
@@ -45,7 +46,6 @@ __all__ = [
     "read_labels",
     "find_centers_file",
     "read_centers",
-    "skipose_cameras",
     "skipose_world_joints",
 ]
 
@@ -163,23 +163,6 @@ def read_centers(path: str | Path) -> dict[tuple[int, int], np.ndarray]:
     return centers
 
 
-def skipose_cameras(
-    intrinsic: np.ndarray, position: np.ndarray, r_cam_2_world: np.ndarray, image_size: int = IMAGE_SIZE
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-image cameras from the labels (positions in the labels' units).
-
-    Args:
-        intrinsic: (N, 9) normalised by the image size. position: (N, 3) centre. r_cam_2_world: (N, 9).
-
-    Returns:
-        K (N, 3, 3) pixels, R (N, 3, 3) world-to-camera, C (N, 3) camera centres.
-    """
-    K = intrinsic.reshape(-1, 3, 3).copy()
-    K[:, :2, :] *= image_size
-    R = np.swapaxes(r_cam_2_world.reshape(-1, 3, 3), -1, -2)
-    return K, R, position.reshape(-1, 3)
-
-
 def skipose_world_joints(pose_3d: np.ndarray, root: np.ndarray, R: np.ndarray, C: np.ndarray) -> np.ndarray:
     """World joints from root-relative camera-axes joints.
 
@@ -240,8 +223,11 @@ class SkiPoseDataset(MultiViewDataset):
             raise DatasetError(
                 f"{centers_path}: no world centre for {len(lacking)} labelled (seq, frame) of {path}, e.g. {lacking[0]}"
             )
-        K_unit, R, C = skipose_cameras(labels["cam_intrinsic"], labels["cam_position"], labels["R_cam_2_world"], 1)
-        self._check_cameras(K_unit, R, path)
+        try:  # the one Ski-Pose camera formula (mvpose.geometry.calibration); unit image, metres kept
+            cams = skipose_cameras(labels["cam_intrinsic"], labels["cam_position"], labels["R_cam_2_world"], 1, units="mm")
+        except CalibrationError as err:
+            raise DatasetError(f"{path}: {err}") from err
+        K_unit, R, C = cams.K.numpy(), cams.R.numpy(), cams.centers.numpy()
         root_world = np.stack([centers[k] for k in keys])
         distance = np.median(np.linalg.norm(C - root_world, axis=-1))
         if not _METRE_RANGE[0] <= distance <= _METRE_RANGE[1]:
@@ -321,16 +307,3 @@ class SkiPoseDataset(MultiViewDataset):
         if W != IMAGE_SIZE:
             log.info("%s: images are %dx%d (the published set has %d)", path, W, H, IMAGE_SIZE)
         return W
-
-    @staticmethod
-    def _check_cameras(K: np.ndarray, R: np.ndarray, path: Path) -> None:
-        bad = np.flatnonzero((K[:, 0, 0] <= 0) | (K[:, 1, 1] <= 0) | (np.abs(K[:, 2] - [0.0, 0.0, 1.0]).max(-1) > 1e-6))
-        if bad.size:
-            raise DatasetError(
-                f"{path}: dataset 'cam_intrinsic' row {bad[0]} is not an intrinsic matrix "
-                f"(positive focal lengths, last row 0 0 1): {K[bad[0]].round(4).tolist()}"
-            )
-        err = np.abs(R @ np.swapaxes(R, -1, -2) - np.eye(3)).max(axis=(-1, -2))
-        bad = np.flatnonzero((err > 1e-3) | (np.linalg.det(R) < 0))
-        if bad.size:
-            raise DatasetError(f"{path}: dataset 'R_cam_2_world' row {bad[0]} is not a rotation matrix (|R R^T - I| = {err[bad[0]]:.2e})")

@@ -788,6 +788,12 @@ def skipose_cameras(
     if bottom_bad.any():
         i = int(bottom_bad.nonzero()[0, 0])
         raise CalibrationError(f"{where}: 'cam_intrinsic' row {i} has bottom row {Kn[i, 2].tolist()}, expected [0, 0, s > 0]")
+    focal_bad = (Kn[:, 0, 0] <= 0) | (Kn[:, 1, 1] <= 0)
+    if focal_bad.any():
+        i = int(focal_bad.nonzero()[0, 0])
+        raise CalibrationError(
+            f"{where}: 'cam_intrinsic' row {i} has focal lengths {Kn[i, 0, 0].item():.4g}, {Kn[i, 1, 1].item():.4g}, expected > 0"
+        )
     R = Rc2w.reshape(N, 3, 3).transpose(-1, -2)
     ortho = (R @ R.transpose(-1, -2) - torch.eye(3, dtype=R.dtype)).abs().amax(dim=(-1, -2))
     bad = (ortho > 1e-4) | (torch.linalg.det(R) < 0)
