@@ -460,3 +460,28 @@ def test_configs_rebuild_the_same_architecture():
         assert again.config == model.config
         shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         assert shapes == {k: tuple(v.shape) for k, v in again.state_dict().items()}
+
+
+def test_crop_prior_ignores_the_image_and_learns_the_most_frequent_position():
+    from mvpose.engine.decode import decode_heatmaps
+
+    torch.manual_seed(0)
+    model = build_model("crop_prior", num_joints=2, image_size=(64, 64), heatmap_size=(16, 16))
+    a = model(torch.randn(3, 3, 64, 64))["heatmaps"]
+    b = model(torch.zeros(3, 3, 64, 64))["heatmaps"]
+    assert a.shape == (3, 2, 16, 16) and torch.equal(a, b)
+    with pytest.raises(ValueError, match=r"expected images of shape \(B, 3, 64, 64\)"):
+        model(torch.zeros(1, 3, 32, 64))
+    # Joint 0 is at A in three crops of four and at B in the fourth; joint 1 the other way round.
+    A, B = torch.tensor([20.0, 12.0]), torch.tensor([44.0, 50.0])
+    joints = torch.stack([torch.stack([A, B]), torch.stack([A, B]), torch.stack([A, B]), torch.stack([B, A])])
+    target, _ = heatmap_targets(joints, torch.ones(4, 2), (64, 64), (16, 16), sigma=1.0)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(200):
+        loss = (model(torch.zeros(4, 3, 64, 64))["heatmaps"] - target).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    xy, _ = decode_heatmaps(model(torch.zeros(1, 3, 64, 64))["heatmaps"], (64, 64), method="argmax")
+    torch.testing.assert_close(xy[0, 0], A, atol=2.2, rtol=0)
+    torch.testing.assert_close(xy[0, 1], B, atol=2.2, rtol=0)

@@ -98,6 +98,7 @@ _register_config("mv_ppt_tiny", MultiViewPPT, **_TINY, prune_layers=(1, 2), fusi
 # Monocular baselines (papers 000, 002, 003), COCO 256x192 unless said otherwise.
 from mvpose.models.hrpvt import HRPVT  # noqa: E402
 from mvpose.models.lite_hrnet import LiteHRNet  # noqa: E402
+from mvpose.models.prior import CropPrior  # noqa: E402
 from mvpose.models.sharpose import SHaRPose  # noqa: E402
 from mvpose.models.vitranspose import ViTransPose  # noqa: E402
 
@@ -152,3 +153,5 @@ _register_config("sharpose_tiny", SHaRPose, **_TINY_MONO, patch_size=16, dim=64,
 _register_config("hrpvt_tiny", HRPVT, **_TINY_MONO, backbone="b0",
                  backbone_options={"dims": (16, 32, 64, 128), "heads": (1, 2, 4, 8), "depths": (1, 1, 1, 1)},
                  stem="hrpm", insertion="layer", stem_channels=8)
+# Reference: input-independent heatmaps, the average crop (see mvpose.models.prior).
+_register_config("crop_prior", CropPrior, num_joints=17, image_size=(128, 128), heatmap_size=(32, 32))
