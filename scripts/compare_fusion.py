@@ -103,12 +103,13 @@ def main() -> None:
     def record(label: str, pipeline: str, run: Path, keep_ratios: bool = True) -> None:
         ckpt = run / "last.pt"  # the end of the budget: no model selection on the validation set
         if not (run / "report.json").is_file():
-            evaluate_checkpoint(ckpt, every=args.every, out_dir=run)
+            evaluate_checkpoint(ckpt, every=args.every, out_dir=run, progress=not args.quiet)
         rep = json.loads((run / "report.json").read_text())
         rep1 = None
         if keep_ratios:
             if not (run / "report_r1.json").is_file():
-                evaluate_checkpoint(with_keep_ratio(ckpt, 1.0), every=args.every, out_dir=run, name="report_r1")
+                evaluate_checkpoint(with_keep_ratio(ckpt, 1.0), every=args.every, out_dir=run, name="report_r1",
+                                    progress=not args.quiet)
             rep1 = json.loads((run / "report_r1.json").read_text())
         rep["label"] = label
         reports.append(rep)

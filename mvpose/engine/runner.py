@@ -40,13 +40,15 @@ def evaluate_checkpoint(
     model_name: str | None = None,
     device: str | None = None,
     flip_test: bool | None = None,
+    progress: bool = True,
 ) -> tuple[dict[str, Any], tuple[Path, Path]]:
     """Evaluate a checkpoint; writes ``name.json`` / ``name.csv`` and returns the report and paths.
 
     On COCO data the report also holds ``coco``: keypoint AP / AR from pycocotools
     (``AP``, ``AP50``, ``AP75``, ``APm``, ``APl``, ``AR``, ...) of the results written to
     ``name_coco_results.json``; data without 3D ground truth has no MPJPE (null, see ``note``).
-    ``flip_test`` (default: the config's ``eval.flip_test``, off) averages in the flipped crops.
+    ``flip_test`` (default: the config's ``eval.flip_test``, off) averages in the flipped crops;
+    ``progress`` shows a progress bar.
     """
     from mvpose.data import collate
     from mvpose.engine.train import build_datasets
@@ -71,7 +73,7 @@ def evaluate_checkpoint(
     if flip_test is None:
         flip_test = bool(cfg["eval"].get("flip_test", False))
     pred = predict(model, loader, dev, decode=cfg["eval"]["decode"], min_confidence=cfg["eval"].get("min_confidence", 0.0),
-                   flip_index=ds.skeleton.flip_index if flip_test else None)
+                   flip_index=ds.skeleton.flip_index if flip_test else None, progress=progress)
     names = joint_names_for(cfg["dataset"]["name"], pred["pred2d"].shape[2])
     report = build_report(pred, names, cfg["eval"]["jdr_head_size"], cfg["eval"]["jdr_factor"])
     report.update(model=cfg["model"]["name"], label=cfg.get("name", cfg["model"]["name"]), dataset=cfg["dataset"]["name"],
