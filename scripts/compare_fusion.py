@@ -13,7 +13,10 @@ Every model is evaluated on all validation frames (subjects 9 and 11) at keep ra
 measure what pruning costs in accuracy, again at r = 1 (all tokens) with the same weights.
 Two reference rows come first: the crop prior (``demo_crop_prior``: heatmaps that ignore the
 image, i.e. what the person-centred crop alone gives) and the pretrained checkpoint itself.
-"JDR limbs" leaves out the joints the crop gives away (root, belly, neck, nose, head).
+"JDR limbs" leaves out the joints the crop gives away (root, belly, neck, nose, head). The
+multi-view models are evaluated a third time with ``fuse_views=False`` ("fusion off"): the same
+weights, the fusion layers attending within each view only, which isolates what cross-view
+attention adds to the very same network.
 
 Outputs (``--out``, default runs/fusion): run folders, ``results.json``, ``results.md`` and
 ``per_action_mpjpe.png``. Finished runs are reused, so an interrupted comparison resumes.
@@ -71,11 +74,11 @@ def limb_jdr(report: dict) -> float:
     return sum(per_joint[j] for j in LIMBS) / len(LIMBS)
 
 
-def with_keep_ratio(checkpoint: Path, keep_ratio: float) -> Path:
-    """A copy of ``checkpoint`` whose config evaluates at another keep ratio (same weights)."""
+def with_model_config(checkpoint: Path, suffix: str, **changes) -> Path:
+    """A copy of ``checkpoint`` whose model config has ``changes`` (same weights), e.g. another keep ratio."""
     ckpt = load_checkpoint(checkpoint)
-    ckpt["config"]["model"]["keep_ratio"] = keep_ratio
-    out = checkpoint.with_name(f"{checkpoint.stem}_r{keep_ratio:g}.pt")
+    ckpt["config"]["model"].update(changes)
+    out = checkpoint.with_name(f"{checkpoint.stem}_{suffix}.pt")
     atomic_save(ckpt, out)
     return out
 
@@ -105,12 +108,18 @@ def main() -> None:
         if not (run / "report.json").is_file():
             evaluate_checkpoint(ckpt, every=args.every, out_dir=run, progress=not args.quiet)
         rep = json.loads((run / "report.json").read_text())
-        rep1 = None
+        rep1 = solo = None
         if keep_ratios:
             if not (run / "report_r1.json").is_file():
-                evaluate_checkpoint(with_keep_ratio(ckpt, 1.0), every=args.every, out_dir=run, name="report_r1",
-                                    progress=not args.quiet)
+                evaluate_checkpoint(with_model_config(ckpt, "r1", keep_ratio=1.0), every=args.every, out_dir=run,
+                                    name="report_r1", progress=not args.quiet)
             rep1 = json.loads((run / "report_r1.json").read_text())
+        if pipeline.startswith("demo_mv"):
+            # Ablation: the same weights with the fusion layers attending within each view only.
+            if not (run / "report_nofusion.json").is_file():
+                evaluate_checkpoint(with_model_config(ckpt, "nofusion", fuse_views=False), every=args.every, out_dir=run,
+                                    name="report_nofusion", progress=not args.quiet)
+            solo = json.loads((run / "report_nofusion.json").read_text())
         rep["label"] = label
         reports.append(rep)
         rows.append({
@@ -118,6 +127,8 @@ def main() -> None:
             "jdr": rep["jdr"]["overall"], "jdr_limbs": limb_jdr(rep), "jdr_hidden": rep["jdr"].get("hidden"),
             "mpjpe_mm": rep["mpjpe_mm"]["overall"], "pa_mpjpe_mm": rep.get("pa_mpjpe_mm"),
             "jdr_r1": rep1["jdr"]["overall"] if rep1 else None, "mpjpe_mm_r1": rep1["mpjpe_mm"]["overall"] if rep1 else None,
+            "jdr_nofusion": solo["jdr"]["overall"] if solo else None,
+            "mpjpe_mm_nofusion": solo["mpjpe_mm"]["overall"] if solo else None,
         })
         r = rows[-1]
         print(f"{label:<32} JDR {100 * r['jdr']:5.1f} % (limbs {100 * r['jdr_limbs']:5.1f} %) MPJPE {r['mpjpe_mm']:6.1f} mm", flush=True)
@@ -143,11 +154,13 @@ def main() -> None:
 
     pct = lambda x: "-" if x is None else f"{100 * x:.1f}"  # noqa: E731
     mm = lambda x: "-" if x is None else f"{x:.1f}"  # noqa: E731
-    lines = ["| method | JDR (%) | JDR limbs (%) | JDR hidden joints (%) | MPJPE (mm) | PA-MPJPE (mm) | JDR at r=1 (%) | MPJPE at r=1 (mm) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| method | JDR (%) | JDR limbs (%) | JDR hidden joints (%) | MPJPE (mm) | PA-MPJPE (mm) | JDR at r=1 (%) | "
+             "MPJPE at r=1 (mm) | JDR, fusion off (%) | MPJPE, fusion off (mm) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['label']} | {pct(r['jdr'])} | {pct(r['jdr_limbs'])} | {pct(r['jdr_hidden'])} | {mm(r['mpjpe_mm'])} | "
-                     f"{mm(r['pa_mpjpe_mm'])} | {pct(r['jdr_r1'])} | {mm(r['mpjpe_mm_r1'])} |")
+                     f"{mm(r['pa_mpjpe_mm'])} | {pct(r['jdr_r1'])} | {mm(r['mpjpe_mm_r1'])} | "
+                     f"{pct(r['jdr_nofusion'])} | {mm(r['mpjpe_mm_nofusion'])} |")
     atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
     atomic_write_text(out / "results.json", json.dumps(rows, indent=2) + "\n")
     plot_mpjpe_per_action(reports[1:], [r["label"] for r in reports[1:]], out / "per_action_mpjpe.png",

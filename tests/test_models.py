@@ -308,6 +308,23 @@ def test_multiview_fusion_mixes_views(mv_model):
     assert not torch.allclose(out["heatmaps"][0, 0], out2["heatmaps"][0, 0])
 
 
+def test_fusion_off_runs_each_view_alone_with_the_same_weights(mv_model):
+    isolated = build_model(**{**mv_model.config, "fuse_views": False}).eval()
+    isolated.load_state_dict(mv_model.state_dict())
+    x, rays = torch.randn(2, 3, 3, 128, 128), _rays(2, 3, 256)
+    mask = torch.tensor([[True, False, True], [True, True, True]])
+    x[0, 1] = float("nan")  # a missing camera's padding
+    with torch.no_grad():
+        out = isolated(x, rays, view_mask=mask)
+        alone = mv_model(x[1, 2][None, None], rays[1, 2][None, None])
+        fused = mv_model(x, rays, view_mask=mask)
+    assert out["heatmaps"].shape == (2, 3, 17, 32, 32) and out["kept_indices"].shape == fused["kept_indices"].shape
+    torch.testing.assert_close(out["heatmaps"][1, 2], alone["heatmaps"][0, 0], atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(out["heatmaps"][1, 2], fused["heatmaps"][1, 2], atol=1e-4)
+    assert torch.isfinite(out["heatmaps"]).all() and out["view_mask"].tolist() == mask.tolist()
+    assert isolated.config["fuse_views"] is False and mv_model.config["fuse_views"] is True
+
+
 def test_multiview_is_view_permutation_equivariant(mv_model):
     x, rays = torch.randn(2, 4, 3, 128, 128), _rays(2, 4, 256)
     perm = [2, 0, 3, 1]

@@ -53,13 +53,15 @@ class MultiViewPPT(nn.Module):
     Args:
         fusion_layers: the last encoder layers, run on all views' tokens together.
         use_3d_pe: add the ray-direction encoding to the visual tokens in fusion (ablation).
+        fuse_views: False runs the fusion layers on each view's own tokens only: the same
+            weights without cross-view attention (an ablation measuring what fusion adds).
         **ppt_config: arguments of :class:`PPT`; ``prune_layers`` must lie in the per-view
             layers.
     """
 
     multiview = True  # takes (B, V, 3, H, W) and rays; the engine asks
 
-    def __init__(self, fusion_layers: int = 3, use_3d_pe: bool = True, **ppt_config) -> None:
+    def __init__(self, fusion_layers: int = 3, use_3d_pe: bool = True, fuse_views: bool = True, **ppt_config) -> None:
         super().__init__()
         self.ppt = PPT(**ppt_config)
         depth = len(self.ppt.layers)
@@ -73,13 +75,14 @@ class MultiViewPPT(nn.Module):
             )
         self.fusion_layers = fusion_layers
         self.use_3d_pe = use_3d_pe
+        self.fuse_views = bool(fuse_views)
         dim = self.ppt.keypoint_tokens.shape[-1]
         # Only built when used: DistributedDataParallel rejects parameters without gradients.
         self.pos_3d = nn.Linear(3, dim) if use_3d_pe else None
         if self.pos_3d is not None:
             nn.init.trunc_normal_(self.pos_3d.weight, std=0.02)
             nn.init.zeros_(self.pos_3d.bias)
-        self.config = {**self.ppt.config, "fusion_layers": fusion_layers, "use_3d_pe": use_3d_pe}
+        self.config = {**self.ppt.config, "fusion_layers": fusion_layers, "use_3d_pe": use_3d_pe, "fuse_views": self.fuse_views}
 
     @property
     def token_grid(self) -> tuple[int, int]:
@@ -137,6 +140,23 @@ class MultiViewPPT(nn.Module):
             ``view_mask`` (B, V) (False: heatmaps of a missing camera, not meaningful).
         """
         self._check_inputs(images, rays, view_mask)
+        b, v = images.shape[:2]
+        if not self.fuse_views and v > 1:
+            # Every view becomes a one-view sample, so attention never crosses views. A missing
+            # camera is run on zeros (its padding cannot leak) and stays flagged in view_mask.
+            if view_mask is not None:
+                images = torch.where(view_mask[:, :, None, None, None], images, 0.0)
+                rays = None if rays is None else torch.where(view_mask[:, :, None, None], rays, 1.0)
+            one = lambda x: None if x is None else x.flatten(0, 1).unsqueeze(1)  # noqa: E731
+            out = self._fuse(one(images), one(rays), None, keep_ratio)
+            mask = torch.ones(b, v, dtype=torch.bool, device=images.device) if view_mask is None else view_mask
+            return {**out, "heatmaps": out["heatmaps"].reshape(b, v, *out["heatmaps"].shape[2:]),
+                    "kept_indices": out["kept_indices"].reshape(b, v, -1), "view_mask": mask}
+        return self._fuse(images, rays, view_mask, keep_ratio)
+
+    def _fuse(
+        self, images: torch.Tensor, rays: torch.Tensor | None, view_mask: torch.Tensor | None, keep_ratio: float | None
+    ) -> dict[str, torch.Tensor | tuple]:
         b, v = images.shape[:2]
         if view_mask is None:
             view_mask = torch.ones(b, v, dtype=torch.bool, device=images.device)
