@@ -94,6 +94,8 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=None, help="Steps per epoch (smoke runs only).")
     ap.add_argument("--quiet", action="store_true", help="No progress bars.")
     args = ap.parse_args()
+    if not Path(args.pretrained).is_file():
+        ap.error(f"--pretrained {args.pretrained}: no such checkpoint (train it first, see the example above)")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     out = Path(args.out)
     overrides = finetune_overrides(args.pretrained, args.epochs, args.lr)

@@ -30,7 +30,10 @@ def main() -> None:
     ap.add_argument("checkpoint", help="A multi-view PPT checkpoint (e.g. runs/fusion100/demo_mv_ppt/last.pt).")
     ap.add_argument("--every", type=int, default=8, help="Use every N-th validation frame group.")
     args = ap.parse_args()
-    model, cfg = load_model(args.checkpoint)
+    try:
+        model, cfg = load_model(args.checkpoint)
+    except (FileNotFoundError, ValueError) as err:
+        ap.error(str(err))
     if not getattr(model, "multiview", False):
         raise SystemExit(f"{args.checkpoint}: holds {cfg['model']['name']!r}, not a multi-view PPT")
     cfg = copy.deepcopy(cfg)

@@ -223,11 +223,12 @@ class SkiPoseDataset(MultiViewDataset):
             raise DatasetError(
                 f"{centers_path}: no world centre for {len(lacking)} labelled (seq, frame) of {path}, e.g. {lacking[0]}"
             )
-        try:  # the one Ski-Pose camera formula (mvpose.geometry.calibration); unit image, metres kept
-            cams = skipose_cameras(labels["cam_intrinsic"], labels["cam_position"], labels["R_cam_2_world"], 1, units="mm")
+        try:  # the one Ski-Pose camera formula (mvpose.geometry.calibration), on a unit image
+            cameras = skipose_cameras(labels["cam_intrinsic"], labels["cam_position"], labels["R_cam_2_world"], 1, units="m")
         except CalibrationError as err:
             raise DatasetError(f"{path}: {err}") from err
-        K_unit, R, C = cams.K.numpy(), cams.R.numpy(), cams.centers.numpy()
+        K_unit, R, t = cameras.K.numpy(), cameras.R.numpy(), cameras.t.numpy()
+        C = cameras.centers.numpy() / METRES_TO_MM  # file units, like the centres and the 3D labels
         root_world = np.stack([centers[k] for k in keys])
         distance = np.median(np.linalg.norm(C - root_world, axis=-1))
         if not _METRE_RANGE[0] <= distance <= _METRE_RANGE[1]:
@@ -237,8 +238,6 @@ class SkiPoseDataset(MultiViewDataset):
             )
         pose = labels["3D"].reshape(n, -1, 3)
         world = skipose_world_joints(pose, root_world, R, C) * METRES_TO_MM
-        C_mm = C * METRES_TO_MM
-        t = -np.einsum("nij,nj->ni", R, C_mm)
 
         table: dict[tuple[int, int], dict[int, int]] = {}
         for i, (key, cam) in enumerate(zip(keys, labels["cam"].tolist())):
