@@ -290,6 +290,10 @@ def prepare_h36m_cmd(raw, out, subjects, actions, every, workers, calibration) -
     Resumable: frames already on disk are skipped. Ends with a consistency report (2D labels vs
     projected 3D labels, CDF vs video frame counts).
 
+    Fields as the H36M-Toolbox writes them: joints_3d from D3_Positions_mono_universal (universal
+    skeleton, camera frame; D3_Positions_mono where that file is missing, with a warning),
+    joints_3d_camera from D3_Positions_mono. The world pose is R^T joints_3d_camera + T.
+
     \b
     Example:
       mvpose prepare h36m --raw /data/h36m_raw --out data/h36m --workers 8
