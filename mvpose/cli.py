@@ -79,6 +79,7 @@ def train(dataset, views, data_root, pipeline, model_name, overrides, out, resum
     from mvpose.geometry.calibration import CalibrationError
 
     out = out or f"runs/{cfg['name']}"
+    click.echo(_train_plan(cfg, paper_default=pipeline is None), err=True)
     try:
         summary = run_train(cfg, out, resume=resume, device=device)
     except (DatasetError, CalibrationError, ConfigError, FileNotFoundError) as err:
@@ -86,10 +87,26 @@ def train(dataset, views, data_root, pipeline, model_name, overrides, out, resum
     click.echo(f"best JDR {summary['best_jdr']:.4f}; checkpoints and log.csv in {summary['out_dir']}")
 
 
+def _train_plan(cfg: dict, paper_default: bool) -> str:
+    """What `mvpose train` is about to do: data, model, length; for the paper recipe on a CPU, the quick alternative."""
+    from mvpose.data.demo import demo_root
+
+    d, t = cfg["dataset"], cfg["train"]
+    data = d.get("root") or f"the synthetic {d['name']} demo set in {demo_root(d['name'])} (generated on first use)"
+    lines = [f"pipeline {cfg['name']}: model {cfg['model']['name']}, {d['views']} views at {d['image_size'][0]}x{d['image_size'][1]}, "
+             f"{t['epochs']} epochs of batch {t['batch_size']}; data: {data}"]
+    if paper_default:
+        lines.append("This is the paper's full recipe (PPT-S): on a CPU about 10 s per step, an hour or more even on the "
+                     "synthetic set; the measured time per step is logged after the first steps. For a run of minutes: "
+                     "`mvpose train --pipeline demo_mv_ppt` (tiny model, 128 px) or `mvpose demo`.")
+    return "\n".join(lines)
+
+
 @main.command()
-@click.option("--checkpoint", "checkpoint", type=click.Path(dir_okay=False), default=None,
-              help="Trained checkpoint (best.pt). Required unless --model names an untrained registry model.")
-@click.option("--model", "model_name", default=None, help="Evaluate a registry model (e.g. a baseline) from a checkpoint of it.")
+@click.option("--checkpoint", "checkpoint", type=click.Path(dir_okay=False), required=True,
+              help="Trained checkpoint (best.pt); always required, with --model too (the weights come from it).")
+@click.option("--model", "model_name", default=None,
+              help="Check that the checkpoint holds this registry model (e.g. a baseline) before evaluating.")
 @click.option("--dataset", type=click.Choice(DATASETS), default=None, help="Dataset (default: the checkpoint's).")
 @click.option("--views", type=int, default=None, help="Cameras per sample (default: the checkpoint's).")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None, help="Dataset root (default: the checkpoint's).")
@@ -100,7 +117,7 @@ def train(dataset, views, data_root, pipeline, model_name, overrides, out, resum
 @click.option("--flip-test/--no-flip-test", default=None,
               help="Average with the horizontally flipped crops (single-view heatmap models; default: eval.flip_test, off).")
 def evaluate(checkpoint, model_name, dataset, views, data_root, split, every, out, name, flip_test) -> None:
-    """2D JDR, confidence-weighted triangulation, MPJPE per action / joint, PA-MPJPE.
+    """2D JDR, confidence-weighted triangulation, MPJPE per action (Human3.6M) or sequence (Ski-Pose) / joint, PA-MPJPE.
 
     On COCO (no 3D ground truth): JDR and keypoint AP / AR from pycocotools on the ground-truth
     boxes, no MPJPE; the COCO results are written to OUT/NAME_coco_results.json.
@@ -113,8 +130,6 @@ def evaluate(checkpoint, model_name, dataset, views, data_root, split, every, ou
     """
     from mvpose.engine.runner import evaluate_checkpoint
 
-    if checkpoint is None:
-        raise click.UsageError("--checkpoint is required")
     try:
         report, paths = evaluate_checkpoint(checkpoint, dataset=dataset, views=views, data_root=data_root,
                                             split=split, every=every, out_dir=out, name=name, model_name=model_name,
@@ -126,8 +141,9 @@ def evaluate(checkpoint, model_name, dataset, views, data_root, split, every, ou
     if report["mpjpe_mm"] is not None:
         click.echo(f"  MPJPE      {report['mpjpe_mm']['overall']:.1f} mm")
         click.echo(f"  PA-MPJPE   {report['pa_mpjpe_mm']:.1f} mm")
-        for action, v in report["mpjpe_mm"]["per_action"].items():
-            click.echo(f"    {action:<14}{v:8.1f} mm")
+        for group in ("per_action", "per_sequence"):
+            for key, v in report["mpjpe_mm"].get(group, {}).items():
+                click.echo(f"    {key:<14}{v:8.1f} mm")
     else:
         click.echo("  MPJPE      - (no 3D ground truth)")
     for key, v in (report.get("coco") or {}).items():

@@ -186,6 +186,8 @@ class MultiViewDataset(Dataset):
         name: dataset name for messages.
     """
 
+    breakdown: str | None = None  # how evaluation breaks MPJPE down: "action", "sequence" or None (readers set it)
+
     def __init__(
         self,
         groups: list[Group],

@@ -190,6 +190,8 @@ class H36MDataset(MultiViewDataset):
         options: :class:`MultiViewDataset` options.
     """
 
+    breakdown: str | None = "action"  # MPJPE per Human3.6M action in evaluation reports
+
     def __init__(
         self,
         root: str | Path,

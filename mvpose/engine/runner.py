@@ -11,8 +11,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from mvpose.engine.checkpoint import load_checkpoint
-from mvpose.engine.evaluate import (build_report, evaluate_coco, forward_views, joint_names_for, output_kind, predict,
-                                     write_report)
+from mvpose.engine.evaluate import (breakdown_of, build_report, evaluate_coco, forward_views, joint_names_for, output_kind,
+                                     predict, write_report)
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def evaluate_checkpoint(
     pred = predict(model, loader, dev, decode=cfg["eval"]["decode"], min_confidence=cfg["eval"].get("min_confidence", 0.0),
                    flip_index=ds.skeleton.flip_index if flip_test else None, progress=progress)
     names = joint_names_for(cfg["dataset"]["name"], pred["pred2d"].shape[2])
-    report = build_report(pred, names, cfg["eval"]["jdr_head_size"], cfg["eval"]["jdr_factor"])
+    report = build_report(pred, names, cfg["eval"]["jdr_head_size"], cfg["eval"]["jdr_factor"], breakdown=breakdown_of(ds))
     report.update(model=cfg["model"]["name"], label=cfg.get("name", cfg["model"]["name"]), dataset=cfg["dataset"]["name"],
                   checkpoint=str(checkpoint), split=split, flip_test=bool(flip_test))
     out_dir = Path(out_dir or Path(checkpoint).parent)
