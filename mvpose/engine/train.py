@@ -110,6 +110,7 @@ def build_datasets(cfg: dict[str, Any], splits=("train", "val"), token_grid=None
         sigma=d.get("sigma", 2.0),
         seed=cfg.get("seed", 0),
         target_type=target_type,
+        rays=d.get("rays", "exact"),
     )
     if d.get("augment_config"):
         common["augment_config"] = dict(d["augment_config"])
