@@ -116,7 +116,9 @@ def _train_plan(cfg: dict, paper_default: bool) -> str:
 @click.option("--name", default="report", show_default=True, help="Report file stem.")
 @click.option("--flip-test/--no-flip-test", default=None,
               help="Average with the horizontally flipped crops (single-view heatmap models; default: eval.flip_test, off).")
-def evaluate(checkpoint, model_name, dataset, views, data_root, split, every, out, name, flip_test) -> None:
+@click.option("--rays", type=click.Choice(["exact", "official"]), default=None,
+              help="3D PE rays: exact (undistorted) or the official multi-view PPT formula (default: the checkpoint's).")
+def evaluate(checkpoint, model_name, dataset, views, data_root, split, every, out, name, flip_test, rays) -> None:
     """2D JDR, confidence-weighted triangulation, MPJPE per action (Human3.6M) or sequence (Ski-Pose) / joint, PA-MPJPE.
 
     On COCO (no 3D ground truth): JDR and keypoint AP / AR from pycocotools on the ground-truth
@@ -133,7 +135,7 @@ def evaluate(checkpoint, model_name, dataset, views, data_root, split, every, ou
     try:
         report, paths = evaluate_checkpoint(checkpoint, dataset=dataset, views=views, data_root=data_root,
                                             split=split, every=every, out_dir=out, name=name, model_name=model_name,
-                                            flip_test=flip_test)
+                                            flip_test=flip_test, rays=rays)
     except (ValueError, FileNotFoundError, KeyError) as err:
         _fail(err)
     click.echo(f"{report['model']} on {report['dataset']} ({report['views']} views, {report['samples']} samples)")

@@ -69,7 +69,12 @@ def test_train_save_evaluate_plot(dataset, roots, tmp_path):
         assert mp["overall"] > 0
         if dataset == "h36m":
             assert mp["breakdown"] == "action" and set(mp["per_action"]) == {"Directions", "Walking"}
-            assert "per_sequence" not in mp
+            assert "per_sequence" not in mp and rep["rays"] == "exact"
+            res = runner.invoke(main, ["evaluate", "--checkpoint", str(run / "best.pt"), "--out", str(tmp_path), "--name", "off",
+                                       "--rays", "official"])
+            assert res.exit_code == 0, res.output
+            off = json.loads((tmp_path / "off.json").read_text())
+            assert off["rays"] == "official" and off["mpjpe_mm"]["overall"] != mp["overall"]
         else:  # Ski-Pose has no actions: per sequence (the test split holds skiers 5 and 6's runs)
             assert mp["breakdown"] == "sequence" and "per_action" not in mp
             assert mp["per_sequence"] and all(k.startswith("seq_") for k in mp["per_sequence"])

@@ -41,6 +41,7 @@ def evaluate_checkpoint(
     device: str | None = None,
     flip_test: bool | None = None,
     progress: bool = True,
+    rays: str | None = None,
 ) -> tuple[dict[str, Any], tuple[Path, Path]]:
     """Evaluate a checkpoint; writes ``name.json`` / ``name.csv`` and returns the report and paths.
 
@@ -48,7 +49,8 @@ def evaluate_checkpoint(
     (``AP``, ``AP50``, ``AP75``, ``APm``, ``APl``, ``AR``, ...) of the results written to
     ``name_coco_results.json``; data without 3D ground truth has no MPJPE (null, see ``note``).
     ``flip_test`` (default: the config's ``eval.flip_test``, off) averages in the flipped crops;
-    ``progress`` shows a progress bar.
+    ``progress`` shows a progress bar; ``rays`` ("exact" / "official", default the checkpoint's
+    ``dataset.rays``) chooses the 3D PE ray formula (:mod:`mvpose.data.rays`).
     """
     from mvpose.data import collate
     from mvpose.engine.train import build_datasets
@@ -68,6 +70,8 @@ def evaluate_checkpoint(
         cfg["dataset"]["root"] = data_root
     if every is not None:
         cfg["dataset"]["eval_every"] = every
+    if rays is not None:
+        cfg["dataset"]["rays"] = rays
     ds = build_datasets(cfg, splits=(split,), token_grid=getattr(model, "token_grid", None), target_type=output_kind(model))[split]
     loader = DataLoader(ds, batch_size=int(cfg["eval"]["batch_size"]), shuffle=False, num_workers=0, collate_fn=collate)
     if flip_test is None:
@@ -77,7 +81,8 @@ def evaluate_checkpoint(
     names = joint_names_for(cfg["dataset"]["name"], pred["pred2d"].shape[2])
     report = build_report(pred, names, cfg["eval"]["jdr_head_size"], cfg["eval"]["jdr_factor"], breakdown=breakdown_of(ds))
     report.update(model=cfg["model"]["name"], label=cfg.get("name", cfg["model"]["name"]), dataset=cfg["dataset"]["name"],
-                  checkpoint=str(checkpoint), split=split, flip_test=bool(flip_test))
+                  checkpoint=str(checkpoint), split=split, flip_test=bool(flip_test),
+                  rays=cfg["dataset"].get("rays", "exact"))
     out_dir = Path(out_dir or Path(checkpoint).parent)
     coco_gt = getattr(ds, "coco", None)
     if coco_gt is not None:
