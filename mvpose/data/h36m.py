@@ -1,6 +1,6 @@
 """Human3.6M in the H36M-Toolbox layout used by the Cross-View-Fusion, TransFusion and PPT code.
 
-``ROOT/annot/h36m_{train,validation}.pkl`` hold a list of per-image records (schema in DESIGN.md);
+``ROOT/annot/h36m_{train,validation}.pkl`` hold a list of per-image records (every field in docs/data.md);
 images live under ``ROOT/images/``. As in the published multi-view code:
 
 - the three S9 sequences with damaged 3D ground truth (Greeting-2, SittingDown-2, Waiting-1) are

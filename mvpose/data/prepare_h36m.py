@@ -11,7 +11,7 @@ Raw layout, per subject, as the official archives extract (``Poses_D3_Positions_
 The h36m-fetch layout (``RAW/S1/Poses_D3_Positions/...``) is accepted too. Each CDF holds a ``Pose``
 variable of shape ``(1, frames, 32 * d)``.
 
-Output, as the H36M-Toolbox ``generate_labels.py`` writes it (schema in DESIGN.md): action ids and
+Output, as the H36M-Toolbox ``generate_labels.py`` writes it (every field in docs/data.md): action ids and
 subaction numbers follow the official ``metadata.xml`` (:data:`ACTION_NAMES`, :data:`RAW_TAKES`), the 17
 joints are :data:`H36M_32_TO_17` of the 32, ``joints_3d`` comes from ``D3_Positions_mono_universal``
 (the pose retargeted to the universal skeleton, camera frame: NOT the world pose), ``joints_3d_camera``
