@@ -280,7 +280,9 @@ def _train(cfg, out_dir: Path, resume: bool, dinfo: DistInfo, progress: bool, ya
         collate_fn=collate, drop_last=True, persistent_workers=workers > 0, pin_memory=dinfo.device.type == "cuda",
     )
     if len(loader) == 0:
-        raise ValueError(
+        from mvpose.engine.config import ConfigError
+
+        raise ConfigError(
             f"training set has {len(datasets['train'])} samples, fewer than one batch of {tcfg['batch_size']} "
             f"per process; lower train.batch_size or dataset.train_every"
         )
