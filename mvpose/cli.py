@@ -96,7 +96,7 @@ def _train_plan(cfg: dict, paper_default: bool) -> str:
     lines = [f"pipeline {cfg['name']}: model {cfg['model']['name']}, {d['views']} views at {d['image_size'][0]}x{d['image_size'][1]}, "
              f"{t['epochs']} epochs of batch {t['batch_size']}; data: {data}"]
     if paper_default:
-        lines.append("This is the paper's full recipe (PPT-S): on a CPU about 10 s per step, about an hour on the synthetic "
+        lines.append("This is the paper's full recipe (PPT-S): on 2 CPU cores 11-14 s per step at batch 8, about an hour on the synthetic "
                      "demo set and days on the real Human3.6M; the measured time per step is logged after the first steps. "
                      "For a run of minutes: `mvpose train --pipeline demo_mv_ppt` (tiny model, 128 px) or `mvpose demo`.")
     return "\n".join(lines)
