@@ -56,6 +56,7 @@ from torch.utils.data import Dataset
 
 from mvpose.data import targets as tg
 from mvpose.data import transforms as tf
+from mvpose.data.rays import RAY_MODES, official_rays
 from mvpose.geometry.camera import Cameras
 
 __all__ = [
@@ -211,8 +212,6 @@ class MultiViewDataset(Dataset):
         supervise_hidden: bool = False,
         rays: str = "exact",
     ) -> None:
-        from mvpose.data.rays import RAY_MODES
-
         if rays not in RAY_MODES:
             raise ValueError(f"{name}: rays must be one of {RAY_MODES}, got {rays!r}")
         if target_type not in ("heatmap", "simcc", "both"):
@@ -347,8 +346,6 @@ class MultiViewDataset(Dataset):
         )
         crop_cams = cams.crop(torch.from_numpy(affine), (W, H))
         if self.rays == "official":
-            from mvpose.data.rays import official_rays
-
             R = np.stack([r.R for r in recs])
             C = -np.einsum("vji,vj->vi", R, np.stack([r.t for r in recs]))  # camera centres
             rays = official_rays(np.stack([r.K for r in recs]), R, C, center, scale, aug.rotation, self.input_hw, self.token_grid)
