@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from mvpose.engine.checkpoint import atomic_save, atomic_write_text, load_checkpoint
+from mvpose.engine.checkpoint import atomic_write_text, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from mvpose.engine.distributed import DistInfo, all_reduce_mean, cleanup_distributed, init_distributed
 from mvpose.engine.evaluate import build_report, forward_views, joint_names_for, output_kind, predict
 
@@ -145,8 +145,9 @@ def build_model_from_config(cfg: dict[str, Any], load_pretrained: bool = True) -
     except ValueError as err:
         raise ConfigError(f"model {name!r}: {err}") from err
     if pretrained and load_pretrained:
-        state = torch.load(pretrained, map_location="cpu", weights_only=False)
-        state = state.get("model", state) if isinstance(state, dict) else state
+        from mvpose.safe_load import state_dict_from_file
+
+        state = state_dict_from_file(pretrained)  # refuses code in the file unless --trust-checkpoint
         own = model.state_dict()
         # A single-view PPT's keys sit under ``ppt.`` in the multi-view model.
         if not any(k in own for k in state) and any(f"ppt.{k}" in own for k in state):
@@ -256,9 +257,7 @@ def _train(cfg, out_dir: Path, resume: bool, dinfo: DistInfo, progress: bool, ya
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt.get("scaler", {}))
         start_epoch, best_jdr, step = ckpt["epoch"] + 1, ckpt.get("best_jdr", -1.0), ckpt.get("step", 0)
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        np.random.set_state(ckpt["rng"]["numpy"])
-        random.setstate(ckpt["rng"]["python"])
+        restore_rng_state(ckpt["rng"])
         log.info("resumed from %s at epoch %d", last_path, start_epoch)
 
     if dinfo.enabled:
@@ -337,14 +336,14 @@ def _train(cfg, out_dir: Path, resume: bool, dinfo: DistInfo, progress: bool, ya
                 "model": core.state_dict(), "config": cfg, "model_config": getattr(core, "config", None),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                 "epoch": epoch, "step": step, "best_jdr": best_jdr,
-                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+                "rng": rng_state(),
             }
             if "val_jdr" in row and row["val_jdr"] > best_jdr:
                 best_jdr = row["val_jdr"]
                 ckpt["best_jdr"] = best_jdr
-                atomic_save(ckpt, out_dir / "best.pt")
+                save_checkpoint(ckpt, out_dir / "best.pt")
                 summary["best_epoch"] = epoch + 1
-            atomic_save(ckpt, last_path)
+            save_checkpoint(ckpt, last_path)
             csv_log.write(row)
             if tb is not None:
                 for k in ("train_loss", "val_jdr", "val_mpjpe_mm", "lr"):
