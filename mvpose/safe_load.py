@@ -95,6 +95,11 @@ def _numpy_safe_globals() -> tuple:
                 out.append((getattr(importlib.import_module(module), name), full))
         except (ImportError, AttributeError):
             continue
+    # numpy 2 dtypes are instances of per-type classes (numpy.dtypes.Float64DType, ...), which torch's
+    # weights-only unpickler checks as well: the numeric, bool and fixed-width string ones.
+    import numpy as np
+
+    out += sorted({type(np.dtype(c)) for c in "?bhilqBHILQefdgFDGUS"} - {np.dtype}, key=str)
     return tuple(out)
 
 
@@ -104,7 +109,7 @@ def _refused_global(err: Exception) -> str:
     m = re.search(r"GLOBAL ([\w.]+)", text)
     if m:
         return f"the global {m.group(1)}"
-    m = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
+    m = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
     return m.group(1).strip() if m else text.splitlines()[0]
 
 

@@ -57,14 +57,14 @@ def to_plain(obj: Any, where: str = "checkpoint") -> Any:
     Raises:
         TypeError: naming the entry (``where``, e.g. ``checkpoint['rng']['numpy'][1]``) that holds another type.
     """
-    if obj is None or isinstance(obj, (torch.Tensor, torch.Size, torch.dtype, bool, int, float, str, bytes)):
-        return obj
     if isinstance(obj, np.ndarray):
         if obj.dtype in (np.uint16, np.uint32):
             obj = obj.astype(np.int64)
         return torch.from_numpy(np.ascontiguousarray(obj))
-    if isinstance(obj, np.generic):
+    if isinstance(obj, np.generic):  # before float: numpy.float64 is a float subclass
         return obj.item()
+    if obj is None or isinstance(obj, (torch.Tensor, torch.Size, torch.dtype, bool, int, float, str, bytes)):
+        return obj
     if isinstance(obj, Path):
         return str(obj)
     if type(obj) in (dict, collections.OrderedDict, collections.Counter):
