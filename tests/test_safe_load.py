@@ -117,6 +117,9 @@ def test_official_style_state_dicts_in_every_layout(tmp_path):
         "model": {"model": collections.OrderedDict(sd), "optimizer": {"state": {}}, "epoch": 3},
         "module": {"state_dict": {f"module.{k}": v for k, v in sd.items()}},
         "nested": {"state_dict": {"model": sd}},
+        # As the official PPT train.py saves checkpoint.pth: 'model' is the model's name there.
+        "ppt": {"epoch": 210, "model": "transpose_h", "state_dict": {f"module.{k}": v for k, v in sd.items()},
+                "perf": np.float64(0.75), "optimizer": {"state": {}, "param_groups": [{"lr": 1e-3}]}},
     }
     for name, obj in layouts.items():
         torch.save(obj, tmp_path / f"{name}.pth")
