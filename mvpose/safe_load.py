@@ -103,14 +103,20 @@ def _numpy_safe_globals() -> tuple:
     return tuple(out)
 
 
-def _refused_global(err: Exception) -> str:
-    """The global named in torch's weights-only error (``GLOBAL os.system``), else its reason."""
+def _refused_global(err: Exception) -> str | None:
+    """The global or class torch's weights-only load refused (``GLOBAL os.system``, ``but got <class
+    'x.Y'>``), or None when the error names none (a corrupt file, not a refused one)."""
     text = str(err)
-    m = re.search(r"GLOBAL ([\w.]+)", text)
-    if m:
-        return f"the global {m.group(1)}"
-    m = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
-    return m.group(1).strip() if m else text.splitlines()[0]
+    for pattern in (r"GLOBAL ([\w.]+)", r"but got <class '([\w.]+)'>", r"Unsupported class ([\w.]+)"):
+        m = re.search(pattern, text)
+        if m:
+            return f"the global {m.group(1)}"
+    return None
+
+
+def _reason(err: Exception) -> str:
+    m = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(err))
+    return m.group(1).strip() if m else f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
 
 
 def read_torch_file(path: str | Path, map_location: str | torch.device | None = "cpu",
@@ -142,12 +148,14 @@ def read_torch_file(path: str | Path, map_location: str | torch.device | None = 
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         wanted = _refused_global(err)
+        if wanted is None:
+            raise ValueError(f"{path}: not a readable checkpoint ({_reason(err)})") from err
         if not trust:
             raise UntrustedFileError(path, wanted, "Load it only if you trust its source: pass --trust-checkpoint "
                                      "(Python: trust=True or `with mvpose.safe_load.trusted_checkpoints():`).") from None
         log.warning("%s: asks for %s; loading it in full because it is trusted (--trust-checkpoint)", path, wanted)
     except Exception as err:  # torch raises many types for corrupt files
-        raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from err
+        raise ValueError(f"{path}: not a readable checkpoint ({_reason(err)})") from err
     try:
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as err:

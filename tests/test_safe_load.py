@@ -183,6 +183,7 @@ def test_old_mvpose_checkpoint_loads_and_upgrades(tmp_path):
     new = torch.load(tmp_path / "new.pt", weights_only=True)  # no allowlist needed any more
     assert new["best_jdr"] == 0.25 and new["rng"]["numpy"][1].dtype == torch.int64
     assert new["optimizer"]["param_groups"][0]["lr"] == old["optimizer"]["param_groups"][0]["lr"]
+    assert upgrade_checkpoint(tmp_path / "old.pt", tmp_path / "py.pt")["rng"]["python"] == old["rng"]["python"]
 
 
 def test_new_checkpoint_is_plain_and_restores_every_rng(tmp_path):
@@ -197,6 +198,14 @@ def test_new_checkpoint_is_plain_and_restores_every_rng(tmp_path):
     restore_rng_state(ckpt["rng"])
     got = (torch.rand(2), np.random.rand(2), random.random())
     assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1]) and got[2] == expected[2]
+
+
+def test_corrupt_checkpoint_is_unreadable_not_refused(tmp_path):
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    for trust in (False, True):
+        with pytest.raises(ValueError, match=r"junk\.pt: not a readable checkpoint \(Unsupported operand") as info:
+            read_torch_file(tmp_path / "junk.pt", trust=trust)
+        assert not isinstance(info.value, UntrustedFileError)
 
 
 def test_to_plain_names_what_cannot_be_stored():
