@@ -132,10 +132,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     if not isinstance(ckpt, dict):
         raise ValueError(f"{path}: not an mvpose checkpoint (expected a dict with 'model' and 'config', "
                          f"found {type(ckpt).__name__})")
-    missing = [f for f in required if not _field(ckpt, f)]
+    missing: list[str] = []
+    for f in required:  # a missing section, not each of its fields
+        if not _field(ckpt, f) and not any(f.startswith(m + ".") for m in missing):
+            missing.append(f)
     if missing:
         raise ValueError(f"{path}: not a complete mvpose checkpoint: field {missing[0]!r} is missing"
-                         + (f" (also {missing[1:]})" if len(missing) > 1 else ""))
+                         + (f" (also {', '.join(map(repr, missing[1:]))})" if len(missing) > 1 else ""))
     try:
         return to_plain(ckpt, str(path))
     except TypeError:  # only a trusted file can hold other objects; hand them on as they are
