@@ -37,7 +37,7 @@ def tiny_cfg(root, **over):
 
 
 def state(path):
-    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
 def test_resume_continues_exactly(synth_root, tmp_path):

@@ -38,6 +38,7 @@ from mvpose.data.dataset import (
     select_views,
 )
 from mvpose.geometry.calibration import CalibrationError, h36m_camera_params
+from mvpose.safe_load import UntrustedFileError, load_pickle
 from mvpose.skeletons import H36M_ACTIONS, get_skeleton
 
 __all__ = [
@@ -83,13 +84,18 @@ def annotation_file(root: str | Path, split: str) -> Path:
 
 
 def load_annotations(path: str | Path) -> list[dict[str, Any]]:
-    """Read an annotation pickle and check it is a non-empty list of records with the schema's keys."""
+    """Read an annotation pickle and check it is a non-empty list of records with the schema's keys.
+
+    The pickle is read with :func:`mvpose.safe_load.load_pickle`: only builtin containers and numpy
+    arrays / dtypes / scalars (all the H36M-Toolbox files hold); a file naming another global raises
+    :class:`~mvpose.data.dataset.DatasetError` naming the file and the global, before anything runs."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: Human3.6M annotation file not found")
     try:
-        with path.open("rb") as f:
-            records = pickle.load(f)
+        records = load_pickle(path)  # builtins and numpy arrays only: never runs code from the file
+    except UntrustedFileError as err:
+        raise DatasetError(str(err)) from err
     except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError) as err:
         raise DatasetError(f"{path}: not a readable pickle ({type(err).__name__}: {err})") from err
     if not isinstance(records, list):

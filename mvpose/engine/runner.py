@@ -17,11 +17,13 @@ from mvpose.engine.evaluate import (breakdown_of, build_report, evaluate_coco, f
 log = logging.getLogger(__name__)
 
 
-def load_model(checkpoint: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild a model from a checkpoint (its own config) and load the weights."""
+def load_model(checkpoint: str | Path, device: torch.device | str = "cpu",
+               trust: bool | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild a model from a checkpoint (its own config) and load the weights. The file is read
+    without running code from it unless ``trust`` (see :func:`mvpose.engine.checkpoint.load_checkpoint`)."""
     from mvpose.engine.train import build_model_from_config
 
-    ckpt = load_checkpoint(checkpoint, map_location=device)
+    ckpt = load_checkpoint(checkpoint, map_location=device, trust=trust)
     cfg = ckpt["config"]
     model = build_model_from_config(cfg, load_pretrained=False)
     model.load_state_dict(ckpt["model"])
@@ -42,6 +44,7 @@ def evaluate_checkpoint(
     flip_test: bool | None = None,
     progress: bool = True,
     rays: str | None = None,
+    trust: bool | None = None,
 ) -> tuple[dict[str, Any], tuple[Path, Path]]:
     """Evaluate a checkpoint; writes ``name.json`` / ``name.csv`` and returns the report and paths.
 
@@ -50,13 +53,15 @@ def evaluate_checkpoint(
     ``name_coco_results.json``; data without 3D ground truth has no MPJPE (null, see ``note``).
     ``flip_test`` (default: the config's ``eval.flip_test``, off) averages in the flipped crops;
     ``progress`` shows a progress bar; ``rays`` ("exact" / "official", default the checkpoint's
-    ``dataset.rays``) chooses the 3D PE ray formula (:mod:`mvpose.data.rays`).
+    ``dataset.rays``) chooses the 3D PE ray formula (:mod:`mvpose.data.rays`); ``trust=True``
+    (``--trust-checkpoint``) loads a checkpoint that asks for more than tensors and plain values in
+    full, running any code it holds.
     """
     from mvpose.data import collate
     from mvpose.engine.train import build_datasets
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, cfg = load_model(checkpoint, dev)
+    model, cfg = load_model(checkpoint, dev, trust=trust)
     cfg = copy.deepcopy(cfg)
     if model_name and cfg["model"]["name"] != model_name:
         raise ValueError(f"{checkpoint}: holds model {cfg['model']['name']!r}, not {model_name!r}")

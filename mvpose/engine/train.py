@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from mvpose.engine.checkpoint import atomic_save, atomic_write_text, load_checkpoint
+from mvpose.engine.checkpoint import atomic_write_text, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from mvpose.engine.distributed import DistInfo, all_reduce_mean, cleanup_distributed, init_distributed
 from mvpose.engine.evaluate import breakdown_of, build_report, forward_views, joint_names_for, output_kind, predict
 
@@ -147,8 +147,9 @@ def build_model_from_config(cfg: dict[str, Any], load_pretrained: bool = True) -
     except ValueError as err:
         raise ConfigError(f"model {name!r}: {err}") from err
     if pretrained and load_pretrained:
-        state = torch.load(pretrained, map_location="cpu", weights_only=False)
-        state = state.get("model", state) if isinstance(state, dict) else state
+        from mvpose.safe_load import state_dict_from_file
+
+        state = state_dict_from_file(pretrained)  # refuses code in the file unless --trust-checkpoint
         own = model.state_dict()
         # A single-view PPT's keys sit under ``ppt.`` in the multi-view model.
         if not any(k in own for k in state) and any(f"ppt.{k}" in own for k in state):
@@ -205,9 +206,9 @@ def _save_epoch(model, cfg, optimizer, scheduler, scaler, epoch: int, step: int,
         "model": core.state_dict(), "config": cfg, "model_config": getattr(core, "config", None),
         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
         "epoch": epoch, "step": step, "best_jdr": best_jdr,
-        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+        "rng": rng_state(),
     }
-    atomic_save(ckpt, path)
+    save_checkpoint(ckpt, path)
     return ckpt
 
 
@@ -305,9 +306,7 @@ def _train(cfg, out_dir: Path, resume: bool, dinfo: DistInfo, progress: bool, ya
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt.get("scaler", {}))
         start_epoch, best_jdr, step = ckpt["epoch"] + 1, ckpt.get("best_jdr", -1.0), ckpt.get("step", 0)
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        np.random.set_state(ckpt["rng"]["numpy"])
-        random.setstate(ckpt["rng"]["python"])
+        restore_rng_state(ckpt["rng"])
         log.info("resumed from %s at epoch %d", last_path, start_epoch)
 
     if dinfo.enabled:
