@@ -57,6 +57,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from mvpose.capture.issues import IssueLog
 from mvpose.capture.keypoints import find_camera_sources, resolve_joint_set
 from mvpose.capture.pipeline import (
     Capture,
@@ -72,7 +73,7 @@ from mvpose.data import transforms as tf
 from mvpose.engine.decode import crop_to_original
 from mvpose.engine.evaluate import forward_views, is_multiview, keypoints_from_output
 from mvpose.geometry.board_calibration import VIDEO_SUFFIXES
-from mvpose.geometry.calibration import load_calibration
+from mvpose.geometry.calibration import calibration_units, load_calibration
 from mvpose.geometry.camera import Cameras
 from mvpose.skeletons import get_skeleton
 
@@ -531,6 +532,7 @@ def detect_capture(
     videos: str | Path | None = None,
     images: str | Path | None = None,
     timings: dict[str, float] | None = None,
+    issues: IssueLog | None = None,
 ) -> Capture:
     """Run a model over a capture's videos or image folders and return it like :func:`load_capture` does.
 
@@ -542,6 +544,7 @@ def detect_capture(
         videos: folder with one video per camera (or one image folder per camera).
         images: folder with one image folder per camera.
         timings: filled with ``detect_read_s``, ``detect_crop_s``, ``detect_model_s``, ``detect_track_s``.
+        issues: the log to add to (a new one by default); warnings logged meanwhile are added to it.
 
     Returns:
         A :class:`~mvpose.capture.pipeline.Capture` with ``people (T, V, 1, J, 3)`` and ``detection``.
@@ -552,8 +555,13 @@ def detect_capture(
         raise CaptureError("the model path needs the frames: give --videos DIR or --images DIR (one of them)")
     folder, what = (videos, "video") if videos is not None else (images, "image folder")
     where = f"{'videos' if videos is not None else 'images'} {folder}"
-    issues: list[str] = []
-    rig_cams = load_calibration(calibration, rig=rig)
+    issues = IssueLog() if issues is None else issues
+    with issues.capture_logging():
+        return _detect_capture(calibration, detect, options, rig, folder, what, where, videos, images, timings, issues)
+
+
+def _detect_capture(calibration, detect, options, rig, folder, what, where, videos, images, timings, issues) -> Capture:
+    rig_cams = load_calibration(calibration, rig=rig, units=options.calibration_units)
     entries = find_camera_sources(folder, VIDEO_SUFFIXES if videos is not None else ())
     names = match_cameras(rig_cams.names, list(entries), where, issues, what=what)
     offsets = dict(options.offsets)
@@ -696,6 +704,7 @@ def detect_capture(
     capture = Capture(cameras, list(names), frame_index, people, detector.joint_set, issues,
                       {s.name: str(s.path) for s in sources})
     capture.detection = Detection(boxes, source, cam_frames, list(names), info)
+    capture.units = calibration_units(calibration, units=options.calibration_units)
     return capture
 
 
