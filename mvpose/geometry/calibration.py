@@ -424,6 +424,7 @@ def _agree_units(given: str | None, declared: str | None, where: str) -> str | N
 
 # A capture rig's cameras lie this far (mm) from their centre: a few decimetres (a desk) to a stadium.
 RIG_SPREAD_MM = (150.0, 100_000.0)
+RIG_SPREAD_TYPICAL_MM = 3000.0  # a room-sized rig: the unit giving the spread nearest to it is named
 
 
 def rig_units_hint(params: Sequence[Mapping[str, Any]], units: str) -> str | None:
@@ -431,7 +432,7 @@ def rig_units_hint(params: Sequence[Mapping[str, Any]], units: str) -> str | Non
 
     The spread (largest camera distance from the cameras' mean centre; from the origin for one camera) must
     lie in :data:`RIG_SPREAD_MM`; when it does not, the unit among ``m``, ``cm``, ``mm`` that would bring it
-    there is named.
+    there (nearest to a room-sized rig when two would) is named.
     """
     centres = np.stack([-np.asarray(p["R"]).T @ np.asarray(p["t"]) for p in params])
     spread = float(np.linalg.norm(centres - centres.mean(0), axis=1).max() if len(params) > 1
@@ -440,10 +441,11 @@ def rig_units_hint(params: Sequence[Mapping[str, Any]], units: str) -> str | Non
     if lo <= spread <= hi or spread == 0.0:
         return None
     text = f"cameras lie up to {_length(spread)} from the rig centre with translations read in {units!r}"
-    for u in sorted(UNITS_MM, key=lambda u: abs(math.log(UNITS_MM[u] / UNITS_MM[units]))):
-        alt = spread * UNITS_MM[u] / UNITS_MM[units]
-        if u != units and lo <= alt <= hi:
-            return f"{text}; read in {u!r} they would lie {_length(alt)} from it: the file is likely in {u}"
+    alts = {u: spread * UNITS_MM[u] / UNITS_MM[units] for u in UNITS_MM if u != units}
+    fits = [u for u, alt in alts.items() if lo <= alt <= hi]
+    if fits:
+        u = min(fits, key=lambda u: abs(math.log(alts[u] / RIG_SPREAD_TYPICAL_MM)))
+        return f"{text}; read in {u!r} they would lie {_length(alts[u])} from it: the file is likely in {u}"
     return f"{text}, an implausible size for a capture rig"
 
 
