@@ -139,7 +139,8 @@ def test_min_views_that_cannot_be_met(tmp_path, rig):
     # frames 4-7: every joint cam_1 and cam_2 both see is short of the third view
     assert s["frames_with_missing_joints"] >= 4 and sum(views["too_few_views"].values()) == _kinds(s)["views"] > 0
     report = (tmp_path / "o" / "report.txt").read_text()
-    assert "VIEWS: --min-views 3" in report and "lower --min-views" in report
+    assert "VIEWS: --min-views 3" in report and "(4..7) had only 2..2 usable views" in report
+    assert "lower --min-views" in report and views["too_few_views_frames"] == "4..7"
     for f in sorted((tmp_path / "kp" / "cam_3").glob("*.json")):  # now cam_3 sees nobody
         f.write_text(json.dumps({"people": []}))
     r = _invoke([*base, "--out", str(tmp_path / "o2")])
@@ -278,3 +279,28 @@ def test_logged_warnings_are_issues_with_counts(tmp_path, rig):
     s = _summary(tmp_path / "o")
     assert _kinds(s) == {"temporal": 1}
     assert "too few for an order-4 filter" in (tmp_path / "o" / "report.txt").read_text()
+
+
+def test_doubtful_results_are_issues(tmp_path, rig):
+    calib, cams = _sub_rig(tmp_path, rig, 3)
+    make_synthetic_capture(tmp_path / "kp", cams, frames=6, joint_set="body25", noise_px=0.5)
+    for f in (tmp_path / "kp" / "cam_3").glob("*.json"):  # cam_3's keypoints 60 px off: calibration or detector
+        doc = json.loads(f.read_text())
+        kp = np.asarray(doc["people"][0]["pose_keypoints_2d"]).reshape(-1, 3)
+        kp[:, 0] = np.where(kp[:, 2] > 0, kp[:, 0] + 60.0, 0.0)
+        doc["people"][0]["pose_keypoints_2d"] = kp.ravel().tolist()
+        f.write_text(json.dumps(doc))
+    r = _invoke(["--calibration", str(calib), "--keypoints", str(tmp_path / "kp"), "--out", str(tmp_path / "o"),
+                 "--fps", "30"])
+    assert r.exit_code == 0, r.output
+    s = _summary(tmp_path / "o")
+    assert s["excluded_view_fraction"] > 0.3 and _kinds(s) == {"quality": 1}
+    assert "QUALITY: 3" in (tmp_path / "o" / "report.txt").read_text()  # 33..34 % excluded
+
+
+def test_frame_ranges():
+    from mvpose.capture.checks import frame_ranges
+
+    assert frame_ranges(np.array([0, 1, 2, 5, 7, 8])) == "0..2, 5, 7..8"
+    assert frame_ranges(np.arange(0, 20, 2), limit=3) == "0, 2, 4, ..."
+    assert frame_ranges(np.array([], dtype=int)) == "none"

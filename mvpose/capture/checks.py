@@ -31,7 +31,8 @@ from mvpose.capture.issues import CaptureError, IssueLog
 from mvpose.geometry.calibration import UNITS_MM
 from mvpose.skeletons import SKELETONS, get_skeleton
 
-__all__ = ["SKELETON_FIT_MAX", "TYPICAL_BONE_MM", "check_skeleton", "check_views", "likely_unit", "skeleton_fit"]
+__all__ = ["SKELETON_FIT_MAX", "TYPICAL_BONE_MM", "check_quality", "check_skeleton", "check_views", "frame_ranges",
+           "likely_unit", "skeleton_fit"]
 
 # Typical adult keypoint distances (mm) by canonical joint names; the order of a pair does not matter.
 _SIDES = {
@@ -170,8 +171,20 @@ def check_skeleton(points: np.ndarray, joint_set: str, issues: IssueLog, *, unit
     return out
 
 
+def frame_ranges(frames: np.ndarray, limit: int = 6) -> str:
+    """Sorted frame numbers as ``"0..3, 7, 9..12"`` (the first ``limit`` runs, then ``...``)."""
+    frames = np.asarray(frames, dtype=np.int64)
+    if not frames.size:
+        return "none"
+    breaks = np.flatnonzero(np.diff(frames) != 1)
+    starts, ends = np.r_[frames[0], frames[breaks + 1]], np.r_[frames[breaks], frames[-1]]
+    runs = [f"{a}" if a == b else f"{a}..{b}" for a, b in zip(starts, ends)]
+    return ", ".join(runs[:limit]) + (", ..." if len(runs) > limit else "")
+
+
 def check_views(usable: np.ndarray, points: np.ndarray, names, joints, min_views: int, min_confidence: float,
-                detected: np.ndarray, chosen: np.ndarray, issues: IssueLog) -> dict[str, Any]:
+                detected: np.ndarray, chosen: np.ndarray, issues: IssueLog,
+                frame_index: np.ndarray | None = None) -> dict[str, Any]:
     """Joints that could not reach ``min_views`` views; :class:`CaptureError` when nothing was triangulated.
 
     Args:
@@ -182,9 +195,10 @@ def check_views(usable: np.ndarray, points: np.ndarray, names, joints, min_views
         detected: (T, V, J) bool, some person has the keypoint with confidence > 0 (before the person choice).
         chosen: (T, V, J) bool, the chosen person has it with confidence > 0 (before the minimum confidence).
         issues: where the findings go.
+        frame_index: (T,) capture frame numbers (default ``0..T-1``), to name the frames concerned.
 
     Returns:
-        ``{"max_views": int, "too_few_views": {joint: frames}}`` for ``summary.json``.
+        ``{"max_views": int, "too_few_views": {joint: frames}, "too_few_views_frames": str}`` for ``summary.json``.
 
     Raises:
         CaptureError: no point of any frame could be triangulated; the message names the cause and the option.
@@ -195,10 +209,12 @@ def check_views(usable: np.ndarray, points: np.ndarray, names, joints, min_views
     seen_by = [n for v, n in enumerate(names) if usable[:, v].any()]
     short = (views < min_views) & (views >= 2)
     too_few = {j: int(c) for j, c in zip(joints, short.sum(axis=0)) if c}
+    frame_index = np.arange(len(points)) if frame_index is None else np.asarray(frame_index)
+    frames = frame_index[short.any(axis=1)]
     if too_few:
-        frames = np.flatnonzero(short.any(axis=1))
         issues.add(
-            f"VIEWS: --min-views {min_views}: {int(short.sum())} joint positions in {len(frames)} frames had only "
+            f"VIEWS: --min-views {min_views}: {int(short.sum())} joint positions in {len(frames)} frames "
+            f"({frame_ranges(frames)}) had only "
             f"2..{min_views - 1} usable views and were not triangulated (joints: "
             + ", ".join(f"{j} {c}" for j, c in list(too_few.items())[:8]) + ("..." if len(too_few) > 8 else "")
             + f"); at most {max_views} cameras see a joint at once (cameras with confident keypoints: "
@@ -224,4 +240,41 @@ def check_views(usable: np.ndarray, points: np.ndarray, names, joints, min_views
             cause = "every view was excluded on its reprojection error (views disagree: calibration or synchronisation?)"
             fix = "check the calibration and --offsets, or raise --threshold"
         raise CaptureError(f"nothing could be triangulated: {cause}; {fix}")
-    return {"max_views": max_views, "too_few_views": too_few}
+    return {"max_views": max_views, "too_few_views": too_few, "too_few_views_frames": frame_ranges(frames, 50)}
+
+
+# Above these, the result is doubtful enough for an issue.
+EXCLUDED_MAX = 0.15  # share of usable keypoints excluded on reprojection error
+DROPPED_VIEWS_MAX = 0.05  # share of views with a detection where no person agreed with the other views
+
+
+def check_quality(summary: dict[str, Any], person: np.ndarray, detected: np.ndarray, threshold_px: float,
+                  issues: IssueLog) -> None:
+    """Issues for a doubtful result: many excluded views, large reprojection errors, dropped detections,
+    joints never triangulated.
+
+    Args:
+        summary: the numbers of :func:`mvpose.capture.report.build_summary`.
+        person: (T, V) chosen detection per frame and view, -1 where none.
+        detected: (T, V) the view has some detection in the frame.
+        threshold_px: the reprojection error threshold used.
+    """
+    excluded = summary["excluded_view_fraction"]
+    if excluded > EXCLUDED_MAX:
+        issues.add(f"QUALITY: {100 * excluded:.0f}% of the usable 2D keypoints were excluded for disagreeing with "
+                   f"the other views (reprojection error above {threshold_px:g} px): check the calibration, "
+                   "--offsets and the detector", kind="quality")
+    median = summary["reprojection_error_px"]["median"]
+    if median is not None and np.isfinite(median) and median > threshold_px / 2:
+        issues.add(f"QUALITY: median reprojection error {median:.1f} px of the views used (threshold "
+                   f"{threshold_px:g} px): check the calibration and --offsets", kind="quality")
+    dropped = (person < 0) & detected
+    if dropped.sum() > DROPPED_VIEWS_MAX * max(int(detected.sum()), 1):
+        per_cam = ", ".join(f"{n} {int(c)}" for n, c in zip(summary["cameras"], dropped.sum(axis=0)) if c)
+        issues.add(f"QUALITY: in {int(dropped.sum())} of {int(detected.sum())} views with a detection no person "
+                   f"agreed with the other views, so the view was not used ({per_cam})", kind="quality",
+                   count=int(dropped.sum()))
+    never = [j for j, c in summary["missing_frames_per_joint"].items() if c == summary["frames"]]
+    if never:
+        issues.add(f"QUALITY: {len(never)} joint(s) never triangulated: {', '.join(never)}", kind="quality",
+                   count=len(never))

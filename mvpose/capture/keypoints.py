@@ -171,6 +171,9 @@ def parse_openpose(text: str | bytes, where: str, skipped: dict[str, int] | None
     if not isinstance(doc, dict) or "people" not in doc:
         raise ValueError(f"{where}: expected an OpenPose object with a 'people' list")
     people = doc["people"]
+    if people is None:  # a frame without anybody, written as null
+        _count(skipped, "null")
+        people = []
     if not isinstance(people, list):
         raise ValueError(f"{where}: field 'people' must be a list, found {type(people).__name__}")
     out = []

@@ -451,7 +451,8 @@ def _check_result(capture: Capture, keypoints: torch.Tensor, X: torch.Tensor, op
     joints = get_skeleton(capture.joint_set).joints
     points = X.numpy()
     capture.checks["views"] = check_views(usable, points, capture.names, joints, options.min_views,
-                                          options.min_confidence, detected, kp[..., 2] > 0, capture.issues)
+                                          options.min_confidence, detected, kp[..., 2] > 0, capture.issues,
+                                          capture.frame_index)
     capture.checks["skeleton"] = check_skeleton(points, capture.joint_set, capture.issues, units=capture.units)
 
 
@@ -501,6 +502,7 @@ def _video_fps(videos: str | Path | None, names: Sequence[str]) -> float | None:
 
 def write_outputs(result: CaptureResult, out_dir: str | Path) -> dict[str, Path]:
     """Write ``poses3d.h5``, ``poses3d.trc``, ``summary.json`` and ``report.txt`` into ``out_dir``."""
+    from mvpose.capture.checks import check_quality
     from mvpose.capture.io import write_h5, write_json, write_text, write_trc
     from mvpose.capture.report import build_summary, format_report
 
@@ -524,6 +526,9 @@ def write_outputs(result: CaptureResult, out_dir: str | Path) -> dict[str, Path]
         paths = {"h5": write_h5(out / "poses3d.h5", arrays, attrs)}
         paths["trc"] = write_trc(out / "poses3d.trc", result.points3d, skeleton.joints, fps, cap.frame_index)
     result.summary = build_summary(result)
+    check_quality(result.summary, result.person, (cap.people[..., 2] > 0).any(axis=(2, 3)),
+                  result.options.threshold_px, cap.issues)
+    result.summary.update(issues=cap.issues.as_dicts(), issue_counts=cap.issues.counts())
     paths["summary"] = write_json(out / "summary.json", result.summary)
     paths["report"] = write_text(out / "report.txt", format_report(result.summary))
     result.paths.update(paths)
