@@ -304,3 +304,16 @@ def test_frame_ranges():
     assert frame_ranges(np.array([0, 1, 2, 5, 7, 8])) == "0..2, 5, 7..8"
     assert frame_ranges(np.arange(0, 20, 2), limit=3) == "0, 2, 4, ..."
     assert frame_ranges(np.array([], dtype=int)) == "none"
+
+
+def test_select_person_takes_the_only_detection_whatever_its_slot(rig):
+    import torch
+
+    from mvpose.capture.people import select_person
+
+    people = torch.full((1, 4, 3, 2, 3), float("nan"), dtype=torch.float64)
+    people[..., 2] = 0.0
+    people[0, :, 2] = torch.tensor([[100.0, 200.0, 0.9], [110.0, 210.0, 0.8]], dtype=torch.float64)
+    people[0, 1] = people[0, 1].roll(-2, dims=0)  # view 1: the detection in slot 0
+    _, person = select_person(people, rig)
+    assert person.tolist() == [[2, 0, 2, 2]]

@@ -59,15 +59,8 @@ from tqdm import tqdm
 
 from mvpose.capture.issues import IssueLog
 from mvpose.capture.keypoints import find_camera_sources, resolve_joint_set
-from mvpose.capture.pipeline import (
-    Capture,
-    CaptureError,
-    CaptureOptions,
-    _issue,
-    check_image_bounds,
-    match_cameras,
-    triangulate_frames,
-)
+from mvpose.capture.pipeline import check_image_bounds, match_cameras, triangulate_frames
+from mvpose.capture.types import Capture, CaptureError, CaptureOptions
 from mvpose.capture.render import index_image_folder, video_frames
 from mvpose.data import transforms as tf
 from mvpose.engine.decode import crop_to_original
@@ -575,10 +568,11 @@ def _detect_capture(calibration, detect, options, rig, folder, what, where, vide
     calib_size = cameras.image_size.round().int().tolist()
     for src, (cw, ch) in zip(sources, calib_size):
         if src.size is None:
-            _issue(issues, f"camera {src.name}: no frame could be read from {src.path}")
+            issues.add(f"camera {src.name}: no frame could be read from {src.path}", kind="cameras")
         elif tuple(src.size) != (cw, ch):
-            _issue(issues, f"camera {src.name}: frames are {src.size[0]}x{src.size[1]} but the calibration is for "
-                           f"{cw}x{ch}; keypoints are in frame pixels, so is the calibration for another resolution?")
+            issues.add(f"camera {src.name}: frames are {src.size[0]}x{src.size[1]} but the calibration is for "
+                       f"{cw}x{ch}; keypoints are in frame pixels, so is the calibration for another resolution?",
+                       kind="calibration")
     shifted = [s.frames - offsets.get(s.name, 0) for s in sources if len(s.frames)]
     if not shifted:
         raise CaptureError(f"{where}: no camera has a readable frame")
@@ -589,8 +583,8 @@ def _detect_capture(calibration, detect, options, rig, folder, what, where, vide
     for v, src in enumerate(sources):
         have = np.isin(cam_frames[:, v], src.frames).sum()
         if 0 < have < T:
-            _issue(issues, f"camera {src.name}: frames for {have} of {T} capture frames ({src.path.name}); "
-                           "the other frames use the remaining views")
+            issues.add(f"camera {src.name}: frames for {have} of {T} capture frames ({src.path.name}); "
+                       "the other frames use the remaining views", kind="frames", count=int(T - have))
     frame_sizes = np.array([s.size or (cw, ch) for s, (cw, ch) in zip(sources, calib_size)], dtype=np.float64)
     whole = np.concatenate([np.full((V, 2), -0.5), frame_sizes - 0.5], axis=-1)  # (V, 4) letterbox boxes
 
@@ -602,7 +596,7 @@ def _detect_capture(calibration, detect, options, rig, folder, what, where, vide
                 file_boxes[t, v] = per_frame[f]
     unused = [n for n in box_files if not np.isfinite(file_boxes[:, names.index(n)]).any()]
     if unused:
-        _issue(issues, f"boxes {detect.boxes}: no box of camera(s) {', '.join(unused)} falls on a capture frame")
+        issues.add(f"boxes {detect.boxes}: no box of camera(s) {', '.join(unused)} falls on a capture frame")
 
     tri_opts = dataclasses.replace(options, progress=False)
     track = _Track(detect.min_track_joints or max(4, J // 2), detect.reinit_after)
@@ -685,7 +679,7 @@ def _detect_capture(calibration, detect, options, rig, folder, what, where, vide
     elapsed = time.perf_counter() - wall
     missing_all = [n for v, n in enumerate(names) if not (keypoints[:, v, :, 2] > 0).any()]
     for n in missing_all:
-        _issue(issues, f"camera {n}: the model found no joint in any frame")
+        issues.add(f"camera {n}: the model found no joint in any frame", kind="cameras")
     people = keypoints[:, :, None]  # (T, V, 1, J, 3): one person, as the readers give it
     check_image_bounds(people, cameras, names, issues)
     counts = {n: {BOX_SOURCES[c]: int((source[:, v] == c).sum()) for c in range(1, len(BOX_SOURCES))}

@@ -30,27 +30,28 @@ import contextlib
 import logging
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from mvpose.capture.issues import CaptureError, IssueLog
 from mvpose.capture.keypoints import (
+    PLACEHOLDERS,
     CameraKeypoints,
     KeypointError,
     default_workers,
     find_camera_sources,
-    PLACEHOLDERS,
     read_camera_keypoints,
     resolve_joint_set,
 )
-from mvpose.capture.issues import CaptureError, IssueLog
 from mvpose.capture.people import select_person
 from mvpose.capture.temporal import fill_gaps, lowpass
-from mvpose.geometry.calibration import UNITS_MM, calibration_units, load_calibration
+from mvpose.capture.types import MODES, Capture, CaptureOptions, CaptureResult
+from mvpose.geometry.calibration import calibration_units, load_calibration
 from mvpose.geometry.camera import Cameras
 from mvpose.geometry.triangulation import refine_points, reprojection_error, triangulate, triangulate_robust
 from mvpose.skeletons import get_skeleton
@@ -76,116 +77,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MODES = ("dlt", "drop_worst", "ransac")
 # Share of a camera's keypoints outside its calibrated image above which the calibration is suspect.
 OUTSIDE_WARN_FRACTION = 0.02
-
-
-@dataclass
-class CaptureOptions:
-    """Processing options (the CLI flags of ``mvpose triangulate``).
-
-    Attributes:
-        joints: joint set of the keypoints (``body25``, ``coco``, ``halpe26``, ``h36m``); None: from the count.
-        calibration_units: length unit of the calibration's translations (``m``, ``cm``, ``mm``) for formats
-            that do not fix it (Pose2Sim / anipose TOML, OpenCV without ``units``); None: the file's own.
-        mode: ``"drop_worst"`` / ``"ransac"`` (robust, see :func:`triangulate_robust`) or ``"dlt"`` (plain).
-        threshold_px: reprojection error above which a view is excluded (robust modes).
-        min_confidence: keypoints below it are not used.
-        min_views: views a joint needs (>= 2).
-        refine: Levenberg-Marquardt refinement of every point on its kept views.
-        max_gap: fill runs of at most this many missing frames per joint (0: no filling).
-        cutoff_hz: Butterworth low-pass cut-off (None: no filtering); needs ``fps``.
-        filter_order: order of the zero-phase filter (even).
-        fps: frame rate; None: taken from the videos when given.
-        offsets: per-camera frame offsets, capture frame ``i`` = camera frame ``i + offset``.
-        person_threshold_px: median joint distance for a detection to agree with the others (several people).
-        chunk_frames: frames per triangulation batch.
-        workers: processes for reading keypoints and rendering (None: CPU count, 0: in-process).
-        progress: progress bars.
-    """
-
-    joints: str | None = None
-    calibration_units: str | None = None
-    mode: str = "drop_worst"
-    threshold_px: float = 20.0
-    min_confidence: float = 0.3
-    min_views: int = 2
-    refine: bool = False
-    max_gap: int = 0
-    cutoff_hz: float | None = None
-    filter_order: int = 4
-    fps: float | None = None
-    offsets: dict[str, int] = field(default_factory=dict)
-    person_threshold_px: float = 50.0
-    chunk_frames: int = 1024
-    workers: int | None = 0
-    progress: bool = True
-
-    def check(self) -> None:
-        if self.mode not in MODES:
-            raise CaptureError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.min_views < 2:
-            raise CaptureError(f"min_views must be >= 2 (a point needs two rays), got {self.min_views}")
-        if not self.threshold_px > 0:
-            raise CaptureError(f"threshold_px must be > 0, got {self.threshold_px}")
-        if self.max_gap < 0:
-            raise CaptureError(f"max_gap must be >= 0, got {self.max_gap}")
-        if self.cutoff_hz is not None and (self.filter_order < 2 or self.filter_order % 2):
-            raise CaptureError(f"filter order must be even and >= 2, got {self.filter_order}")
-        if self.fps is not None and not self.fps > 0:
-            raise CaptureError(f"fps must be > 0, got {self.fps}")
-        if self.calibration_units is not None and self.calibration_units not in UNITS_MM:
-            raise CaptureError(f"calibration units must be one of {sorted(UNITS_MM)}, got {self.calibration_units!r}")
-
-
-@dataclass
-class Capture:
-    """Synchronised inputs.
-
-    Attributes:
-        cameras: rig with batch shape ``(V,)``, in the order of ``names``.
-        names: the V camera names used.
-        frame_index: (T,) capture frame numbers.
-        people: (T, V, P, J, 3) detections ``(x, y, confidence)``.
-        joint_set: skeleton name of the keypoints.
-        issues: everything doubtful found while loading and processing.
-        sources: camera name -> keypoint source path (video / image folder for the model path).
-        detection: what the model path did (:class:`mvpose.capture.detect.Detection`); None for keypoints.
-        units: the unit the calibration's translations were read in.
-        checks: findings of :mod:`mvpose.capture.checks` (views, skeleton), for ``summary.json``.
-    """
-
-    cameras: Cameras
-    names: list[str]
-    frame_index: np.ndarray
-    people: np.ndarray
-    joint_set: str
-    issues: IssueLog = field(default_factory=IssueLog)
-    sources: dict[str, str] = field(default_factory=dict)
-    detection: Any = None
-    units: str = "mm"
-    checks: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class CaptureResult:
-    """Everything :func:`process_capture` computed (arrays as in ``poses3d.h5``, see :mod:`mvpose.capture.io`)."""
-
-    capture: Capture
-    points3d: np.ndarray  # (T, J, 3) final
-    raw3d: np.ndarray  # (T, J, 3) per-frame triangulation, before temporal processing
-    keypoints: np.ndarray  # (T, V, J, 3) chosen detections
-    person: np.ndarray  # (T, V)
-    reprojection_error: np.ndarray  # (T, V, J) of the final points
-    used: np.ndarray  # (T, V, J)
-    filled: np.ndarray  # (T, J)
-    fps: float | None
-    options: CaptureOptions
-    timings: dict[str, float] = field(default_factory=dict)
-    summary: dict = field(default_factory=dict)
-    paths: dict[str, Path] = field(default_factory=dict)
-
 
 def _cpu_seconds() -> float:
     """CPU time of this process and of its finished worker processes."""
@@ -206,10 +99,6 @@ def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
     finally:
         timings[f"{stage}_s"] = time.perf_counter() - wall
         timings[f"{stage}_cpu_s"] = _cpu_seconds() - cpu
-
-
-def _issue(issues: IssueLog, message: str, kind: str = "input", count: int = 1) -> None:
-    issues.add(message, kind=kind, count=count)
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -247,8 +136,8 @@ def match_cameras(
         raise CaptureError(f"{where}: {len(both)} camera(s) match the calibration, at least 2 are needed; {sides}")
     missing = [n for n in calibrated if n not in found]
     if missing:
-        _issue(issues, f"{where}: no {what} for calibrated camera(s) {', '.join(missing)}; using {', '.join(both)}",
-               "cameras", len(missing))
+        issues.add(f"{where}: no {what} for calibrated camera(s) {', '.join(missing)}; using {', '.join(both)}",
+                   "cameras", len(missing))
     return both
 
 
@@ -272,10 +161,10 @@ def synchronise(
     for v, (c, s) in enumerate(zip(cams, shifted)):
         people[s - start, v, : c.people.shape[1]] = c.people
         if len(s) < T:
-            _issue(issues, f"camera {c.name}: keypoints for {len(s)} of {T} frames; the other frames use the remaining views",
-                   "frames", T - len(s))
+            issues.add(f"camera {c.name}: keypoints for {len(s)} of {T} frames; the other frames use the remaining views",
+                       "frames", T - len(s))
         if not (c.people[..., 2] > 0).any():
-            _issue(issues, f"camera {c.name}: no keypoint in any frame ({c.source})", "cameras")
+            issues.add(f"camera {c.name}: no keypoint in any frame ({c.source})", "cameras")
     return np.arange(start, stop), people
 
 
@@ -290,8 +179,7 @@ def check_image_bounds(people: np.ndarray, cameras: Cameras, names: Sequence[str
     for v, name in enumerate(names):
         if n_seen[v] and n_out[v] > OUTSIDE_WARN_FRACTION * n_seen[v]:
             pts = xy[:, v][seen[:, v]]
-            _issue(
-                issues,
+            issues.add(
                 f"camera {name}: {100 * n_out[v] / n_seen[v]:.0f}% of keypoints fall outside the calibrated image "
                 f"{size[v, 0]:.0f}x{size[v, 1]:.0f} (keypoints reach x {pts[:, 0].max():.0f}, y {pts[:, 1].max():.0f}); "
                 "is the calibration for another resolution?", "calibration", int(n_out[v]),
@@ -329,8 +217,8 @@ def load_capture(
 def _placeholder_issue(cam: CameraKeypoints, issues: IssueLog) -> None:
     if cam.skipped:
         what = "; ".join(f"{n} {PLACEHOLDERS[k]}" for k, n in cam.skipped.items())
-        _issue(issues, f"camera {cam.name}: skipped placeholder people ({what}); the other people of those frames "
-                       "are used", "placeholders", sum(cam.skipped.values()))
+        issues.add(f"camera {cam.name}: skipped placeholder people ({what}); the other people of those frames "
+                   "are used", "placeholders", sum(cam.skipped.values()))
 
 
 def _load_capture(calibration, keypoints_dir, joints, offsets, rig, workers, progress, units, issues) -> Capture:
@@ -354,10 +242,10 @@ def _load_capture(calibration, keypoints_dir, joints, offsets, rig, workers, pro
                 unusable[name] = str(err)
                 continue
             for line in cam.issues[:20]:
-                _issue(issues, line, "unreadable")
+                issues.add(line, "unreadable")
             if len(cam.issues) > 20:
-                _issue(issues, f"camera {name}: {len(cam.issues) - 20} more unreadable files or records", "unreadable",
-                       len(cam.issues) - 20)
+                issues.add(f"camera {name}: {len(cam.issues) - 20} more unreadable files or records", "unreadable",
+                           len(cam.issues) - 20)
             _placeholder_issue(cam, issues)
             cams.append(cam)
     if unusable:
@@ -365,7 +253,7 @@ def _load_capture(calibration, keypoints_dir, joints, offsets, rig, workers, pro
         if len(cams) < 2:
             raise CaptureError(f"{len(cams)} camera(s) with usable keypoints, at least 2 are needed; {reasons}")
         for n, e in unusable.items():
-            _issue(issues, f"camera {n}: no usable keypoints, camera dropped ({e})", "cameras")
+            issues.add(f"camera {n}: no usable keypoints, camera dropped ({e})", "cameras")
         names = [c.name for c in cams]
     counts = {c.name: c.num_joints for c in cams if (c.people[..., 2] > 0).any()}
     if not counts:
@@ -513,7 +401,7 @@ def write_outputs(result: CaptureResult, out_dir: str | Path) -> dict[str, Path]
     fps = result.fps
     if fps is None:
         fps = 30.0
-        _issue(cap.issues, "frame rate unknown (no --fps, no videos): the TRC time column assumes 30 fps", "options")
+        cap.issues.add("frame rate unknown (no --fps, no videos): the TRC time column assumes 30 fps", "options")
     opts = asdict(result.options)
     attrs = {"joint_set": cap.joint_set, "joints": list(skeleton.joints), "cameras": list(cap.names), "units": "mm",
              "fps": fps, "options": opts}

@@ -14,7 +14,7 @@ import numpy as np
 from mvpose.skeletons import get_skeleton
 
 if TYPE_CHECKING:
-    from mvpose.capture.pipeline import CaptureResult
+    from mvpose.capture.types import CaptureResult
 
 __all__ = ["bone_lengths", "build_summary", "error_stats", "format_report"]
 
