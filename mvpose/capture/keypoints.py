@@ -65,8 +65,8 @@ _DIGITS = re.compile(r"(\d+)")
 PLACEHOLDERS = {
     "null": "null entries",
     "null_keypoints": "people whose keypoints are null",
-    "empty": "people with an empty keypoint list",
-    "all_zero": "people without a confident joint (all-zero placeholders)",
+    "empty": "people with empty keypoints",
+    "all_zero": "all-zero people (no joint with confidence > 0)",
 }
 
 
