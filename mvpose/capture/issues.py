@@ -38,7 +38,7 @@ class Issue:
 
 
 class IssueLog:
-    """Issues of one capture, in the order found. ``str`` items in a list-like interface for old callers."""
+    """Issues of one capture, in the order found; iterating, indexing and ``append`` see the messages (``str``)."""
 
     def __init__(self) -> None:
         self.entries: list[Issue] = []
@@ -51,6 +51,10 @@ class IssueLog:
         issue = Issue(kind, message, int(count))
         self.entries.append(issue)
         return issue
+
+    def append(self, message: str) -> None:
+        """``list.append`` for callers that kept plain message lists: an ``input`` issue."""
+        self.add(message)
 
     def __iter__(self) -> Iterator[str]:
         return (i.message for i in self.entries)

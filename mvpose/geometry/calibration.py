@@ -418,7 +418,7 @@ def _agree_units(given: str | None, declared: str | None, where: str) -> str | N
         _units_scale(given, "units")
     if given is not None and declared is not None and given != declared:
         raise CalibrationError(f"{where}: the file states {declared!r}, but units {given!r} were requested; "
-                               "drop one of them")
+                               "omit the requested unit or correct the file")
     return given or declared
 
 
@@ -916,7 +916,7 @@ def read_calibration(path: str | Path, fmt: str | None = None, units: str | None
     if fmt in ("pose2sim", "opencv"):
         rigs = readers[fmt](path, units=units)
     else:
-        _agree_units(units, "mm", f"{path}: {fmt} calibrations are in mm;")
+        _agree_units(units, "mm", f"{path}: {fmt} calibrations are in mm")
         rigs = readers[fmt](path)
     used = calibration_units(path, fmt, units)
     for name, params in rigs.items():
