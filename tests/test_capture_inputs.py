@@ -177,7 +177,9 @@ def test_calibration_in_millimetres_read_as_metres_is_loud_and_fixable(tmp_path,
     assert _kinds(s)["units"] == 1 and _kinds(s)["calibration"] == 1  # bones and rig scale both say so
     report = (tmp_path / "o" / "report.txt").read_text()
     assert "UNITS:" in report and "rerun with --calibration-units mm" in report
-    assert "the file is likely in mm" in report  # rig scale: 4.5 km read in m -> 4.5 m in mm
+    assert "the file is likely in mm" in report  # rig scale: 3.9 km read in m -> 3.9 m in mm
+    with h5py.File(tmp_path / "o" / "poses3d.h5") as f:  # the h5 file says mm, and carries the issue
+        assert f.attrs["units"] == "mm" and json.loads(f.attrs["issues"])["counts"]["units"] == 1
     for extra, out in ((["--calibration-units", "mm"], "o2"), ([], "o3")):
         if out == "o3":
             _anipose_toml(toml, rig, 'units = "mm"\n')  # the unit stated in the file

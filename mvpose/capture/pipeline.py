@@ -403,8 +403,9 @@ def write_outputs(result: CaptureResult, out_dir: str | Path) -> dict[str, Path]
         fps = 30.0
         cap.issues.add("frame rate unknown (no --fps, no videos): the TRC time column assumes 30 fps", "options")
     opts = asdict(result.options)
+    # Issues known before writing (all but the quality checks), so a wrong unit is flagged in the h5 file too.
     attrs = {"joint_set": cap.joint_set, "joints": list(skeleton.joints), "cameras": list(cap.names), "units": "mm",
-             "fps": fps, "options": opts}
+             "fps": fps, "options": opts, "issues": {"counts": cap.issues.counts(), "list": cap.issues.as_dicts()}}
     arrays = {
         "poses3d": result.points3d, "points2d": result.keypoints[..., :2], "confidence": result.keypoints[..., 2],
         "reprojection_error": result.reprojection_error, "used": result.used, "filled": result.filled,
