@@ -189,32 +189,43 @@ def plot_tokens(checkpoint, data_root, samples, out) -> None:
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the table as a JSON list.")
-def flops(as_json) -> None:
-    """Parameters and GMACs of the paper configurations next to the papers' figures.
+@click.option("--json", "as_json", is_flag=True, help="Print the table as a JSON list (each row has 'convention').")
+@click.option("--convention", type=click.Choice(["dense", "paper-code"]), default="dense", show_default=True,
+              help="dense: true MACs (PPT Tables 4/6, baselines); paper-code: the official PPT get_model_summary "
+                   "figure (PPT Tables 1-3).")
+def flops(as_json, convention) -> None:
+    """Parameters and cost of the paper configurations next to the papers' figures.
 
-    One FLOP is counted as one multiply-add (MAC), as the papers do: "GFLOPs" in the PPT and
-    TokenPose tables are G multiply-adds.
+    Two counters (--convention): ``dense`` (default) counts true multiply-adds of convolutions and
+    linear layers -- the convention of the multi-view figures of PPT Tables 4 and 6 and of the
+    baselines; ``paper-code`` is what the official PPT code's get_model_summary prints (Conv and
+    Linear hooks, a Linear on a token sequence counted as output elements x token count, / 1024^3)
+    -- the convention of the single-view GFLOPs of PPT Tables 1-3 (COCO, MPII). The column
+    "counter" says which one produced each paper figure; compare rows in their own counter.
 
     \b
     Example:
-      mvpose flops --json
+      mvpose flops
+      mvpose flops --convention paper-code --json
     """
     import json as _json
 
     from mvpose.models.flops import flops_table
 
-    rows = flops_table()
+    rows = flops_table(convention)
     if as_json:
         click.echo(_json.dumps(rows, indent=1))
         return
     w = max(len(r["model"]) for r in rows) + 2
-    click.echo(f"{'model':<{w}}{'input':>10}{'views':>6}{'params M':>10}{'paper':>8}{'GMACs':>9}{'paper':>8}")
+    cost = "GMACs" if convention == "dense" else "G(code)"
+    click.echo(f"convention: {convention}")
+    click.echo(f"{'model':<{w}}{'input':>10}{'views':>6}{'params M':>10}{'paper':>8}{cost:>9}{'paper':>8}"
+               f"{'counter':>12}  source")
     for r in rows:
         fmt = lambda v, w, d: f"{v:>{w}.{d}f}" if isinstance(v, (int, float)) else f"{'-':>{w}}"  # noqa: E731
         size = "x".join(str(s) for s in r["input_size"])
         click.echo(f"{r['model']:<{w}}{size:>10}{r['views']:>6}{fmt(r['params_m'], 10, 2)}{fmt(r['paper_params_m'], 8, 1)}"
-                   f"{fmt(r['gmacs'], 9, 2)}{fmt(r['paper_gmacs'], 8, 1)}")
+                   f"{fmt(r['gmacs'], 9, 3)}{fmt(r['paper_gmacs'], 8, 2)}{r['paper_convention']:>12}  {r['source']}")
 
 
 @main.command()
