@@ -544,3 +544,40 @@ def calibrate_extrinsics_cmd(kind, squares, square_size, marker_size, dictionary
     click.echo(format_extrinsics(result))
     click.echo(calibration_summary(result.params))
     click.echo(f"wrote {out}")
+
+
+# --- convert-weights: official PPT / TokenPose checkpoints -> mvpose ---------------------------------------
+
+
+@main.command("convert-weights")
+@click.argument("src", type=click.Path(exists=True, dir_okay=False))
+@click.argument("dst", type=click.Path(dir_okay=False))
+@click.option("--keep-ratio", type=float, default=None,
+              help="HTI keep ratio of the converted model (default: 0.7 for PPT and multi-view files, judged by the "
+                   "file name containing 'ppt', else 1 = TokenPose).")
+@click.option("--patch-size", type=int, nargs=2, default=None, metavar="PH PW",
+              help="Patch size on the stride-4 features (default: (4, 3) / (4, 4) from the weights).")
+@click.option("--heads", type=int, default=8, show_default=True, help="Attention heads (not stored in the weights).")
+def convert_weights(src, dst, keep_ratio, patch_size, heads) -> None:
+    """Convert a checkpoint of the official PPT / TokenPose code (github HowieMa/PPT) to mvpose.
+
+    SRC: a .pth of the official code (plain state dict, or under 'state_dict' / 'model', with or without
+    DataParallel's 'module.'), read with torch.load(weights_only=True). The architecture is recognised
+    from its keys and shapes: TokenPose/PPT-S (stem), -B (HRNet-W32), -L/D6 (HRNet-W48), 256x192 or
+    256x256, 16 or 17 joints, or the multi-view PPT with its 3D positional encoding. DST is an mvpose
+    checkpoint for `mvpose evaluate`, `mvpose plot tokens`, `mvpose triangulate --checkpoint` and
+    `mvpose train --set model.pretrained=DST` (which also takes SRC directly).
+
+    \b
+    Example:
+      mvpose convert-weights ppt_s_256x192_ratio07.pth runs/ppt_s_coco.pt
+      mvpose evaluate --checkpoint runs/ppt_s_coco.pt --dataset coco --data-root data/coco
+    """
+    from mvpose.models.convert import convert_file
+
+    try:
+        record = convert_file(src, dst, keep_ratio=keep_ratio, patch_size=tuple(patch_size) if patch_size else None,
+                              heads=heads)
+    except (ValueError, OSError) as err:
+        _fail(err)
+    click.echo(f"{src}: {record['architecture']} ({record['dataset']}) -> {dst} (model {record['model']})")

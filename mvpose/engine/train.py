@@ -124,7 +124,10 @@ def build_datasets(cfg: dict[str, Any], splits=("train", "val"), token_grid=None
 
 def build_model_from_config(cfg: dict[str, Any], load_pretrained: bool = True) -> torch.nn.Module:
     """Build ``cfg['model']`` from the registry; ``pretrained: PATH`` loads matching weights from a
-    checkpoint or state dict (e.g. a COCO PPT-S for multi-view fine-tuning, as the paper does).
+    checkpoint or state dict (e.g. a COCO PPT-S for multi-view fine-tuning, as the paper does), an
+    mvpose checkpoint or an official PPT / TokenPose file (converted on the fly). Starting Human3.6M
+    training from COCO weights maps the 17 keypoint tokens to the Human3.6M joint order, as the
+    official multi-view code does (:data:`mvpose.models.convert.COCO_TO_H36M_TOKENS`).
     Rebuilding a trained model from its checkpoint passes ``load_pretrained=False``: its own weights
     replace them anyway, and the pretrained file need not exist any more. The same holds for a
     ViTransPose guide's ``guide_checkpoint``: the guide's weights are part of the model's own.
@@ -145,8 +148,18 @@ def build_model_from_config(cfg: dict[str, Any], load_pretrained: bool = True) -
     except ValueError as err:
         raise ConfigError(f"model {name!r}: {err}") from err
     if pretrained and load_pretrained:
-        state = torch.load(pretrained, map_location="cpu", weights_only=False)
-        state = state.get("model", state) if isinstance(state, dict) else state
+        from mvpose.models.convert import COCO_TO_H36M_TOKENS, map_coco_tokens_to_h36m, pretrained_state_dict
+
+        try:
+            state, source = pretrained_state_dict(pretrained)
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"model.pretrained: {err}") from err
+        if source == "coco" and d["name"] == "h36m":
+            # The official multi-view code's COCO -> Human3.6M keypoint-token mapping (init_weights).
+            for k in [k for k in state if k.endswith("keypoint_tokens") and state[k].shape[1] == 17]:
+                state[k] = map_coco_tokens_to_h36m(state[k])
+                log.info("pretrained %s: %s mapped from COCO to Human3.6M order %s", pretrained, k,
+                         list(COCO_TO_H36M_TOKENS))
         own = model.state_dict()
         # A single-view PPT's keys sit under ``ppt.`` in the multi-view model.
         if not any(k in own for k in state) and any(f"ppt.{k}" in own for k in state):

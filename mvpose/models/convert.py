@@ -41,6 +41,8 @@ __all__ = [
     "OFFICIAL_PRUNING_LOC",
     "OFFICIAL_VIEW_LAYERS",
     "read_state_file",
+    "unwrap_state_dict",
+    "pretrained_state_dict",
     "is_official_state_dict",
     "convert_state_dict",
     "convert_file",
@@ -79,15 +81,53 @@ def read_state_file(path: str | Path) -> dict[str, torch.Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for corrupt / unsafe files
         raise ConversionError(f"{path}: not readable as a weights-only torch file ({err})") from err
+    return unwrap_state_dict(obj, str(path))
+
+
+def unwrap_state_dict(obj: Any, where: str) -> dict[str, torch.Tensor]:
+    """The state dict inside ``obj`` (itself, or under ``state_dict`` / ``model``), ``module.`` removed.
+
+    Raises:
+        ConversionError: no state dict of tensors there.
+    """
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
             break
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ConversionError(f"{path}: expected a state dict of tensors (plain, or under 'state_dict' / 'model')")
+        raise ConversionError(f"{where}: expected a state dict of tensors (plain, or under 'state_dict' / 'model')")
     if all(k.startswith("module.") for k in obj):
         obj = {k[len("module."):]: v for k, v in obj.items()}
     return dict(obj)
+
+
+def pretrained_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], str | None]:
+    """Weights for ``model.pretrained``: an mvpose checkpoint, an official PPT / TokenPose file
+    (converted on the fly) or another plain state dict.
+
+    Returns:
+        (state dict with mvpose keys where known, the dataset the weights were trained on:
+        ``coco`` / ``mpii`` / ``h36m`` / an mvpose config's dataset name, or None if unknown).
+
+    Raises:
+        FileNotFoundError, ValueError: missing or unreadable file, an official file that does not convert.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model.pretrained: {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # engine checkpoints hold the numpy RNG state: the engine's own reader
+        from mvpose.engine.checkpoint import load_checkpoint
+
+        obj = load_checkpoint(path)
+    if isinstance(obj, dict) and isinstance(obj.get("config"), dict) and isinstance(obj.get("model"), dict):
+        return dict(obj["model"]), obj["config"].get("dataset", {}).get("name")
+    state = unwrap_state_dict(obj, str(path))
+    if is_official_state_dict(state):
+        converted, _, info = convert_state_dict(state, str(path), keep_ratio=1.0)
+        return converted, info["dataset"]
+    return state, None
 
 
 def is_official_state_dict(state: dict[str, Any]) -> bool:
