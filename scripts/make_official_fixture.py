@@ -13,6 +13,8 @@ plus its ``pos_3d_linear``, fixed inputs (4 images, rays, camera centres) and th
 heatmaps and the kept token indices (the top-k indices of every HTI step, composed into token-grid
 indices) for TokenPose-S (r = 1) and PPT-S (r = 0.7) on 2 images and the multi-view model (r = 0.7,
 fuse=True) on the 4 images as 4 views. ``tests/test_official_equivalence.py`` converts and compares.
+Beside it, ``official_keys.json.gz`` lists the keys and shapes (no values) of the full-size official
+models (PPT-S COCO / MPII, PPT-B, PPT-L/D6, multi-view PPT-S) for the recognition tests.
 
 Full mode (--full) builds the official full-size models (TokenPose-S / PPT-S 256x192, PPT-B with
 HRNet-W32, PPT-L/D6 with HRNet-W48, multi-view PPT-S 256x256 on 4 views) with random weights, converts
@@ -283,6 +285,28 @@ def run_full(mods, seed: int) -> None:
         print(f"| {label} | {h}x{w} | {diff:.1e} | {bool(torch.equal(kept, ref_kept))} |")
 
 
+def write_manifest(mods, out: Path) -> None:
+    """Keys and shapes of the official full-size state dicts (no values), for the recognition tests."""
+    import gzip
+    import json
+
+    coco = dict(num_keypoints=17, dim=192, heads=8, mlp_dim=576, pos_embedding_type="sine-full",
+                hidden_heatmap_dim=384, heatmap_dim=64 * 48, heatmap_size=[64, 48])
+    mpii = dict(coco, num_keypoints=16, hidden_heatmap_dim=512, heatmap_dim=64 * 64, heatmap_size=[64, 64])
+    models = {"ppt_s_mpii_256x256": Wrap(features=mods["base"].TokenPose_S_base(
+        image_size=[256, 256], patch_size=[4, 4], channels=256, depth=12, **mpii))}
+    for label, official, *_ in full_models(mods):
+        key = {"TokenPose-S": None, "PPT-S": "ppt_s_coco_256x192", "PPT-B (HRNet-W32)": "ppt_b_coco_256x192",
+               "PPT-L/D6 (HRNet-W48)": "ppt_l_d6_coco_256x192"}.get(label, "multiview_ppt_s_h36m_256x256")
+        if key:
+            models[key] = official
+    manifest = {name: [[k, list(v.shape), str(v.dtype).replace("torch.", "")] for k, v in m.state_dict().items()]
+                for name, m in models.items()}
+    with gzip.open(out, "wt") as fh:
+        json.dump(manifest, fh)
+    log.info("wrote %s (%.0f kB)", out, out.stat().st_size / 1024)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--official", required=True, type=Path, help="checkout of github.com/HowieMa/PPT")
@@ -297,6 +321,7 @@ def main() -> None:
         run_full(mods, args.seed)
     else:
         build_fixture(mods, args.out, args.seed)
+        write_manifest(mods, args.out.with_name("official_keys.json.gz"))
 
 
 if __name__ == "__main__":

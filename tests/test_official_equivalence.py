@@ -131,3 +131,36 @@ def test_pretrained_official_file_maps_coco_tokens_to_h36m(tmp_path, fx):
     assert torch.equal(model.ppt.keypoint_tokens, coco)
     with pytest.raises(ConfigError, match="model.pretrained.*missing.pth"):
         build_model_from_config(deep_update(cfg, {"model": {"pretrained": str(tmp_path / "missing.pth")}}))
+
+
+@pytest.mark.parametrize("arch, expected", [
+    ("ppt_s_coco_256x192", dict(name="ppt_s", backbone="stem", image_size=[256, 192], heatmap_size=[64, 48],
+                                patch_size=[4, 3], num_joints=17, depth=12, prune_layers=[3, 6, 9],
+                                scale_with_head=False, head_hidden=384)),
+    ("ppt_s_mpii_256x256", dict(name="ppt_s", backbone="stem", image_size=[256, 256], heatmap_size=[64, 64],
+                                patch_size=[4, 4], num_joints=16, depth=12, head_hidden=512)),
+    ("ppt_b_coco_256x192", dict(name="ppt_b", backbone="hrnet_w32", image_size=[256, 192], depth=12,
+                                prune_layers=[3, 6, 9], scale_with_head=True)),
+    ("ppt_l_d6_coco_256x192", dict(name="ppt_l", backbone="hrnet_w48", image_size=[256, 192], depth=6,
+                                   prune_layers=[3], scale_with_head=True)),
+    ("multiview_ppt_s_h36m_256x256", dict(name="mv_ppt_s", backbone="stem", image_size=[256, 256], depth=12,
+                                          fusion_layers=2, prune_layers=[3, 6, 9], use_3d_pe=True, keep_ratio=0.7)),
+])
+def test_full_size_official_layouts_are_recognised(arch, expected):
+    """Keys and shapes of the official full-size models (official_keys.json.gz) give the official configuration."""
+    import gzip
+    import json
+
+    from mvpose.models.blocks import sine_positional_encoding_2d
+
+    with gzip.open(FIXTURE.with_name("official_keys.json.gz"), "rt") as fh:
+        keys = json.load(fh)[arch]
+    state = {}
+    for k, shape, dtype in keys:
+        if k.endswith("pos_embedding"):
+            state[k] = sine_positional_encoding_2d(16, 16, 192)[None]  # 16x16 tokens in all
+        else:
+            state[k] = torch.empty(shape, dtype=getattr(torch, dtype), device="meta")
+    _, cfg, info = convert_state_dict(state, f"{arch}.pth")
+    assert {k: cfg[k] for k in expected} == expected
+    assert info["dataset"] == {16: "mpii", 17: "coco" if "mv" not in cfg["name"] else "h36m"}[cfg["num_joints"]]
