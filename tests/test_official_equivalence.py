@@ -164,3 +164,24 @@ def test_full_size_official_layouts_are_recognised(arch, expected):
     _, cfg, info = convert_state_dict(state, f"{arch}.pth")
     assert {k: cfg[k] for k in expected} == expected
     assert info["dataset"] == {16: "mpii", 17: "coco" if "mv" not in cfg["name"] else "h36m"}[cfg["num_joints"]]
+
+
+def test_converted_models_in_evaluate_and_plot_tokens(tmp_path, fx, coco_root, h36m_root):
+    """`mvpose evaluate` (COCO) and `mvpose plot tokens` (multi-view, Human3.6M) take converted checkpoints."""
+    import json
+
+    coco, _ = coco_root
+    single = tmp_path / "ppt_s.pt"
+    convert_file(_write_official(tmp_path, fx["single"], "ppt_s_reduced.pth"), single)
+    r = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(single), "--dataset", "coco", "--data-root",
+                                  str(coco), "--out", str(tmp_path / "eval")])
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["model"] == "ppt_s" and report["samples"] > 0 and -1.0 <= report["coco"]["AP"] <= 1.0
+    multi = tmp_path / "mv.pt"
+    convert_file(_write_official(tmp_path, fx["multi"], "multiview_ppt.pth"), multi)
+    png = tmp_path / "tokens.png"
+    r = CliRunner().invoke(main, ["plot", "tokens", "--checkpoint", str(multi), "--data-root", str(h36m_root),
+                                  "--samples", "1", "-o", str(png)])
+    assert r.exit_code == 0, r.output
+    assert png.stat().st_size > 1000
