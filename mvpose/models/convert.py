@@ -138,13 +138,13 @@ def is_official_state_dict(state: dict[str, Any]) -> bool:
 # ----------------------------------------------------------------------------------------- key maps
 _BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
 _STEM_RULES = [  # official stem (TokenPose_S_base / HRNET_base) -> mvpose StemNet
-    (rf"conv1\.weight", "conv.0.0.weight"),
+    (r"conv1\.weight", "conv.0.0.weight"),
     (rf"bn1\.{_BN}", r"conv.0.1.\1"),
-    (rf"conv2\.weight", "conv.1.0.weight"),
+    (r"conv2\.weight", "conv.1.0.weight"),
     (rf"bn2\.{_BN}", r"conv.1.1.\1"),
-    (rf"layer1\.(\d+)\.conv([123])\.weight", lambda m: f"layer1.{m[1]}.body.{int(m[2]) - 1}.0.weight"),
+    (r"layer1\.(\d+)\.conv([123])\.weight", lambda m: f"layer1.{m[1]}.body.{int(m[2]) - 1}.0.weight"),
     (rf"layer1\.(\d+)\.bn([123])\.{_BN}", lambda m: f"layer1.{m[1]}.body.{int(m[2]) - 1}.1.{m[3]}"),
-    (rf"layer1\.(\d+)\.downsample\.([01])\.(.+)", r"layer1.\1.shortcut.\2.\3"),
+    (r"layer1\.(\d+)\.downsample\.([01])\.(.+)", r"layer1.\1.shortcut.\2.\3"),
 ]
 _HRNET_RULES = [  # official HRNET_base after the stem -> mvpose HRNet
     (r"transition1\.0\.([01])\.(.+)", r"transition1.0.\1.\2"),
