@@ -129,8 +129,12 @@ def test_pretrained_official_file_maps_coco_tokens_to_h36m(tmp_path, fx):
     # COCO training keeps the COCO order
     model = build_model_from_config(deep_update(cfg, {"dataset": {"name": "coco"}}))
     assert torch.equal(model.ppt.keypoint_tokens, coco)
-    with pytest.raises(ConfigError, match="model.pretrained.*missing.pth"):
+    with pytest.raises(FileNotFoundError, match="model.pretrained.*missing.pth"):
         build_model_from_config(deep_update(cfg, {"model": {"pretrained": str(tmp_path / "missing.pth")}}))
+    bad = tmp_path / "bad.pth"
+    torch.save({"features.keypoint_token": torch.zeros(1, 17, 16), "features.other": torch.zeros(2)}, bad)
+    with pytest.raises(ConfigError, match="model.pretrained.*bad.pth"):
+        build_model_from_config(deep_update(cfg, {"model": {"pretrained": str(bad)}}))
 
 
 @pytest.mark.parametrize("arch, expected", [

@@ -152,7 +152,7 @@ def build_model_from_config(cfg: dict[str, Any], load_pretrained: bool = True) -
 
         try:
             state, source = pretrained_state_dict(pretrained)
-        except (OSError, ValueError) as err:
+        except ValueError as err:  # a missing file stays a FileNotFoundError
             raise ConfigError(f"model.pretrained: {err}") from err
         if source == "coco" and d["name"] == "h36m":
             # The official multi-view code's COCO -> Human3.6M keypoint-token mapping (init_weights).
