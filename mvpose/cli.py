@@ -580,4 +580,5 @@ def convert_weights(src, dst, keep_ratio, patch_size, heads) -> None:
                               heads=heads)
     except (ValueError, OSError) as err:
         _fail(err)
-    click.echo(f"{src}: {record['architecture']} ({record['dataset']}) -> {dst} (model {record['model']})")
+    click.echo(f"{src}: {record['architecture']} ({record['dataset']}) -> {dst} (model {record['model']}, "
+               f"keep ratio {record['keep_ratio']:g})")

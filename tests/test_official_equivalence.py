@@ -106,7 +106,7 @@ def test_convert_weights_cli(tmp_path, fx):
     dst = tmp_path / "out.pt"
     r = CliRunner().invoke(main, ["convert-weights", str(src), str(dst), "--keep-ratio", "0.8"])
     assert r.exit_code == 0, r.output
-    assert "TokenPose-S/PPT-S D12, 64x48, 17 joints (coco)" in r.output
+    assert "TokenPose-S/PPT-S D12, 64x48, 17 joints (coco)" in r.output and "keep ratio 0.8" in r.output
     assert mvpose.load_model(dst)[0].keep_ratio == 0.8
     bad = tmp_path / "bad.pth"
     torch.save({"state_dict": {"features.keypoint_token": torch.zeros(1, 17, 16)}}, bad)

@@ -401,7 +401,8 @@ def convert_file(
     ``mvpose plot tokens``, ``mvpose triangulate --checkpoint`` and ``model.pretrained``.
 
     Returns:
-        the ``converted_from`` record: ``file``, ``architecture``, ``dataset``, ``model`` (registry name).
+        the ``converted_from`` record: ``file``, ``architecture``, ``dataset``, ``model`` (registry name),
+        ``keep_ratio``.
     """
     from mvpose.engine.checkpoint import atomic_save
     from mvpose.engine.config import DEFAULTS, deep_update
@@ -419,7 +420,7 @@ def convert_file(
         "model": model_cfg,
     })
     record = {"file": str(src), "architecture": info["architecture"], "dataset": info["dataset"],
-              "model": model_cfg["name"]}
+              "model": model_cfg["name"], "keep_ratio": model_cfg["keep_ratio"]}
     atomic_save({"model": state, "config": cfg, "model_config": model_cfg, "converted_from": record}, dst)
     return record
 
