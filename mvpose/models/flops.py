@@ -235,18 +235,23 @@ def _flops_table(convention: str) -> list[dict[str, Any]]:
     from mvpose.models.registry import build_model  # the registry imports the models
 
     rows = []
+    costs: dict[str, dict[str, float | None]] = {}  # the same configuration in several tables is counted once
     for label, name, overrides, views, paper_params, paper_gmacs, source in PAPER_FIGURES:
         with torch.device("meta"):
             model = build_model(name, **overrides).eval()
-            inputs = _row_inputs(model, views)
-            if convention == "dense":
-                macs = count_macs(model, *inputs)
-                cost = {"gmacs": macs["dense"] / 1e9, "attention_gmacs": macs["attention"] / 1e9,
-                        "total_gmacs": macs["total"] / 1e9}
-            elif source.startswith("Table"):
-                cost = {"gmacs": count_paper_code(model, *inputs), "attention_gmacs": None, "total_gmacs": None}
-            else:  # the official PPT counter is only run on the PPT family
-                cost = {"gmacs": None, "attention_gmacs": None, "total_gmacs": None}
+            key = repr((sorted(model.config.items()), views, source.startswith("Table")))
+            if key not in costs:
+                inputs = _row_inputs(model, views)
+                if convention == "dense":
+                    macs = count_macs(model, *inputs)
+                    costs[key] = {"gmacs": macs["dense"] / 1e9, "attention_gmacs": macs["attention"] / 1e9,
+                                  "total_gmacs": macs["total"] / 1e9}
+                elif source.startswith("Table"):
+                    costs[key] = {"gmacs": count_paper_code(model, *inputs), "attention_gmacs": None,
+                                  "total_gmacs": None}
+                else:  # the official PPT counter is only run on the PPT family
+                    costs[key] = {"gmacs": None, "attention_gmacs": None, "total_gmacs": None}
+            cost = costs[key]
         h, w = model.config["image_size"]
         rows.append({
             "model": label,
