@@ -2,8 +2,13 @@
 
 import json
 import re
-import tomllib
+import sys
 from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, published as tomli
+    import tomli as tomllib
 
 import cv2
 import numpy as np
@@ -34,7 +39,7 @@ from mvpose.geometry.calibration import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLES = REPO / "calibration" / "examples"
+EXAMPLES = REPO / "mvpose" / "calibration" / "examples"
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -411,7 +416,7 @@ def test_qualisys_pixel_unit_export_and_errors(tmp_path, rng):
 
 # ------------------------------------------------------------------------- datasets: H36M, Ski
 def test_h36m_rig_file_is_consistent():
-    rigs = read_calibration(REPO / "calibration" / "h36m.json")
+    rigs = read_calibration(REPO / "mvpose" / "calibration" / "h36m.json")
     assert sorted(rigs) == sorted(f"S{s}" for s in (1, 5, 6, 7, 8, 9, 11))
     origin = torch.zeros(1, 3, dtype=torch.float64)
     for name, params in rigs.items():
@@ -465,7 +470,7 @@ def test_detection_and_unrecognised_files(tmp_path):
 
 
 def test_convert_requires_a_rig_for_single_rig_formats_and_summarises(tmp_path):
-    h36m = REPO / "calibration" / "h36m.json"
+    h36m = REPO / "mvpose" / "calibration" / "h36m.json"
     with pytest.raises(CalibrationError, match="(?s)several rigs.*S9.*--rig"):
         convert_calibration(h36m, tmp_path / "s9.toml", to="pose2sim")
     summary = convert_calibration(h36m, tmp_path / "s9.toml", to="pose2sim", rig="S9")
@@ -487,7 +492,7 @@ def test_convert_requires_a_rig_for_single_rig_formats_and_summarises(tmp_path):
 
 def test_cli_calibrate_convert(tmp_path):
     runner = CliRunner()
-    h36m = str(REPO / "calibration" / "h36m.json")
+    h36m = str(REPO / "mvpose" / "calibration" / "h36m.json")
     out = tmp_path / "s11.yml"
     res = runner.invoke(main, ["calibrate", "convert", h36m, str(out), "--to", "opencv", "--rig", "S11"])
     assert res.exit_code == 0, res.output

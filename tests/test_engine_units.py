@@ -69,9 +69,9 @@ def test_pipeline_errors_name_the_file(tmp_path):
 
 
 def test_every_shipped_pipeline_loads():
-    from mvpose.engine.config import PIPELINES_DIR
+    from mvpose.resources import pipelines_dir
 
-    files = sorted(PIPELINES_DIR.glob("*.yaml"))
+    files = sorted(pipelines_dir().glob("*.yaml"))
     assert len(files) >= 4
     for f in files:
         cfg = load_pipeline(f)

@@ -3,7 +3,7 @@
 The raw files follow the official archives: ``S*/MyPoseFeatures/{D3_Positions,D3_Positions_mono,D2_Positions}``
 CDF files with a ``Pose`` variable of shape (1, frames, 32 * d), and ``S*/Videos/<take>.<camera>.mp4``.
 Camera-frame and 2D labels are made from the world labels through the real Human3.6M cameras
-(``calibration/h36m.json``) with OpenCV, so the checks below do not reuse the code under test.
+(``mvpose/calibration/h36m.json``) with OpenCV, so the checks below do not reuse the code under test.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def write_video(path: Path, frames: int) -> None:
 
 
 def rigs() -> dict[int, dict[str, dict]]:
-    doc = json.loads((REPO / "calibration" / "h36m.json").read_text())
+    doc = json.loads((REPO / "mvpose" / "calibration" / "h36m.json").read_text())
     return {int(k[1:]): {c["name"]: c for c in v["cameras"]} for k, v in doc["rigs"].items()}
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mvpose.resources import h36m_calibration_path
+
 __all__ = [
     "View",
     "distort",
@@ -21,7 +23,6 @@ __all__ = [
     "h36m_rig",
     "capture_center",
     "look_at",
-    "default_calibration_path",
     "ptz_positions",
     "ptz_views",
 ]
@@ -124,11 +125,6 @@ class View:
         return self._world_rays
 
 
-def default_calibration_path() -> Path:
-    """``calibration/h36m.json`` of the source checkout (the project's shipped rig file)."""
-    return Path(__file__).resolve().parents[3] / "calibration" / "h36m.json"
-
-
 @functools.lru_cache(maxsize=4)
 def _read_rigs(path: str) -> dict:
     from mvpose.geometry.calibration import read_calibration
@@ -148,7 +144,7 @@ def h36m_rig(subject: int, image_size: int, calibration: str | Path | None = Non
 
 @functools.lru_cache(maxsize=16)
 def _h36m_rig(subject: int, image_size: int, calibration: str | None) -> list[View]:
-    path = Path(calibration) if calibration is not None else default_calibration_path()
+    path = Path(calibration) if calibration is not None else h36m_calibration_path()
     if not path.is_file():
         raise FileNotFoundError(f"{path}: Human3.6M calibration file not found (pass calibration=PATH)")
     rigs = _read_rigs(str(path))
