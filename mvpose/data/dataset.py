@@ -443,7 +443,7 @@ def build_dataset(
 
     Args:
         name: "h36m", "skipose" or "coco".
-        root: dataset root folder (layout in DESIGN.md).
+        root: dataset root folder, in the dataset's published layout (``docs/data.md``, "Readers").
         split: "train" or "validation" / "test" (Ski-Pose "train" / "test", COCO "train" / "val").
         views: None (all cameras), N (the first N) or a list of camera ids.
         single_view: serve each view as its own sample (monocular baselines on multi-view data).

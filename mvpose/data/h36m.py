@@ -1,7 +1,8 @@
 """Human3.6M in the H36M-Toolbox layout used by the Cross-View-Fusion, TransFusion and PPT code.
 
-``ROOT/annot/h36m_{train,validation}.pkl`` hold a list of per-image records (schema in DESIGN.md);
-images live under ``ROOT/images/``. As in the published multi-view code:
+``ROOT/annot/h36m_{train,validation}.pkl`` hold a list of per-image records (keys :data:`RECORD_KEYS`, as
+H36M-Toolbox ``generate_labels.py`` writes them and multi-view PPT ``lib/dataset/multiview_h36m.py`` reads
+them); images live under ``ROOT/images/``. As in the published multi-view code:
 
 - the three S9 sequences with damaged 3D ground truth (Greeting-2, SittingDown-2, Waiting-1) are
   left out (``drop_damaged``);

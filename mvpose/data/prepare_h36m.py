@@ -10,8 +10,8 @@ Raw layout, per subject, as the official archives extract (``Poses_D3_Positions_
 The h36m-fetch layout (``RAW/S1/Poses_D3_Positions/...``) is accepted too. Each CDF holds a ``Pose``
 variable of shape ``(1, frames, 32 * d)``.
 
-Output, as the H36M-Toolbox ``generate_labels.py`` writes it (schema in DESIGN.md): action ids and
-subaction numbers follow the official ``metadata.xml`` (:data:`ACTION_NAMES`, :data:`RAW_TAKES`), the 17
+Output, as the H36M-Toolbox ``generate_labels.py`` writes it (record keys :data:`mvpose.data.h36m.RECORD_KEYS`):
+action ids and subaction numbers follow the official ``metadata.xml`` (:data:`ACTION_NAMES`, :data:`RAW_TAKES`), the 17
 joints are :data:`H36M_32_TO_17` of the 32, ``joints_3d`` comes from ``D3_Positions``,
 ``joints_3d_camera`` from ``D3_Positions_mono``, ``joints_2d`` from ``D2_Positions``, and the box is
 the root +-1 m horizontally, -0.9 m / +1.1 m vertically in the camera frame, projected without distortion.

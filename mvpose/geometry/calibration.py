@@ -1,7 +1,8 @@
 """Calibration files: read the formats practitioners and datasets use, write three of them.
 
 Every reader returns ``{rig_name: [camera params]}`` (rig name ``""`` for single-rig files). One
-camera's params are plain numpy in mvpose's convention (DESIGN.md)::
+camera's params are plain numpy in mvpose's convention (OpenCV's pinhole model, as ``cv2.projectPoints``;
+``mvpose/calibration/README.md``)::
 
     {"name": str, "size": (2,) [width, height] px, "K": (3, 3), "dist": (5,) k1 k2 p1 p2 k3,
      "R": (3, 3) world-to-camera, "t": (3,) millimetres, x_cam = R X + t}
