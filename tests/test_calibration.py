@@ -1,6 +1,7 @@
 """Calibration formats: round trips, readers against OpenCV projections, detection, errors, convert."""
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -513,3 +514,27 @@ def test_example_rigs_describe_the_same_cameras(rng):
         cams = load_calibration(f)
         torch.testing.assert_close(cams.project(X), expected, atol=1e-6, rtol=0, msg=f.name)
     assert "cam_2" in calibration_summary(params_from_cameras(reference))
+
+
+def test_python310_reads_toml_through_tomli():
+    """Python 3.10 has no ``tomllib``: the module falls back to ``tomli`` (declared for < 3.11 in
+    pyproject.toml). Simulated here: version 3.10, ``import tomllib`` failing, a ``tomli`` stand-in."""
+    import subprocess
+
+    code = """
+import sys, tomllib, types
+import mvpose.geometry.camera  # torch, kornia: imported under the real version
+fake = types.ModuleType("tomli")
+fake.loads, fake.TOMLDecodeError = tomllib.loads, tomllib.TOMLDecodeError
+sys.modules["tomli"], sys.modules["tomllib"] = fake, None  # None: `import tomllib` raises ImportError
+real, sys.version_info = sys.version_info, (3, 10, 13, "final", 0)
+import mvpose.geometry.calibration as calibration
+sys.version_info = real
+assert calibration.tomllib is fake, calibration.tomllib
+print(len(calibration.read_calibration(sys.argv[1])[""]))
+"""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-c", code, str(EXAMPLES / "rig4.toml")], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["4"]

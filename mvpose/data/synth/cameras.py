@@ -3,7 +3,8 @@
 The renderer runs inside worker processes, so it works in numpy rather than through the torch
 :class:`mvpose.geometry.Cameras` (no torch thread pools across ``fork``). The model is the same
 (OpenCV's pinhole model, as ``cv2.projectPoints``): ``x_cam = R X + t``, pixel
-``u = K [distort(x/z, y/z), 1]``, OpenCV distortion ``(k1, k2, p1, p2, k3)``, pixel centres at integer coordinates; the tests check that both agree.
+``u = K [distort(x/z, y/z), 1]``, OpenCV distortion ``(k1, k2, p1, p2, k3)``, pixel centres at integer
+coordinates; the tests check that both agree.
 """
 
 from __future__ import annotations
