@@ -27,11 +27,16 @@ trap 'echo "[wheel-smoke] FAILED (line $LINENO): $BASH_COMMAND" >&2' ERR
 START=$SECONDS
 step() { echo "[wheel-smoke] $(( SECONDS - START )) s: $*"; }
 
-step "copying the checkout's files (tracked and untracked, not ignored) to $WORK/src"
+step "copying the checkout's files (git: tracked and untracked, not ignored) to $WORK/src"
 mkdir -p "$WORK/src" "$WORK/dist" "$WORK/run"
-(cd "$REPO" && git ls-files -z -co --exclude-standard \
-    | while IFS= read -r -d '' f; do [[ -e "$f" ]] && printf '%s\0' "$f"; done \
-    | tar --null -T - -cf -) | tar -xf - -C "$WORK/src"
+if git -C "$REPO" rev-parse --is-inside-work-tree > /dev/null 2>&1; then
+    (cd "$REPO" && git ls-files -z -co --exclude-standard \
+        | while IFS= read -r -d '' f; do [[ -e "$f" ]] && printf '%s\0' "$f"; done \
+        | tar --null -T - -cf -) | tar -xf - -C "$WORK/src"
+else  # not a git checkout (e.g. an unpacked archive): everything but build outputs and local data
+    tar -C "$REPO" --exclude=./build --exclude='*.egg-info' --exclude=__pycache__ --exclude=./.venv \
+        --exclude=./runs --exclude=./data -cf - . | tar -xf - -C "$WORK/src"
+fi
 
 step "building the wheel"
 "$PY" -m pip wheel --quiet --no-deps --no-build-isolation -w "$WORK/dist" "$WORK/src"
