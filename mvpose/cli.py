@@ -390,6 +390,10 @@ def synth(out, fmt, subjects, actions, frames, image_size, seed, preview, worker
 @click.option("--calibration", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Calibration file (mvpose, Pose2Sim, OpenCV or Qualisys); camera names name the inputs.")
 @click.option("--rig", default=None, help="Rig to take from a multi-rig calibration file.")
+@click.option("--calibration-units", type=click.Choice(["m", "cm", "mm"]), default=None,
+              help="Unit of the calibration's translations where the format does not fix it (Pose2Sim/anipose "
+                   "TOML: default the file's `units` key, else m; anipose uses its board's square-size unit, "
+                   "often mm; OpenCV files without `units`: mm).")
 @click.option("--keypoints", type=click.Path(exists=True, file_okay=False), default=None,
               help="Folder with one entry per camera: an OpenPose JSON folder or a COCO results .json.")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -407,8 +411,8 @@ def synth(out, fmt, subjects, actions, frames, image_size, seed, preview, worker
               help="Folder with one image folder per camera (for --checkpoint and --render).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--joints", type=click.Choice(["body25", "coco", "halpe26", "h36m"]), default=None,
-              help="Joint set of the keypoints (default: from the count, 17 reads as COCO; with --checkpoint: "
-                   "from the model's training data).")
+              help="Joint set of the keypoints (default: from the count, 17 reads as COCO, and the report names "
+                   "h36m when the bones fit it better; with --checkpoint: from the model's training data).")
 @click.option("--offsets", default=None, metavar="CAM=N,...",
               help="Frame offsets: capture frame i uses frame i+N of camera CAM.")
 @click.option("--mode", type=click.Choice(["drop_worst", "ransac", "dlt"]), default="drop_worst", show_default=True,
@@ -428,7 +432,7 @@ def synth(out, fmt, subjects, actions, frames, image_size, seed, preview, worker
 @click.option("--workers", type=int, default=None,
               help="Processes for reading and rendering, threads decoding videos (default: CPU count).")
 @_trust_option
-def triangulate_cmd(calibration, rig, keypoints, checkpoint, boxes, batch_size, device, videos, images, out, joints,
+def triangulate_cmd(calibration, rig, calibration_units, keypoints, checkpoint, boxes, batch_size, device, videos, images, out, joints,
                     offsets, mode, threshold, min_confidence, min_views, refine, max_gap, cutoff, order, fps, render,
                     plot_frames, render_every, workers) -> None:
     """3D joints from a recorded multi-camera capture: OUT/poses3d.h5, poses3d.trc, summary.json, report.txt.
@@ -460,7 +464,7 @@ def triangulate_cmd(calibration, rig, keypoints, checkpoint, boxes, batch_size, 
     if checkpoint is None and (boxes is not None or batch_size != 8 or device != "cpu"):
         raise click.UsageError("--boxes, --batch-size and --device go with --checkpoint")
     try:
-        options = CaptureOptions(joints=joints, mode=mode, threshold_px=threshold, min_confidence=min_confidence,
+        options = CaptureOptions(joints=joints, calibration_units=calibration_units, mode=mode, threshold_px=threshold, min_confidence=min_confidence,
                                  min_views=min_views, refine=refine, max_gap=max_gap, cutoff_hz=cutoff,
                                  filter_order=order, fps=fps, offsets=parse_offsets(offsets), workers=workers)
         frames = [int(f) for f in plot_frames.split(",")] if plot_frames else None

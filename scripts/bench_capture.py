@@ -38,7 +38,7 @@ from mvpose.geometry.calibration import load_calibration  # noqa: E402
 from mvpose.metrics import mpjpe  # noqa: E402
 
 RIG = REPO / "mvpose" / "calibration" / "examples" / "rig4.json"
-STAGES = ("read", "select", "triangulate", "temporal", "write")
+STAGES = ("read", "select", "triangulate", "check", "temporal", "write")
 
 
 def limit_cores(cores: int) -> str:
