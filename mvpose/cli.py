@@ -61,7 +61,7 @@ def _trust_option(fn):
 @click.option("--views", type=int, default=None, help="Cameras per sample (default: the pipeline's, 4).")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None,
               help="Dataset root. Default: the synthetic demo set, generated on first use.")
-@click.option("--pipeline", default=None, help="Pipeline YAML (path or name in pipelines/). Default: <dataset>_mv_ppt_s.")
+@click.option("--pipeline", default=None, help="Pipeline YAML (path or name in mvpose/pipelines/). Default: <dataset>_mv_ppt_s.")
 @click.option("--model", "model_name", default=None, help="Model name from the registry (overrides the pipeline's).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value, e.g. train.epochs=2.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run folder (default runs/<pipeline name>).")
@@ -298,17 +298,17 @@ def demo(out, epochs, device) -> None:
 @click.argument("dst", type=click.Path(dir_okay=False))
 @click.option("--to", "to", type=click.Choice(["mvpose", "pose2sim", "opencv"]), default="mvpose", show_default=True,
               help="Output format: mvpose .json/.toml (mm), Pose2Sim .toml (m), OpenCV FileStorage .yml/.xml (mm).")
-@click.option("--rig", default=None, help="Rig to take from a multi-rig file (e.g. S9 in calibration/h36m.json).")
+@click.option("--rig", default=None, help="Rig to take from a multi-rig file (e.g. S9 in mvpose/calibration/h36m.json).")
 def calibrate_convert(src, dst, to, rig) -> None:
     """Convert a calibration file and print a per-camera summary.
 
     The input format is detected: mvpose JSON/TOML, Pose2Sim/anipose Calib.toml, OpenCV
-    FileStorage YAML/XML, Qualisys .qca.txt. See calibration/README.md.
+    FileStorage YAML/XML, Qualisys .qca.txt. See mvpose/calibration/README.md.
 
     \b
     Examples:
       mvpose calibrate convert Calib.toml rig.json
-      mvpose calibrate convert calibration/h36m.json s9_calib.toml --to pose2sim --rig S9
+      mvpose calibrate convert mvpose/calibration/h36m.json s9_calib.toml --to pose2sim --rig S9
       mvpose calibrate convert session.qca.txt rig.yml --to opencv
     """
     from mvpose.geometry.calibration import CalibrationError, convert_calibration
@@ -333,7 +333,7 @@ def prepare() -> None:
 @click.option("--every", default=1, show_default=True, help="Keep every N-th frame (1 = all, as published).")
 @click.option("--workers", type=int, default=None, help="Video decoding processes (default min(4, cores); 0 = in-process).")
 @click.option("--calibration", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Camera file with rigs S1..S11 (default calibration/h36m.json).")
+              help="Camera file with rigs S1..S11 (default mvpose/calibration/h36m.json).")
 def prepare_h36m_cmd(raw, out, subjects, actions, every, workers, calibration) -> None:
     """Human3.6M raw download -> ROOT/annot/h36m_{train,validation}.pkl and ROOT/images (H36M-Toolbox layout).
 

@@ -1,7 +1,7 @@
 """`mvpose triangulate --checkpoint`: 2D joints from an mvpose model run on videos / image folders.
 
 The capture: a synthetic walking person (mvpose.data.synth motion) seen by a quarter-size copy of
-``calibration/examples/rig4.json`` (4 cameras, 480x270, with lens distortion), written as one video or image
+``mvpose/calibration/examples/rig4.json`` (4 cameras, 480x270, with lens distortion), written as one video or image
 folder per camera. Each camera frame is drawn on a grey background whose level encodes the camera's frame
 number, so a stand-in model can tell from the pixels it is given which moment it sees.
 
@@ -39,7 +39,7 @@ from mvpose.metrics import mpjpe
 from mvpose.skeletons import get_skeleton
 
 REPO = Path(__file__).resolve().parents[1]
-RIG = REPO / "calibration" / "examples" / "rig4.json"
+RIG = REPO / "mvpose" / "calibration" / "examples" / "rig4.json"
 FPS = 30.0
 LEVEL0, LEVEL_STEP = 20, 14  # background grey of camera frame f: LEVEL0 + LEVEL_STEP * f (mp4 keeps +-5)
 
