@@ -15,7 +15,8 @@ import torch
 from click.testing import CliRunner
 from conftest import write_coco
 
-from mvpose.cli import DATASETS, main
+from mvpose.cli import main
+from mvpose.data import DATASETS
 
 # (pipeline, extra --set) per dataset: the tiny demo models; COCO is single-view.
 RECIPES = {

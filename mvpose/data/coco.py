@@ -26,6 +26,7 @@ import numpy as np
 
 from mvpose.data import transforms as tf
 from mvpose.data.dataset import DatasetError, Group, MultiViewDataset, ViewRecord, check_images_exist
+from mvpose.data.registry import register_dataset
 from mvpose.skeletons import get_skeleton
 
 __all__ = ["COCODataset", "annotation_file", "image_folder", "nominal_intrinsics"]
@@ -64,6 +65,7 @@ def _clean_box(ann: dict, width: int, height: int) -> np.ndarray | None:
     return np.array([x1, y1, x2 - x1, y2 - y1])
 
 
+@register_dataset("coco")
 class COCODataset(MultiViewDataset):
     """COCO keypoint samples with V = 1 (format in :mod:`mvpose.data.dataset`).
 

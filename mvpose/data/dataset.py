@@ -1,5 +1,7 @@
 """The one sample format of every dataset, multi-view grouping, collate and the dataset factory.
 
+The readers register themselves (:mod:`mvpose.data.registry`); this module imports none of them.
+
 A reader (Human3.6M, Ski-Pose, COCO) parses its files into :class:`Group` s: one group is one
 moment seen by ``V`` cameras (one camera for single-view data), each view a :class:`ViewRecord`
 (image path, 2D joints in original pixels, crop box, camera). :class:`MultiViewDataset` turns a
@@ -47,7 +49,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -57,6 +59,7 @@ from torch.utils.data import Dataset
 from mvpose.data import targets as tg
 from mvpose.data import transforms as tf
 from mvpose.data.rays import RAY_MODES, official_rays
+from mvpose.data.registry import DATASETS, dataset_class
 from mvpose.geometry.camera import Cameras
 
 __all__ = [
@@ -426,25 +429,6 @@ def sample_cameras(sample: Mapping[str, torch.Tensor], crop: bool = True) -> Cam
     return Cameras(K, sample["R"], sample["t"], sample["dist"], size)
 
 
-def _h36m(**kw):
-    from mvpose.data.h36m import H36MDataset
-
-    return H36MDataset(**kw)
-
-
-def _skipose(**kw):
-    from mvpose.data.skipose import SkiPoseDataset
-
-    return SkiPoseDataset(**kw)
-
-
-def _coco(**kw):
-    from mvpose.data.coco import COCODataset
-
-    return COCODataset(**kw)
-
-
-DATASETS: dict[str, Callable[..., MultiViewDataset]] = {"h36m": _h36m, "skipose": _skipose, "coco": _coco}
 # Config-file spellings (mvpose.engine.config: sizes as [H, W]) -> option names.
 _OPTION_ALIASES = {"image_size": "input_hw", "heatmap_size": "heatmap_hw", "every": "frame_stride"}
 
@@ -460,7 +444,7 @@ def build_dataset(
     """Build a dataset by name.
 
     Args:
-        name: "h36m", "skipose" or "coco".
+        name: a registered dataset (:data:`mvpose.data.registry.DATASETS`: "h36m", "skipose", "coco").
         root: dataset root folder (layouts in docs/data.md).
         split: "train" or "validation" / "test" (Ski-Pose "train" / "test", COCO "train" / "val").
         views: None (all cameras), N (the first N) or a list of camera ids.
@@ -476,10 +460,7 @@ def build_dataset(
             if option in options:
                 raise TypeError(f"build_dataset: give {option!r} or its alias {alias!r}, not both")
             options[option] = options.pop(alias)
-    key = name.lower().replace("-", "").replace("_", "")
-    key = {"human36m": "h36m", "ski": "skipose"}.get(key, key)
-    if key not in DATASETS:
-        raise KeyError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}")
+    cls = dataset_class(name)
     options.setdefault("augment", split == "train")
-    dataset = DATASETS[key](root=root, split=split, views=views, **options)
+    dataset = cls(root=root, split=split, views=views, **options)
     return SingleViewDataset(dataset) if single_view else dataset

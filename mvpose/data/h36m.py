@@ -37,6 +37,7 @@ from mvpose.data.dataset import (
     image_size,
     select_views,
 )
+from mvpose.data.registry import register_dataset
 from mvpose.geometry.calibration import CalibrationError, h36m_camera_params
 from mvpose.safe_load import UntrustedFileError, load_pickle
 from mvpose.skeletons import H36M_ACTIONS, get_skeleton
@@ -177,6 +178,7 @@ def _array(rec: Mapping[str, Any], key: str, shape: tuple[int, ...], where: str)
     return arr
 
 
+@register_dataset("h36m", aliases=("human36m",))
 class H36MDataset(MultiViewDataset):
     """Multi-view Human3.6M samples (format in :mod:`mvpose.data.dataset`).
 

@@ -35,6 +35,7 @@ from mvpose.data.dataset import (
     image_size,
     select_views,
 )
+from mvpose.data.registry import register_dataset
 from mvpose.geometry.calibration import CalibrationError, skipose_cameras
 from mvpose.skeletons import Skeleton, get_skeleton
 
@@ -178,6 +179,7 @@ def skipose_world_joints(pose_3d: np.ndarray, root: np.ndarray, R: np.ndarray, C
     return np.einsum("nji,nkj->nki", R, joints_cam) + C[:, None, :]
 
 
+@register_dataset("skipose", aliases=("ski",))
 class SkiPoseDataset(MultiViewDataset):
     """Multi-view Ski-Pose samples (format in :mod:`mvpose.data.dataset`); V <= 6, world mm.
 

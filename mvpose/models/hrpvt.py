@@ -32,8 +32,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from mvpose.models.lite_hrnet import TINY_MONO
 from mvpose.models.pvt import PVTv2, to_map, to_tokens
 from mvpose.models.simcc import SimCCHead, decode_simcc, simcc_loss
+from mvpose.models.registry import register_config
 
 __all__ = ["HRPMStem", "HRPMv2", "HRPVT"]
 
@@ -210,3 +212,15 @@ class HRPVT(nn.Module):
     ) -> torch.Tensor:
         """SimCC KL loss of a forward output against the pipeline's 1D labels (B, J, Wk / Hk)."""
         return simcc_loss(out["simcc_x"], out["simcc_y"], target_x, target_y, weight)
+
+
+# ----------------------------------------------------------------------------------------
+# Registered configurations. HRPVT on PVT v2-b2 with SimCC (k = 2): v1 = HRPM v1 stem; v2 = stem
+# + HRPM v2 after every layer of stage 1 (see mvpose.models.flops for why this is the variant of
+# the abstract); a tiny CPU variant (128x96 input).
+_HRPVT = dict(num_joints=17, image_size=(256, 192), heatmap_size=(64, 48), backbone="b2", split_ratio=2.0)
+register_config("hrpvt_v1", HRPVT, **_HRPVT, stem="hrpm", insertion="none")
+register_config("hrpvt_v2", HRPVT, **_HRPVT, stem="hrpm", insertion="layer")
+register_config("hrpvt_tiny", HRPVT, **TINY_MONO, backbone="b0",
+                backbone_options={"dims": (16, 32, 64, 128), "heads": (1, 2, 4, 8), "depths": (1, 1, 1, 1)},
+                stem="hrpm", insertion="layer", stem_channels=8)

@@ -33,7 +33,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mvpose.models.blocks import Mlp, TransformerBlock, init_transformer_weights
+from mvpose.models.lite_hrnet import TINY_MONO
 from mvpose.models.ppt import gather_tokens, num_kept_tokens
+from mvpose.models.registry import register_config
 
 __all__ = ["SHaRPose", "QualityPredictor", "fine_patch_indices", "keypoint_similarity"]
 
@@ -330,3 +332,14 @@ class SHaRPose(nn.Module):
         with torch.no_grad():
             sim = keypoint_similarity(out["coarse_heatmaps"], target, weight, sigma)
         return {"coarse": coarse, "quality": F.mse_loss(out["quality"], sim)}
+
+
+# ----------------------------------------------------------------------------------------
+# Registered configurations. SHaRPose-Small/-Base (official configs): coarse stage at half the
+# input size (128x96), fine stage at the input size (256x192), 16x16 patches; a tiny CPU variant.
+_SHARP = dict(num_joints=17, image_size=(256, 192), heatmap_size=(64, 48),
+              patch_size=16, depth=12, heads=12, mlp_ratio=4.0, qkv_bias=True, quality_threshold=0.99)
+register_config("sharpose_s", SHaRPose, **_SHARP, dim=384, alpha=0.5)
+register_config("sharpose_b", SHaRPose, **_SHARP, dim=768, alpha=0.4)
+register_config("sharpose_tiny", SHaRPose, **TINY_MONO, patch_size=16, dim=64, depth=2, heads=4,
+                mlp_ratio=2.0, alpha=0.5, attention_start=0)
