@@ -168,12 +168,13 @@ def test_evaluation_path_is_exact_with_ground_truth_heatmaps(synth_root):
     from mvpose.data import collate
     from mvpose.engine.evaluate import build_report, joint_names_for, predict
     from mvpose.engine.train import build_datasets
+    from mvpose.models.base import PoseModel
 
     cfg = tiny_cfg(synth_root, **{"dataset.views": 4})
     ds = build_datasets(cfg, splits=("val",), token_grid=(16, 16))["val"]
     loader = DataLoader(ds, batch_size=4, collate_fn=collate)
 
-    class Oracle(torch.nn.Module):
+    class Oracle(PoseModel):
         multiview = True
         batch = None
 

@@ -194,6 +194,7 @@ class MultiViewDataset(Dataset):
     """
 
     breakdown: str | None = None  # how evaluation breaks MPJPE down: "action", "sequence" or None (readers set it)
+    coco: Any = None  # the COCO reader's pycocotools ground truth, for keypoint AP (None for the other readers)
 
     def __init__(
         self,

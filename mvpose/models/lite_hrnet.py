@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mvpose.models.base import PoseModel
 from mvpose.models.registry import register_config
 
 __all__ = ["LiteHRNet", "channel_shuffle", "heatmap_argmax"]
@@ -202,7 +203,7 @@ class IterativeHead(nn.Module):
         return last
 
 
-class LiteHRNet(nn.Module):
+class LiteHRNet(PoseModel):
     """Lite-HRNet pose estimator: image -> heatmaps at stride 4.
 
     Args:
@@ -216,7 +217,6 @@ class LiteHRNet(nn.Module):
         reduce_ratio: channel reduction of the cross-resolution weighting.
     """
 
-    multiview = False
 
     def __init__(
         self,

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mvpose.models.ppt import PPT, TINY, gather_tokens
+from mvpose.models.base import PoseModel
 from mvpose.models.registry import register_config
 
 __all__ = ["MultiViewPPT", "token_pixel_centers"]
@@ -48,7 +49,7 @@ def token_pixel_centers(input_hw: Sequence[int], token_grid_hw: Sequence[int]) -
     return torch.stack([grid_x, grid_y], dim=-1).reshape(h * w, 2)
 
 
-class MultiViewPPT(nn.Module):
+class MultiViewPPT(PoseModel):
     """Shared-weight PPT per view + cross-view fusion among human tokens.
 
     Args:

@@ -29,6 +29,7 @@ from torch import nn
 
 from mvpose.models.backbones import build_backbone
 from mvpose.models.blocks import TransformerBlock, init_transformer_weights, sine_positional_encoding_2d
+from mvpose.models.base import PoseModel
 from mvpose.models.registry import register_config
 
 __all__ = [
@@ -93,7 +94,7 @@ def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.gather(x, 1, expanded)
 
 
-class PPT(nn.Module):
+class PPT(PoseModel):
     """Token-pruned pose transformer (TokenPose when ``keep_ratio == 1``).
 
     Args:

@@ -14,12 +14,13 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from mvpose.models.base import PoseModel
 from mvpose.models.registry import register_config
 
 __all__ = ["CropPrior"]
 
 
-class CropPrior(nn.Module):
+class CropPrior(PoseModel):
     """Learned, input-independent heatmaps.
 
     Args:

@@ -26,7 +26,7 @@ by an off-by-one slice); here all J rows count.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +35,7 @@ from torch import nn
 from mvpose.models.blocks import Mlp, TransformerBlock, init_transformer_weights
 from mvpose.models.lite_hrnet import TINY_MONO
 from mvpose.models.ppt import gather_tokens, num_kept_tokens
+from mvpose.models.base import PoseModel, batch_field
 from mvpose.models.registry import register_config
 
 __all__ = ["SHaRPose", "QualityPredictor", "fine_patch_indices", "keypoint_similarity"]
@@ -101,7 +102,7 @@ class QualityPredictor(nn.Module):
         return torch.sigmoid(self.mlp(self.norm(token)))[..., 0]
 
 
-class SHaRPose(nn.Module):
+class SHaRPose(PoseModel):
     """Coarse-to-fine pose transformer with sparse high-resolution tokens.
 
     Args:
@@ -119,7 +120,8 @@ class SHaRPose(nn.Module):
         dropout: dropout in the encoder.
     """
 
-    multiview = False
+    # Weight of the quality predictor's loss in the training loss (the official SHaRPose code).
+    quality_loss_weight: float = 0.03
 
     def __init__(
         self,
@@ -315,6 +317,19 @@ class SHaRPose(nn.Module):
         out["heatmaps"] = heatmaps
         out["refined"] = refined
         return out
+
+    def loss(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, Any]) -> torch.Tensor:
+        """The heatmap loss on ``outputs["heatmaps"]`` plus :meth:`loss_terms`: the coarse-stage
+        heatmap loss and, weighted by :attr:`quality_loss_weight`, the quality predictor's loss.
+
+        Outputs and batch fields carry ``(B, V)`` leading axes (:mod:`mvpose.models.base`); scalar.
+        """
+        total = super().loss(outputs, batch)
+        flat = {k: v.flatten(0, 1) if v.dim() > 1 else v.flatten() for k, v in outputs.items()
+                if isinstance(v, torch.Tensor) and v.dim() > 0}
+        ref = flat["heatmaps"]
+        terms = self.loss_terms(flat, batch_field(batch, "target", ref), batch_field(batch, "target_weight", ref))
+        return total + terms["coarse"] + self.quality_loss_weight * terms["quality"]
 
     def loss_terms(
         self, out: dict[str, torch.Tensor], target: torch.Tensor, weight: torch.Tensor, sigma: float = 2.5

@@ -39,6 +39,7 @@ from mvpose.models.blocks import TransformerBlock, init_transformer_weights
 from mvpose.models.lite_hrnet import TINY_MONO, heatmap_argmax
 from mvpose.models.patch_selection import distance_to_keypoints, select_patches, selected_token_index
 from mvpose.models.ppt import gather_tokens, select_human_tokens
+from mvpose.models.base import PoseModel
 from mvpose.models.registry import build_model, register_config
 from mvpose.safe_load import UntrustedFileError, read_torch_file, unwrap_state_dict
 from mvpose.skeletons import get_skeleton
@@ -122,7 +123,7 @@ class HeatmapDecoder(nn.Module):
         return self.final(self.deconvs(x))
 
 
-class ViTransPose(nn.Module):
+class ViTransPose(PoseModel):
     """ViT encoder + classic heatmap decoder with optional patch selection.
 
     Args:
@@ -144,7 +145,6 @@ class ViTransPose(nn.Module):
         dropout: dropout in the encoder.
     """
 
-    multiview = False
 
     def __init__(
         self,
