@@ -38,7 +38,7 @@ from mvpose.data.dataset import (
     select_views,
 )
 from mvpose.data.registry import register_dataset
-from mvpose.geometry.calibration import CalibrationError, h36m_camera_params
+from mvpose.geometry.calibration.common import CalibrationError, field_array
 from mvpose.safe_load import UntrustedFileError, load_pickle
 from mvpose.skeletons import H36M_ACTIONS, get_skeleton
 
@@ -50,6 +50,9 @@ __all__ = [
     "load_annotations",
     "is_damaged",
     "group_records",
+    "H36M_IMAGE_SIZES",
+    "h36m_camera_params",
+    "h36m_camera_dict",
 ]
 
 log = logging.getLogger(__name__)
@@ -72,6 +75,58 @@ NUM_JOINTS = 17
 GroupKey = tuple[int, int, int, int]  # subject, action, subaction, image_id
 
 
+# ------------------------------------------------------------------------- Human3.6M cameras
+# Human3.6M image sizes (width, height) per camera id: two of the four cameras record 1000x1002.
+H36M_IMAGE_SIZES = {"54138969": (1000, 1002), "55011271": (1000, 1000), "58860488": (1000, 1000), "60457274": (1000, 1002)}
+
+
+def h36m_camera_params(cam: Mapping[str, Any], where: str = "Human3.6M camera", name: str | None = None) -> dict[str, Any]:
+    """Convert a Human3.6M camera dict to mvpose parameters.
+
+    Accepts both the H36M-Toolbox annotation layout (``R (3,3)``, ``T (3,1)`` camera centre, ``fx``,
+    ``fy``, ``cx``, ``cy`` as 1-element arrays, ``k (3,1)``, ``p (2,1)``) and the
+    ``h36m_cameras.json`` layout (``f (2,)``, ``c (2,)``). Human3.6M stores the centre, so ``t = -R T``.
+    """
+    R = field_array(cam, "R", where, (3, 3))
+    C = field_array(cam, "T", where, (3,))
+    if "f" in cam:
+        fx, fy = field_array(cam, "f", where, (2,))
+        cx, cy = field_array(cam, "c", where, (2,))
+    else:
+        fx, fy, cx, cy = (float(field_array(cam, k, where).reshape(-1)[0]) for k in ("fx", "fy", "cx", "cy"))
+    k = field_array(cam, "k", where, (3,))
+    p = field_array(cam, "p", where, (2,))
+    cam_id = str(cam.get("camera_id", cam.get("name", name or "")))
+    size = np.asarray(H36M_IMAGE_SIZES.get(cam_id, (1000, 1000)), dtype=np.float64)
+    return {
+        "name": name or cam_id,
+        "K": np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]]),
+        "dist": np.array([k[0], k[1], p[0], p[1], k[2]]),
+        "R": R,
+        "t": -R @ C,
+        "size": size,
+    }
+
+
+def h36m_camera_dict(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """mvpose parameters -> the H36M-Toolbox annotation camera dict (``T`` is the camera centre)."""
+    R = np.asarray(params["R"], dtype=np.float64)
+    K = np.asarray(params["K"], dtype=np.float64)
+    d = np.asarray(params["dist"], dtype=np.float64)
+    C = -R.T @ np.asarray(params["t"], dtype=np.float64)
+    return {
+        "R": R,
+        "T": C.reshape(3, 1),
+        "fx": np.array([K[0, 0]]),
+        "fy": np.array([K[1, 1]]),
+        "cx": np.array([K[0, 2]]),
+        "cy": np.array([K[1, 2]]),
+        "k": np.array([d[0], d[1], d[4]]).reshape(3, 1),
+        "p": np.array([d[2], d[3]]).reshape(2, 1),
+    }
+
+
+# ------------------------------------------------------------------------------ annotations
 def _split_name(split: str) -> str:
     name = SPLIT_ALIASES.get(split, split)
     if name not in SPLIT_FILES:

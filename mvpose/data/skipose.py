@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
 from mvpose.data.dataset import (
     DatasetError,
@@ -36,7 +37,8 @@ from mvpose.data.dataset import (
     select_views,
 )
 from mvpose.data.registry import register_dataset
-from mvpose.geometry.calibration import CalibrationError, skipose_cameras
+from mvpose.geometry.calibration.common import CalibrationError, units_scale
+from mvpose.geometry.camera import Cameras
 from mvpose.skeletons import Skeleton, get_skeleton
 
 __all__ = [
@@ -48,6 +50,7 @@ __all__ = [
     "find_centers_file",
     "read_centers",
     "skipose_world_joints",
+    "skipose_cameras",
 ]
 
 log = logging.getLogger(__name__)
@@ -86,6 +89,66 @@ CENTERS_FILE = "ski_centers.csv"
 METRES_TO_MM = 1000.0
 # Plausible camera-to-skier distances in metres; outside, the labels are not in metres.
 _METRE_RANGE = (0.5, 1000.0)
+
+
+def skipose_cameras(
+    cam_intrinsic,
+    cam_position,
+    R_cam_2_world,
+    image_size: int | tuple[int, int] = 256,
+    units: str = "m",
+    dtype: torch.dtype = torch.float64,
+) -> Cameras:
+    """Per-frame Ski-Pose (Ski-PosePTZ) cameras from the ``labels.h5`` fields.
+
+    The cameras pan, tilt and zoom, so every sample has its own camera. As read by the public
+    Ski-Pose loaders: ``K = cam_intrinsic.reshape(3, 3)`` (row-major) with its top two rows
+    normalised by the image size, ``R = R_cam_2_world.reshape(3, 3).T`` and
+    ``x_cam = R (X - cam_position)``. No lens distortion is given.
+
+    Args:
+        cam_intrinsic: (N, 9) normalised intrinsics, row-major.
+        cam_position: (N, 3) camera centres in ``units`` (metres in the release).
+        R_cam_2_world: (N, 9) camera-to-world rotations, row-major.
+        image_size: image side (square) or ``(width, height)`` in pixels.
+
+    Returns:
+        ``Cameras`` of batch shape ``(N,)``, millimetres.
+    """
+    where = "Ski-Pose cameras"
+    as_t = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float64)  # noqa: E731
+    Kn, C, Rc2w = as_t(cam_intrinsic), as_t(cam_position), as_t(R_cam_2_world)
+    N = Kn.shape[0] if Kn.ndim else 0
+    for field, x, width in (("cam_intrinsic", Kn, 9), ("cam_position", C, 3), ("R_cam_2_world", Rc2w, 9)):
+        if x.shape != (N, width):
+            raise CalibrationError(f"{where}: '{field}' must have shape (N, {width}) with N = {N}, found {tuple(x.shape)}")
+        bad = ~torch.isfinite(x).all(dim=1)
+        if bad.any():
+            raise CalibrationError(f"{where}: '{field}' row {int(bad.nonzero()[0])} contains NaN or infinity")
+    Kn = Kn.reshape(N, 3, 3)
+    bottom_bad = (Kn[:, 2, :2].abs() > 1e-9).any(dim=1) | (Kn[:, 2, 2] <= 0)
+    if bottom_bad.any():
+        i = int(bottom_bad.nonzero()[0, 0])
+        raise CalibrationError(f"{where}: 'cam_intrinsic' row {i} has bottom row {Kn[i, 2].tolist()}, expected [0, 0, s > 0]")
+    focal_bad = (Kn[:, 0, 0] <= 0) | (Kn[:, 1, 1] <= 0)
+    if focal_bad.any():
+        i = int(focal_bad.nonzero()[0, 0])
+        raise CalibrationError(
+            f"{where}: 'cam_intrinsic' row {i} has focal lengths {Kn[i, 0, 0].item():.4g}, {Kn[i, 1, 1].item():.4g}, expected > 0"
+        )
+    R = Rc2w.reshape(N, 3, 3).transpose(-1, -2)
+    ortho = (R @ R.transpose(-1, -2) - torch.eye(3, dtype=R.dtype)).abs().amax(dim=(-1, -2))
+    bad = (ortho > 1e-4) | (torch.linalg.det(R) < 0)
+    if bad.any():
+        i = int(bad.nonzero()[0, 0])
+        raise CalibrationError(f"{where}: 'R_cam_2_world' row {i} is not a rotation (|R R^T - I| = {float(ortho[i]):.2e})")
+    w, h = (image_size, image_size) if np.ndim(image_size) == 0 else image_size
+    K = torch.zeros(N, 3, 3, dtype=torch.float64)
+    K[:, 0], K[:, 1], K[:, 2, 2] = Kn[:, 0] * w, Kn[:, 1] * h, 1.0
+    C = C * units_scale(units, f"{where}: units")
+    t = -(R @ C.unsqueeze(-1)).squeeze(-1)
+    size = torch.tensor([float(w), float(h)], dtype=torch.float64).expand(N, 2)
+    return Cameras.from_params(K, R, t, None, size, dtype=dtype)
 
 
 def read_labels(path: str | Path) -> dict[str, np.ndarray]:
