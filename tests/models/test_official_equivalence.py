@@ -20,7 +20,7 @@ from mvpose.engine.config import DEFAULTS, ConfigError, deep_update
 from mvpose.engine.train import build_model_from_config
 from mvpose.models.convert import COCO_TO_H36M_TOKENS, ConversionError, convert_file, convert_state_dict
 
-FIXTURE = Path(__file__).parent / "fixtures" / "official_ppt" / "ppt_s_reduced.pt"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "official_ppt" / "ppt_s_reduced.pt"
 ATOL = 1e-4
 
 

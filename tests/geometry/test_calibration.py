@@ -38,7 +38,7 @@ from mvpose.geometry.calibration import (
     write_pose2sim_calibration,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "mvpose" / "calibration" / "examples"
 
 

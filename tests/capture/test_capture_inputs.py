@@ -27,7 +27,7 @@ from mvpose.geometry.calibration import (
 )
 from mvpose.metrics import mpjpe
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RIG = REPO / "mvpose" / "calibration" / "examples" / "rig4.json"
 
 
