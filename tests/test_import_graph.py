@@ -125,3 +125,23 @@ def test_cli_imports_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=PACKAGE.parent).stdout
     assert out.strip() == "[]"
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module ``start`` imports, directly or through others."""
+    seen, todo = set(), [start]
+    while todo:
+        for w in graph[todo.pop()] - seen:
+            seen.add(w)
+            todo.append(w)
+    return seen
+
+
+@pytest.mark.parametrize("lower, upper", [("mvpose.geometry", "mvpose.capture"), ("mvpose.models", "mvpose.capture"),
+                                          ("mvpose.data", "mvpose.capture")])
+def test_layers_do_not_import_upwards(lower, upper):
+    """Geometry, models and data never reach the capture pipeline built on them."""
+    graph = import_graph()
+    for name in (m for m in graph if m == lower or m.startswith(lower + ".")):
+        bad = sorted(m for m in reachable(graph, name) if m == upper or m.startswith(upper + "."))
+        assert not bad, f"{name} reaches {bad}"
