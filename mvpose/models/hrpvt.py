@@ -32,11 +32,11 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
+from mvpose.models.base import PoseModel, batch_field
 from mvpose.models.lite_hrnet import TINY_MONO
 from mvpose.models.pvt import PVTv2, to_map, to_tokens
-from mvpose.models.simcc import SimCCHead, decode_simcc, simcc_loss
-from mvpose.models.base import PoseModel, batch_field
 from mvpose.models.registry import register_config
+from mvpose.models.simcc import SimCCHead, decode_simcc, simcc_loss
 
 __all__ = ["HRPMStem", "HRPMv2", "HRPVT"]
 

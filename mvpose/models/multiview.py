@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mvpose.models.ppt import PPT, TINY, gather_tokens
 from mvpose.models.base import PoseModel
+from mvpose.models.ppt import PPT, TINY, gather_tokens
 from mvpose.models.registry import register_config
 
 __all__ = ["MultiViewPPT", "token_pixel_centers"]

@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from mvpose.models.backbones import build_backbone
-from mvpose.models.blocks import TransformerBlock, init_transformer_weights, sine_positional_encoding_2d
 from mvpose.models.base import PoseModel
+from mvpose.models.blocks import TransformerBlock, init_transformer_weights, sine_positional_encoding_2d
 from mvpose.models.registry import register_config
 
 __all__ = [

@@ -32,10 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mvpose.models.base import PoseModel, batch_field
 from mvpose.models.blocks import Mlp, TransformerBlock, init_transformer_weights
 from mvpose.models.lite_hrnet import TINY_MONO
 from mvpose.models.ppt import gather_tokens, num_kept_tokens
-from mvpose.models.base import PoseModel, batch_field
 from mvpose.models.registry import register_config
 
 __all__ = ["SHaRPose", "QualityPredictor", "fine_patch_indices", "keypoint_similarity"]

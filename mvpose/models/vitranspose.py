@@ -35,11 +35,11 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from mvpose.models.base import PoseModel
 from mvpose.models.blocks import TransformerBlock, init_transformer_weights
 from mvpose.models.lite_hrnet import TINY_MONO, heatmap_argmax
 from mvpose.models.patch_selection import distance_to_keypoints, select_patches, selected_token_index
 from mvpose.models.ppt import gather_tokens, select_human_tokens
-from mvpose.models.base import PoseModel
 from mvpose.models.registry import build_model, register_config
 from mvpose.safe_load import UntrustedFileError, read_torch_file, unwrap_state_dict
 from mvpose.skeletons import get_skeleton
