@@ -17,7 +17,7 @@ joints are :data:`H36M_32_TO_17` of the 32, ``joints_3d`` comes from ``D3_Positi
 (the pose retargeted to the universal skeleton, camera frame: NOT the world pose), ``joints_3d_camera``
 from ``D3_Positions_mono`` (the real pose, camera frame, mm), ``joints_2d`` from ``D2_Positions``, and
 the box is the root +-1 m horizontally, -0.9 m / +1.1 m vertically in the camera frame, projected
-without distortion. The world pose is ``R^T joints_3d_camera + T`` (what :class:`~mvpose.data.h36m.H36MDataset`
+without distortion. The world pose is ``R^T joints_3d_camera + T`` (what :func:`~mvpose.data.h36m.read_h36m`
 and the official 3D evaluation use). ``D3_Positions`` (world) serves only to check labels and cameras.
 
 When a take's ``D3_Positions_mono_universal`` file is missing (it is a separate archive), its

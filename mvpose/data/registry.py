@@ -1,4 +1,4 @@
-"""The one list of dataset names: each reader registers its dataset class beside its definition.
+"""The one list of dataset names: each reader function registers itself beside its definition.
 
 A leaf module (it imports no reader); importing :mod:`mvpose.data` imports every reader module
 and so fills :data:`DATASETS`, the list the CLI offers and :func:`mvpose.data.build_dataset` reads.
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Callable, TypeVar
 
-__all__ = ["DATASETS", "register_dataset", "dataset_class", "canonical_name"]
+__all__ = ["DATASETS", "register_dataset", "dataset_reader", "canonical_name"]
 
 T = TypeVar("T")
 
-DATASETS: dict[str, type] = {}  # name -> dataset class, in registration order
+DATASETS: dict[str, Callable] = {}  # name -> reader ``(root, split, views, **options) -> Reading``, in registration order
 _ALIASES: dict[str, str] = {}  # normalised alias -> name
 
 
@@ -21,22 +21,20 @@ def _normalise(name: str) -> str:
 
 
 def register_dataset(name: str, aliases: tuple[str, ...] = ()) -> Callable[[T], T]:
-    """Class decorator registering a dataset class under ``name`` (and ``aliases``).
-
-    The class is built as ``cls(root=..., split=..., views=..., **options)``.
+    """Decorator registering a reader ``(root, split, views, **options) -> Reading`` under ``name`` (and ``aliases``).
 
     Raises:
         ValueError: ``name`` or an alias is already registered.
     """
 
-    def decorator(cls: T) -> T:
+    def decorator(reader: T) -> T:
         for key in (name, *aliases):
             if _normalise(key) in _ALIASES:
                 raise ValueError(f"register_dataset: {key!r} is already registered")
-        DATASETS[name] = cls
+        DATASETS[name] = reader
         for key in (name, *aliases):
             _ALIASES[_normalise(key)] = name
-        return cls
+        return reader
 
     return decorator
 
@@ -53,6 +51,6 @@ def canonical_name(name: str) -> str:
     return key
 
 
-def dataset_class(name: str) -> type:
-    """The dataset class registered under ``name`` or one of its aliases (KeyError otherwise)."""
+def dataset_reader(name: str) -> Callable:
+    """The reader registered under ``name`` or one of its aliases (KeyError otherwise)."""
     return DATASETS[canonical_name(name)]
