@@ -129,6 +129,17 @@ def hypothesis_scores(
     return score, usable, pairs
 
 
+def _undistorted(people: torch.Tensor, cameras: Cameras) -> torch.Tensor:
+    """(T, V, P, J, 3) detections with the lens distortion removed from the finite keypoints of each view."""
+    out = people.clone()
+    for v in range(people.shape[1]):
+        xy = people[:, v, ..., :2]
+        seen = xy.isfinite().all(dim=-1)
+        if seen.any():
+            out[:, v, ..., :2][seen] = cameras[v].undistort_pixels(xy[seen])
+    return out
+
+
 def _associate_chunk(
     people: torch.Tensor, cameras: Cameras, max_people: int, min_confidence: float, threshold_px: float
 ) -> torch.Tensor:
@@ -214,6 +225,9 @@ def associate_people(
     bound = max(1, min(bound, V * P // 2 if V * P >= 2 else 1))
     cams = cameras.to(dtype=people.dtype)
     present = (people[..., 2] > 0).any(dim=-1)  # (T, V, P)
+    # Undistort the seen keypoints once; the chunks then work on an ideal pinhole rig (no distortion to remove).
+    people = _undistorted(people, cams)
+    cams = Cameras(cams.K, cams.R, cams.t, torch.zeros_like(cams.dist), cams.image_size, list(cams.names))
     groups = torch.full((T, bound, V), -1, dtype=torch.long, device=people.device)
     # Pairs far from each other's epipolar lines are dropped before triangulating, so the largest
     # intermediates are the (chunk, hypotheses, V, P) scores and the (chunk, V(V-1)/2, P, P, J) distances.
