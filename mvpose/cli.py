@@ -447,10 +447,14 @@ def triangulate_cmd(calibration, rig, keypoints, checkpoint, boxes, batch_size, 
     except (ValueError, OSError) as err:
         _fail(err)
     click.echo(result.paths["report"].read_text(), nl=False)
-    if result.capture.detection is not None:
-        info = result.capture.detection.info
-        click.echo(f"2D joints: {info['model']} on {info['frames']} frames at {info['frames_per_s']:.1f} frames/s; "
-                   f"{info['whole_frame_passes']} whole-frame pass(es); boxes per camera {info['boxes']}")
+    detection = result.capture.detection
+    for who, det in (detection.items() if isinstance(detection, dict) else [("", detection)]):
+        if det is None:
+            continue
+        info = det.info
+        click.echo(f"2D joints{' of person ' + who if who else ''}: {info['model']} on {info['frames']} frames at "
+                   f"{info['frames_per_s']:.1f} frames/s; {info['whole_frame_passes']} whole-frame pass(es); "
+                   f"boxes per camera {info['boxes']}")
     click.echo("wrote " + " ".join(str(p) for p in result.paths.values()))
 
 

@@ -48,8 +48,8 @@ from mvpose.skeletons import get_skeleton
 if TYPE_CHECKING:
     from mvpose.capture.detect import DetectOptions
 
-__all__ = ["PeopleOptions", "PeopleResult", "parse_people", "process_people", "run_people_capture",
-           "write_people_outputs"]
+__all__ = ["PeopleOptions", "PeopleResult", "detect_people", "parse_people", "process_people", "run_people_capture",
+           "write_people_detection", "write_people_outputs"]
 
 log = logging.getLogger(__name__)
 
@@ -171,19 +171,31 @@ def process_people(
     cameras = capture.cameras.to(dtype=torch.float64)
     people = capture.people
     T, V, P, J, _ = people.shape
+    # Detections of the model path already say who is who (slot p = box-file person p): no association.
+    identified = isinstance(capture.detection, dict)
     with _timed(timings, "associate"):
-        assoc = associate_people(torch.from_numpy(people), cameras, max_people=po.people,
-                                 min_confidence=options.min_confidence, threshold_px=options.person_threshold_px)
-        groups = assoc.groups.numpy()  # (T, K, V)
+        present = (people[..., 2] > 0).any(axis=-1)  # (T, V, P)
+        if identified:
+            groups = np.where(present, np.arange(P)[None, None], -1).transpose(0, 2, 1)  # (T, P, V)
+            unassigned = np.zeros((T, V), dtype=np.int64)
+        else:
+            assoc = associate_people(torch.from_numpy(people), cameras, max_people=po.people,
+                                     min_confidence=options.min_confidence, threshold_px=options.person_threshold_px)
+            groups = assoc.groups.numpy()  # (T, K, V)
+            unassigned = assoc.unassigned.numpy()  # (T, V)
         K = groups.shape[1]
         kp = _gather(people, groups)  # (T, K, V, J, 3)
     with _timed(timings, "triangulate"):
         X, used = triangulate_frames(torch.from_numpy(kp.reshape(T * K, V, J, 3)), cameras, options)
         X, used = X.numpy().reshape(T, K, J, 3), used.numpy().reshape(T, K, V, J)
     with _timed(timings, "track"):
-        tracks = track_people(X, max_distance_mm=po.max_distance_mm, max_age=po.max_age, min_frames=po.min_frames,
-                              max_people=po.people)
-        slot = tracks.slot  # (T, M)
+        if identified:
+            slot = np.where((groups >= 0).any(-1), np.arange(K)[None], -1)
+            tracks = None
+        else:
+            tracks = track_people(X, max_distance_mm=po.max_distance_mm, max_age=po.max_age,
+                                  min_frames=po.min_frames, max_people=po.people)
+            slot = tracks.slot  # (T, M)
         M = slot.shape[1]
         t = np.arange(T)[:, None]
         seen = slot >= 0
@@ -199,24 +211,70 @@ def process_people(
         err = reprojection_error(torch.from_numpy(points.reshape(T * M, J, 3)),
                                  torch.from_numpy(kp_m.reshape(T * M, V, J, 3)[..., :2]), cameras)
         err = err.numpy().reshape(T, M, V, J)
-    present = (people[..., 2] > 0).any(axis=-1)  # (T, V, P)
-    unassigned = assoc.unassigned.numpy()  # (T, V)
-    counts = np.bincount(assoc.people_per_frame.numpy(), minlength=1)
+    counts = np.bincount((groups >= 0).any(-1).sum(-1), minlength=1)
     association = {
         "detections": int(present.sum()),
         "unassigned_detections": int(unassigned.sum()),
         "per_camera": {n: {"detections": int(present[:, v].sum()), "unassigned": int(unassigned[:, v].sum())}
                        for v, n in enumerate(capture.names)},
         "people_per_frame": {str(c): int(n) for c, n in enumerate(counts) if n},
-        "tracks_started": tracks.started, "tracks_dropped": tracks.dropped, "dropped_people": tracks.dropped_people,
-        "tracks_joined": tracks.joined,
+        "tracks_started": tracks.started if tracks else M, "tracks_dropped": tracks.dropped if tracks else 0,
+        "dropped_people": tracks.dropped_people if tracks else 0, "tracks_joined": tracks.joined if tracks else 0,
+        "identities_from": "box files" if identified else "tracking",
     }
     if M == 0:
         _issue(capture.issues, "no person was found in two views of at least "
                                f"{po.min_frames} frames; nothing was triangulated")
-    ids = [f"person{m + 1}" for m in range(M)]
+    ids = _identity_names(list(capture.detection)) if identified else [f"person{m + 1}" for m in range(M)]
     return PeopleResult(capture, ids, points, raw, kp_m, det_m, err, used_m, filled, fps, options, po, association,
                         timings)
+
+
+def detect_people(
+    calibration: str | Path,
+    detect: "DetectOptions",
+    options: CaptureOptions,
+    *,
+    rig: str | None = None,
+    videos: str | Path | None = None,
+    images: str | Path | None = None,
+    timings: dict[str, float] | None = None,
+) -> Capture:
+    """The model path for several people: every person of the box files (their ``person`` column / key) is
+    followed on its own by :func:`mvpose.capture.detect.detect_capture` (crops from its boxes, then from its
+    reprojected 3D pose; never from the whole frame), and the results are stacked on the person axis.
+
+    Returns:
+        A :class:`~mvpose.capture.pipeline.Capture` with ``people (T, V, P, J, 3)``, detection ``p`` of every
+        frame and view being box-file person ``identities[p]``, and ``detection`` a dict person -> its
+        :class:`~mvpose.capture.detect.Detection`.
+
+    Raises:
+        CaptureError: no box folder, a box without a person id, or any error of ``detect_capture``.
+    """
+    from mvpose.capture.detect import box_file_people, detect_capture
+    from mvpose.geometry.calibration import load_calibration
+
+    if detect.boxes is None:
+        raise CaptureError("several people with --checkpoint need --boxes: box files with a person id per box "
+                           "('person' column / key) that say who is who")
+    calibrated = load_calibration(calibration, rig=rig).names
+    who = box_file_people(detect.boxes, calibrated, calibrated)
+    if not who:
+        raise CaptureError(f"boxes {detect.boxes}: no box in any file")
+    timings = {} if timings is None else timings
+    captures = [detect_capture(calibration, detect, options, rig=rig, videos=videos, images=images,
+                               timings=timings, person=p) for p in who]
+    first = captures[0]
+    people = np.stack([c.people[:, :, 0] for c in captures], axis=2)  # (T, V, P, J, 3)
+    issues = list(dict.fromkeys(i for c in captures for i in c.issues))
+    capture = Capture(first.cameras, first.names, first.frame_index, people, first.joint_set, issues, first.sources)
+    capture.detection = {p: c.detection for p, c in zip(who, captures)}
+    return capture
+
+
+def _identity_names(who: Sequence[str]) -> list[str]:
+    return [f"person{p}" if p.isdigit() else p for p in who]
 
 
 # --------------------------------------------------------------------------------------------- outputs
@@ -315,6 +373,27 @@ def write_people_outputs(result: PeopleResult, out_dir: str | Path) -> dict[str,
     return paths
 
 
+def write_people_detection(detections: dict, ids: Sequence[str], out_dir: str | Path) -> dict[str, Path]:
+    """The model path's ``detection.json`` (``{id: info}``) and ``boxes/<camera>.csv`` with a ``person`` column
+    (readable by ``--boxes``: a second run crops exactly the same)."""
+    from mvpose.capture.detect import BOX_COLUMNS, BOX_SOURCES
+    from mvpose.capture.io import write_json, write_text
+
+    out = Path(out_dir)
+    dets = list(detections.items())
+    paths = {"detection": write_json(out / "detection.json", {i: d.info for i, (_, d) in zip(ids, dets)})}
+    names = dets[0][1].names
+    for v, name in enumerate(names):
+        rows = [",".join([*BOX_COLUMNS, "person", "source"])]
+        for who, d in dets:
+            for t in np.flatnonzero(np.isin(d.box_source[:, v], (1, 2))):
+                x0, y0, x1, y1 = d.boxes[t, v]
+                rows.append(f"{int(d.camera_frames[t, v])},{x0:.2f},{y0:.2f},{x1:.2f},{y1:.2f},{who},"
+                            f"{BOX_SOURCES[d.box_source[t, v]]}")
+        paths[f"boxes_{name}"] = write_text(out / "boxes" / f"{name}.csv", "\n".join(rows) + "\n")
+    return paths
+
+
 def run_people_capture(
     calibration: str | Path,
     keypoints_dir: str | Path | None,
@@ -342,15 +421,19 @@ def run_people_capture(
     timings: dict[str, float] = {}
     with _timed(timings, "total"):
         if detect is not None:
-            raise CaptureError("several people (--people) with --checkpoint is not supported yet: detect 2D "
-                               "keypoints with another tool and give them with --keypoints")
-        with _timed(timings, "read"):
-            capture = load_capture(calibration, keypoints_dir, joints=options.joints, offsets=options.offsets,
-                                   rig=rig, workers=options.workers, progress=options.progress)
+            with _timed(timings, "detect"):
+                capture = detect_people(calibration, detect, options, rig=rig, videos=videos, images=images,
+                                        timings=timings)
+        else:
+            with _timed(timings, "read"):
+                capture = load_capture(calibration, keypoints_dir, joints=options.joints, offsets=options.offsets,
+                                       rig=rig, workers=options.workers, progress=options.progress)
         fps = _video_fps(videos, capture.names)
         result = process_people(capture, options, po, fps)
         result.timings = {**timings, **result.timings}
         write_people_outputs(result, out_dir)
+        if isinstance(capture.detection, dict):
+            result.paths.update(write_people_detection(capture.detection, result.ids, out_dir))
         if render:
             from mvpose.capture.render import render_people
 
