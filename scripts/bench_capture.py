@@ -138,6 +138,7 @@ def people(tmp: Path, n: int, seconds: float, fps: float, repeats: int, workers:
     return {"people": n, "frames": frames, "cameras": len(rig), "files": frames * len(rig), "generate_s": generate_s,
             "fps": frames / best["total_s"], "reference_fps": frames / ref["total_s"],
             "ratio": best["total_s"] / ref["total_s"], **best, "reference_total_s": ref["total_s"],
+            "reference": ref,
             "all_totals_s": [t["total_s"] for t in runs], "identities": M, "identity_switches": identity_switches(labels),
             "mixed_person_frames": mixed, "association": res.association, "persons": persons}
 
@@ -171,9 +172,13 @@ def main() -> None:
                   f"(all runs: {', '.join(f'{t:.2f}' for t in p['all_totals_s'])} s wall)")
             print(f"  reference, single-person path on one person, same length: {p['reference_fps']:.0f} frames/s, "
                   f"{p['reference_total_s']:.2f} s; ratio {p['ratio']:.2f}x the reference time")
-            print(f"  {'stage':<12}{'wall s':>8}{'share':>8}{'CPU s':>8}")
+            print(f"  {'stage':<12}{'wall s':>8}{'share':>8}{'CPU s':>8}   reference: {'wall s':>8}{'CPU s':>8}")
+            ref = p["reference"]
             for k in PEOPLE_STAGES:
-                print(f"  {k:<12}{p[k + '_s']:8.3f}{100 * p[k + '_s'] / p['total_s']:7.1f}%{p[k + '_cpu_s']:8.3f}")
+                r = "select" if k == "associate" else k
+                rw, rc = (f"{ref[r + '_s']:8.3f}", f"{ref[r + '_cpu_s']:8.3f}") if r + "_s" in ref else ("-".rjust(8),) * 2
+                print(f"  {k:<12}{p[k + '_s']:8.3f}{100 * p[k + '_s'] / p['total_s']:7.1f}%{p[k + '_cpu_s']:8.3f}"
+                      f"   {'(select)' if r == 'select' else '':>10} {rw}{rc}")
             a = p["association"]
             print(f"  identities {p['identities']}, identity switches {p['identity_switches']}, frames where an "
                   f"identity mixes two true people {p['mixed_person_frames']}; detections {a['detections']}, "

@@ -211,7 +211,7 @@ def associate_people(
         chunk: most frames per batch (smaller when there are many hypotheses).
 
     Returns:
-        :class:`Association`.
+        :class:`Association` (on the device of ``people``; scores are computed in float32).
 
     Raises:
         ValueError: ``people`` is not (T, V, P, J, 3), or ``max_people`` < 1.
@@ -223,7 +223,9 @@ def associate_people(
     T, V, P, J, _ = people.shape
     bound = V * P // 2 if max_people is None else max_people
     bound = max(1, min(bound, V * P // 2 if V * P >= 2 else 1))
-    cams = cameras.to(dtype=people.dtype)
+    # Scores are computed in float32: an affinity needs pixel precision, and it halves the time.
+    people = people.to(torch.float32)
+    cams = cameras.to(dtype=torch.float32)
     present = (people[..., 2] > 0).any(dim=-1)  # (T, V, P)
     # Undistort the seen keypoints once; the chunks then work on an ideal pinhole rig (no distortion to remove).
     people = _undistorted(people, cams)
