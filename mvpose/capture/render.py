@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -24,7 +24,6 @@ from mvpose.geometry.board_calibration import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from mvpose.skeletons import get_skeleton
 
 if TYPE_CHECKING:
-    from mvpose.capture.multi import PeopleResult
     from mvpose.capture.pipeline import CaptureResult
 
 __all__ = ["PERSON_BGR", "draw_overlay", "plot_skeleton_3d", "render_camera", "render_capture", "render_people"]
@@ -223,11 +222,15 @@ def render_capture(
 
 
 def render_people(
-    result: "PeopleResult", out_dir: str | Path, *, videos: str | Path | None = None,
+    result: Any, out_dir: str | Path, *, videos: str | Path | None = None,
     images: str | Path | None = None, plot_frames: Sequence[int] | None = None, every: int = 1,
 ) -> dict[str, Path]:
     """:func:`render_capture` for several people: each person's skeleton and used keypoints in its colour
-    (:data:`PERSON_BGR`, in the order of ``result.ids``), all people in each overlay and 3D plot."""
+    (:data:`PERSON_BGR`, in the order of ``result.ids``), all people in each overlay and 3D plot.
+
+    Args:
+        result: a :class:`mvpose.capture.multi.PeopleResult` (not imported here: multi imports this module).
+    """
     return _render(result, result.points3d, result.keypoints, result.used, list(result.ids), out_dir,
                    videos=videos, images=images, plot_frames=plot_frames, every=every)
 
