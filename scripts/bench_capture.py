@@ -172,7 +172,9 @@ def main() -> None:
             print(f"  {p['fps']:.0f} frames/s; total {p['total_s']:.2f} s wall, {p['total_cpu_s']:.2f} s CPU "
                   f"(all runs: {', '.join(f'{t:.2f}' for t in p['all_totals_s'])} s wall)")
             print(f"  reference, single-person path on one person, same length: {p['reference_fps']:.0f} frames/s, "
-                  f"{p['reference_total_s']:.2f} s; ratio {p['ratio']:.2f}x the reference time")
+                  f"{p['reference_total_s']:.2f} s wall, {p['reference']['total_cpu_s']:.2f} s CPU; ratio "
+                  f"{p['ratio']:.2f}x the reference wall time, {p['total_cpu_s'] / p['reference']['total_cpu_s']:.2f}x "
+                  "its CPU time")
             print(f"  {'stage':<12}{'wall s':>8}{'share':>8}{'CPU s':>8}   reference: {'wall s':>8}{'CPU s':>8}")
             ref = p["reference"]
             for k in PEOPLE_STAGES:
