@@ -235,8 +235,9 @@ def make_multi_person_capture(
     """Write ``keypoints_dir/<camera>/*.json`` (OpenPose) for ``people`` people walking across each other.
 
     Person ``n`` walks (Human3.6M Walking) around an ellipse centred on the rig's floor centre with semi-axes
-    ``700 + 250 n`` and ``(1.2 or 0.85) (700 + 250 n)`` mm, rotated by ``0.9 n`` rad, in alternate directions,
-    so that the paths cross and people pass each other within about half a metre several times a minute.
+    ``600 + 400 n`` and ``1.15 (600 + 400 n)`` mm, in alternate directions: neighbours pass each other side by
+    side (about 0.4-0.5 m apart, as people walking past each other do) twice a lap, and cross each other in
+    every camera's image.
     Detector output is imitated per frame and view: Gaussian noise, outliers (:func:`corrupt_keypoints`), a
     person's whole detection missing with probability ``miss_rate``, the detections in random order
     (``shuffle``), and a standing ``bystander`` 2.5 m off the area seen by the first camera only.
@@ -261,9 +262,8 @@ def make_multi_person_capture(
     rng = np.random.default_rng(seed)
     center = rig_floor_center(cameras)
     X = np.stack([
-        synthetic_motion(frames, fps, joint_set, action=15, center=center, seed=seed + 7 * n, radius=700.0 + 250.0 * n,
-                         direction=1.0 if n % 2 == 0 else -1.0, start=(0.3 * n) % 1.0, rotation=0.9 * n,
-                         aspect=1.2 if n % 2 == 0 else 0.85)
+        synthetic_motion(frames, fps, joint_set, action=15, center=center, seed=seed + 7 * n, radius=600.0 + 400.0 * n,
+                         direction=1.0 if n % 2 == 0 else -1.0, start=(0.3 * n) % 1.0, rotation=0.3, aspect=1.15)
         for n in range(people)], axis=1)  # (T, N, J, 3)
     T, N, J, _ = X.shape
     V = len(cameras)
