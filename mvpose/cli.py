@@ -389,7 +389,7 @@ def synth(out, fmt, subjects, actions, frames, image_size, seed, preview, worker
                    "associates the detections of all views into at most N people (auto: as many as found), tracks "
                    "them over time and writes one TRC per person.")
 @click.option("--track-distance", type=float, default=500.0, show_default=True,
-              help="With --people: largest mean joint distance (mm) to link a person to the previous frames' track.")
+              help="With --people: largest median joint distance (mm) to link a person to the previous frames' track.")
 def triangulate_cmd(calibration, rig, keypoints, checkpoint, boxes, batch_size, device, videos, images, out, joints,
                     offsets, mode, threshold, min_confidence, min_views, refine, max_gap, cutoff, order, fps, render,
                     plot_frames, render_every, workers, people, track_distance) -> None:

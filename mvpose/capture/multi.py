@@ -78,7 +78,7 @@ class PeopleOptions:
 
     Attributes:
         people: most people per frame and in the whole capture; None: as many as found.
-        max_distance_mm: largest mean joint distance (mm) between a track's predicted pose and a person of the
+        max_distance_mm: largest median joint distance (mm) between a track's predicted pose and a person of the
             next frame for them to be linked.
         max_age: frames a person may go unseen before its track is closed (a later return starts a new id,
             unless ``people`` is given and the tracks can be joined).

@@ -1,9 +1,9 @@
 """Identities over time: link the people triangulated in consecutive frames into tracks, one id per person.
 
 Every frame's people (from :func:`mvpose.capture.association.associate_people`, triangulated) are matched to
-the open tracks by 3D distance: the mean distance over the joints both have between the person and the
-track's pose predicted for that frame (its last pose moved on at the velocity of its centroid between its
-last two measured frames). The assignment minimises the total distance (Hungarian,
+the open tracks by 3D distance: the median distance over the joints both have between the person and the
+track's pose predicted for that frame (its last pose moved on at its velocity, the median displacement of its
+joints between its last two measured frames; the medians ignore a few badly triangulated joints). The assignment minimises the total distance (Hungarian,
 ``scipy.optimize.linear_sum_assignment``); a pair further apart than ``max_distance_mm`` is not linked. A
 person linked to no track starts one (someone entering); a track not seen for ``max_age`` frames is closed
 (someone leaving). Tracks seen in fewer than ``min_frames`` frames are dropped (a phantom from a wrong
@@ -18,6 +18,7 @@ distance to the previous frame's people in the same way, without prediction and 
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,12 +57,14 @@ class Tracks:
 
 
 def _pose_distance(a: np.ndarray, b: np.ndarray, min_joints: int) -> np.ndarray:
-    """Mean joint distance between every pose of a (A, J, 3) and of b (B, J, 3): (A, B), inf with too few joints."""
+    """Median joint distance between every pose of a (A, J, 3) and of b (B, J, 3): (A, B), inf with too few
+    joints in common. The median ignores a few badly triangulated joints."""
     d = np.linalg.norm(a[:, None] - b[None], axis=-1)  # (A, B, J)
-    ok = np.isfinite(d)
-    n = ok.sum(axis=-1)
-    mean = np.where(ok, d, 0.0).sum(axis=-1) / np.maximum(n, 1)
-    return np.where(n >= min_joints, mean, np.inf)
+    n = np.isfinite(d).sum(axis=-1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # no joint in common: NaN, made inf below
+        med = np.nanmedian(d, axis=-1) if d.size else np.zeros(d.shape[:2])
+    return np.where(n >= min_joints, med, np.inf)
 
 
 class _Track:
@@ -71,17 +74,16 @@ class _Track:
         self.last = t
         self.velocity = np.zeros(3)
 
-    def centroid(self, pose: np.ndarray) -> np.ndarray:
-        return np.nanmean(pose, axis=0)
-
     def predict(self, t: int) -> np.ndarray:
         return self.pose + self.velocity * (t - self.last)
 
     def add(self, t: int, k: int, pose: np.ndarray) -> None:
-        c_old, c_new = self.centroid(self.pose), self.centroid(pose)
-        self.velocity = (c_new - c_old) / (t - self.last) if np.isfinite(c_new - c_old).all() else np.zeros(3)
+        # Velocity: median displacement of the joints seen in both poses (robust to a few bad joints).
+        both = np.isfinite(pose).all(-1) & np.isfinite(self.pose).all(-1)
+        moved = np.median(pose[both] - self.pose[both], axis=0) / (t - self.last) if both.any() else np.zeros(3)
         # Joints missing now keep their last position (moved on) so that the next match has them.
-        self.pose = np.where(np.isfinite(pose), pose, self.predict(t))
+        self.pose = np.where(np.isfinite(pose), pose, self.pose + moved * (t - self.last))
+        self.velocity = moved
         self.frames.append(t)
         self.slots.append(k)
         self.last = t
@@ -101,7 +103,7 @@ def track_people(
     Args:
         poses: (T, K, J, 3) world mm of the people of each frame (any order within a frame), NaN where a joint
             or a whole slot is missing.
-        max_distance_mm: largest mean joint distance between a track's predicted pose and a person to link.
+        max_distance_mm: largest median joint distance between a track's predicted pose and a person to link.
         max_age: frames a track may go unseen before it is closed.
         min_frames: tracks seen in fewer frames are dropped.
         max_people: most identities (None: as many as tracked).
