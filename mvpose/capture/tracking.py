@@ -18,7 +18,6 @@ distance to the previous frame's people in the same way, without prediction and 
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,11 +59,11 @@ def _pose_distance(a: np.ndarray, b: np.ndarray, min_joints: int) -> np.ndarray:
     """Median joint distance between every pose of a (A, J, 3) and of b (B, J, 3): (A, B), inf with too few
     joints in common. The median ignores a few badly triangulated joints."""
     d = np.linalg.norm(a[:, None] - b[None], axis=-1)  # (A, B, J)
-    n = np.isfinite(d).sum(axis=-1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # no joint in common: NaN, made inf below
-        med = np.nanmedian(d, axis=-1) if d.size else np.zeros(d.shape[:2])
-    return np.where(n >= min_joints, med, np.inf)
+    n = np.isfinite(d).sum(axis=-1, keepdims=True)
+    s = np.sort(d, axis=-1)  # NaN last: the n finite distances first (np.nanmedian is slow on small rows)
+    lo = np.take_along_axis(s, np.maximum(n - 1, 0) // 2, axis=-1)
+    hi = np.take_along_axis(s, np.minimum(n // 2, d.shape[-1] - 1), axis=-1)
+    return np.where(n >= min_joints, (lo + hi) / 2, np.inf)[..., 0]
 
 
 class _Track:
