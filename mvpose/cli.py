@@ -5,6 +5,7 @@ Heavy imports (torch models, OpenCV) happen inside the commands so that `mvpose 
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import click
@@ -39,6 +40,22 @@ def _fail(err: Exception) -> None:
     raise click.ClickException(str(err)) from err
 
 
+def _trust_option(fn):
+    """Add ``--trust-checkpoint`` and run the command inside :func:`mvpose.safe_load.trusted_checkpoints`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, trust_checkpoint: bool = False, **kwargs):
+        from mvpose.safe_load import trusted_checkpoints
+
+        with trusted_checkpoints(trust_checkpoint):
+            return fn(*args, **kwargs)
+
+    return click.option(
+        "--trust-checkpoint", is_flag=True,
+        help="Load checkpoints in full even when they ask for more than tensors and plain values: this runs any "
+             "code the file holds. Only for files from a source you trust.")(wrapper)
+
+
 @main.command()
 @click.option("--dataset", type=click.Choice(DATASETS), default="h36m", show_default=True, help="Dataset format.")
 @click.option("--views", type=int, default=None, help="Cameras per sample (default: the pipeline's, 4).")
@@ -50,6 +67,7 @@ def _fail(err: Exception) -> None:
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run folder (default runs/<pipeline name>).")
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.pt exactly where it stopped.")
 @click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
+@_trust_option
 def train(dataset, views, data_root, pipeline, model_name, overrides, out, resume, device) -> None:
     """Train a model (multi-view PPT by default) with checkpoints, CSV log and validation.
 
@@ -77,19 +95,37 @@ def train(dataset, views, data_root, pipeline, model_name, overrides, out, resum
         _fail(err)
     from mvpose.data.dataset import DatasetError
     from mvpose.geometry.calibration import CalibrationError
+    from mvpose.safe_load import UntrustedFileError
 
     out = out or f"runs/{cfg['name']}"
+    click.echo(_train_plan(cfg, paper_default=pipeline is None), err=True)
     try:
         summary = run_train(cfg, out, resume=resume, device=device)
-    except (DatasetError, CalibrationError, ConfigError, FileNotFoundError) as err:
+    except (DatasetError, CalibrationError, ConfigError, FileNotFoundError, UntrustedFileError) as err:
         _fail(err)
     click.echo(f"best JDR {summary['best_jdr']:.4f}; checkpoints and log.csv in {summary['out_dir']}")
 
 
+def _train_plan(cfg: dict, paper_default: bool) -> str:
+    """What `mvpose train` is about to do: data, model, length; for the paper recipe on a CPU, the quick alternative."""
+    from mvpose.data.demo import demo_root
+
+    d, t = cfg["dataset"], cfg["train"]
+    data = d.get("root") or f"the synthetic {d['name']} demo set in {demo_root(d['name'])} (generated on first use)"
+    lines = [f"pipeline {cfg['name']}: model {cfg['model']['name']}, {d['views']} views at {d['image_size'][0]}x{d['image_size'][1]}, "
+             f"{t['epochs']} epochs of batch {t['batch_size']}; data: {data}"]
+    if paper_default:
+        lines.append("This is the paper's full recipe (PPT-S): on 2 CPU cores 11-14 s per step at batch 8, about an hour on the synthetic "
+                     "demo set and days on the real Human3.6M; the measured time per step is logged after the first steps. "
+                     "For a run of minutes: `mvpose train --pipeline demo_mv_ppt` (tiny model, 128 px) or `mvpose demo`.")
+    return "\n".join(lines)
+
+
 @main.command()
-@click.option("--checkpoint", "checkpoint", type=click.Path(dir_okay=False), default=None,
-              help="Trained checkpoint (best.pt). Required unless --model names an untrained registry model.")
-@click.option("--model", "model_name", default=None, help="Evaluate a registry model (e.g. a baseline) from a checkpoint of it.")
+@click.option("--checkpoint", "checkpoint", type=click.Path(dir_okay=False), required=True,
+              help="Trained checkpoint (best.pt); always required, with --model too (the weights come from it).")
+@click.option("--model", "model_name", default=None,
+              help="Check that the checkpoint holds this registry model (e.g. a baseline) before evaluating.")
 @click.option("--dataset", type=click.Choice(DATASETS), default=None, help="Dataset (default: the checkpoint's).")
 @click.option("--views", type=int, default=None, help="Cameras per sample (default: the checkpoint's).")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None, help="Dataset root (default: the checkpoint's).")
@@ -99,8 +135,11 @@ def train(dataset, views, data_root, pipeline, model_name, overrides, out, resum
 @click.option("--name", default="report", show_default=True, help="Report file stem.")
 @click.option("--flip-test/--no-flip-test", default=None,
               help="Average with the horizontally flipped crops (single-view heatmap models; default: eval.flip_test, off).")
-def evaluate(checkpoint, model_name, dataset, views, data_root, split, every, out, name, flip_test) -> None:
-    """2D JDR, confidence-weighted triangulation, MPJPE per action / joint, PA-MPJPE.
+@click.option("--rays", type=click.Choice(["exact", "official"]), default=None,
+              help="3D PE rays: exact (undistorted) or the official multi-view PPT formula (default: the checkpoint's).")
+@_trust_option
+def evaluate(checkpoint, model_name, dataset, views, data_root, split, every, out, name, flip_test, rays) -> None:
+    """2D JDR, confidence-weighted triangulation, MPJPE per action (Human3.6M) or sequence (Ski-Pose) / joint, PA-MPJPE.
 
     On COCO (no 3D ground truth): JDR and keypoint AP / AR from pycocotools on the ground-truth
     boxes, no MPJPE; the COCO results are written to OUT/NAME_coco_results.json.
@@ -113,12 +152,10 @@ def evaluate(checkpoint, model_name, dataset, views, data_root, split, every, ou
     """
     from mvpose.engine.runner import evaluate_checkpoint
 
-    if checkpoint is None:
-        raise click.UsageError("--checkpoint is required")
     try:
         report, paths = evaluate_checkpoint(checkpoint, dataset=dataset, views=views, data_root=data_root,
                                             split=split, every=every, out_dir=out, name=name, model_name=model_name,
-                                            flip_test=flip_test)
+                                            flip_test=flip_test, rays=rays)
     except (ValueError, FileNotFoundError, KeyError) as err:
         _fail(err)
     click.echo(f"{report['model']} on {report['dataset']} ({report['views']} views, {report['samples']} samples)")
@@ -126,8 +163,9 @@ def evaluate(checkpoint, model_name, dataset, views, data_root, split, every, ou
     if report["mpjpe_mm"] is not None:
         click.echo(f"  MPJPE      {report['mpjpe_mm']['overall']:.1f} mm")
         click.echo(f"  PA-MPJPE   {report['pa_mpjpe_mm']:.1f} mm")
-        for action, v in report["mpjpe_mm"]["per_action"].items():
-            click.echo(f"    {action:<14}{v:8.1f} mm")
+        for group in ("per_action", "per_sequence"):
+            for key, v in report["mpjpe_mm"].get(group, {}).items():
+                click.echo(f"    {key:<14}{v:8.1f} mm")
     else:
         click.echo("  MPJPE      - (no 3D ground truth)")
     for key, v in (report.get("coco") or {}).items():
@@ -172,6 +210,7 @@ def plot_mpjpe(reports, out, labels, title) -> None:
 @click.option("--data-root", default=None, help="Dataset root (default: the checkpoint's).")
 @click.option("--samples", default=2, show_default=True, help="Number of multi-view samples to draw.")
 @click.option("-o", "--out", default="tokens.png", show_default=True)
+@_trust_option
 def plot_tokens(checkpoint, data_root, samples, out) -> None:
     """Draw the human tokens kept in each view over the input crops (like the PPT paper's Fig. 5 and 6).
 
@@ -290,6 +329,10 @@ def prepare_h36m_cmd(raw, out, subjects, actions, every, workers, calibration) -
     Resumable: frames already on disk are skipped. Ends with a consistency report (2D labels vs
     projected 3D labels, CDF vs video frame counts).
 
+    Fields as the H36M-Toolbox writes them: joints_3d from D3_Positions_mono_universal (universal
+    skeleton, camera frame; D3_Positions_mono where that file is missing, with a warning),
+    joints_3d_camera from D3_Positions_mono. The world pose is R^T joints_3d_camera + T.
+
     \b
     Example:
       mvpose prepare h36m --raw /data/h36m_raw --out data/h36m --workers 8
@@ -347,6 +390,10 @@ def synth(out, fmt, subjects, actions, frames, image_size, seed, preview, worker
 @click.option("--calibration", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Calibration file (mvpose, Pose2Sim, OpenCV or Qualisys); camera names name the inputs.")
 @click.option("--rig", default=None, help="Rig to take from a multi-rig calibration file.")
+@click.option("--calibration-units", type=click.Choice(["m", "cm", "mm"]), default=None,
+              help="Unit of the calibration's translations where the format does not fix it (Pose2Sim/anipose "
+                   "TOML: default the file's `units` key, else m; anipose uses its board's square-size unit, "
+                   "often mm; OpenCV files without `units`: mm).")
 @click.option("--keypoints", type=click.Path(exists=True, file_okay=False), default=None,
               help="Folder with one entry per camera: an OpenPose JSON folder or a COCO results .json.")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -364,8 +411,8 @@ def synth(out, fmt, subjects, actions, frames, image_size, seed, preview, worker
               help="Folder with one image folder per camera (for --checkpoint and --render).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--joints", type=click.Choice(["body25", "coco", "halpe26", "h36m"]), default=None,
-              help="Joint set of the keypoints (default: from the count, 17 reads as COCO; with --checkpoint: "
-                   "from the model's training data).")
+              help="Joint set of the keypoints (default: from the count, 17 reads as COCO, and the report names "
+                   "h36m when the bones fit it better; with --checkpoint: from the model's training data).")
 @click.option("--offsets", default=None, metavar="CAM=N,...",
               help="Frame offsets: capture frame i uses frame i+N of camera CAM.")
 @click.option("--mode", type=click.Choice(["drop_worst", "ransac", "dlt"]), default="drop_worst", show_default=True,
@@ -390,7 +437,8 @@ def synth(out, fmt, subjects, actions, frames, image_size, seed, preview, worker
                    "them over time and writes one TRC per person.")
 @click.option("--track-distance", type=float, default=500.0, show_default=True,
               help="With --people: largest median joint distance (mm) to link a person to the previous frames' track.")
-def triangulate_cmd(calibration, rig, keypoints, checkpoint, boxes, batch_size, device, videos, images, out, joints,
+@_trust_option
+def triangulate_cmd(calibration, rig, calibration_units, keypoints, checkpoint, boxes, batch_size, device, videos, images, out, joints,
                     offsets, mode, threshold, min_confidence, min_views, refine, max_gap, cutoff, order, fps, render,
                     plot_frames, render_every, workers, people, track_distance) -> None:
     """3D joints from a recorded multi-camera capture: OUT/poses3d.h5, poses3d.trc, summary.json, report.txt.
@@ -425,7 +473,7 @@ def triangulate_cmd(calibration, rig, keypoints, checkpoint, boxes, batch_size, 
     if checkpoint is None and (boxes is not None or batch_size != 8 or device != "cpu"):
         raise click.UsageError("--boxes, --batch-size and --device go with --checkpoint")
     try:
-        options = CaptureOptions(joints=joints, mode=mode, threshold_px=threshold, min_confidence=min_confidence,
+        options = CaptureOptions(joints=joints, calibration_units=calibration_units, mode=mode, threshold_px=threshold, min_confidence=min_confidence,
                                  min_views=min_views, refine=refine, max_gap=max_gap, cutoff_hz=cutoff,
                                  filter_order=order, fps=fps, offsets=parse_offsets(offsets), workers=workers)
         frames = [int(f) for f in plot_frames.split(",")] if plot_frames else None
@@ -554,3 +602,30 @@ def calibrate_extrinsics_cmd(kind, squares, square_size, marker_size, dictionary
     click.echo(format_extrinsics(result))
     click.echo(calibration_summary(result.params))
     click.echo(f"wrote {out}")
+
+
+@main.group("checkpoint")
+def checkpoint_group() -> None:
+    """Checkpoint maintenance."""
+
+
+@checkpoint_group.command("upgrade")
+@click.argument("old", type=click.Path(exists=True, dir_okay=False))
+@click.argument("new", type=click.Path(dir_okay=False))
+@_trust_option
+def checkpoint_upgrade(old, new) -> None:
+    """Rewrite a checkpoint of an older mvpose version in plain form (tensors, lists, numbers), so that it
+    loads with torch.load(weights_only=True) alone. OLD is read allowing only numpy arrays / scalars
+    besides tensors (what older mvpose versions stored) unless --trust-checkpoint.
+
+    \b
+    Example:
+      mvpose checkpoint upgrade runs/old/best.pt runs/old/best_plain.pt
+    """
+    from mvpose.engine.checkpoint import upgrade_checkpoint
+
+    try:
+        ckpt = upgrade_checkpoint(old, new)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        _fail(err)
+    click.echo(f"wrote {new} ({len(ckpt['model'])} tensors, model {ckpt['config'].get('model', {}).get('name', '?')})")

@@ -46,7 +46,7 @@ from mvpose.geometry.calibration import load_calibration  # noqa: E402
 from mvpose.metrics import mpjpe  # noqa: E402
 
 RIG = REPO / "calibration" / "examples" / "rig4.json"
-STAGES = ("read", "select", "triangulate", "temporal", "write")
+STAGES = ("read", "select", "triangulate", "check", "temporal", "write")
 PEOPLE_STAGES = ("read", "associate", "triangulate", "track", "temporal", "write")
 
 

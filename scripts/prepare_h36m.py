@@ -2,7 +2,8 @@
 """Prepare Human3.6M from its raw download: ROOT/annot/h36m_{train,validation}.pkl and ROOT/images/.
 
 RAW holds the extracted official archives, one folder per subject:
-  RAW/S1/MyPoseFeatures/{D3_Positions,D3_Positions_mono,D2_Positions}/*.cdf
+  RAW/S1/MyPoseFeatures/{D3_Positions,D3_Positions_mono,D3_Positions_mono_universal,D2_Positions}/*.cdf
+(joints_3d comes from D3_Positions_mono_universal as in the H36M-Toolbox; without it, from D3_Positions_mono)
   RAW/S1/Videos/*.mp4
 The output is the H36M-Toolbox layout read by `mvpose train --dataset h36m --data-root ROOT`.
 Frames already written are skipped, so an interrupted run can simply be started again.

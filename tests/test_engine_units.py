@@ -82,7 +82,7 @@ def test_atomic_save_replaces_and_load_validates(tmp_path):
     p = tmp_path / "ck.pt"
     atomic_save({"model": {"w": torch.ones(2)}, "config": {}}, p)
     atomic_save({"model": {"w": torch.zeros(2)}, "config": {}}, p)
-    assert load_checkpoint(p)["model"]["w"].sum() == 0
+    assert load_checkpoint(p, required=("model", "config"))["model"]["w"].sum() == 0
     assert not list(tmp_path.glob(".*tmp*"))
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="junk.pt"):

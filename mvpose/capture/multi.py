@@ -29,19 +29,11 @@ import numpy as np
 import torch
 
 from mvpose.capture.association import associate_people
-from mvpose.capture.pipeline import (
-    Capture,
-    CaptureError,
-    CaptureOptions,
-    CaptureResult,
-    _issue,
-    _timed,
-    _video_fps,
-    load_capture,
-    triangulate_frames,
-)
+from mvpose.capture.issues import CaptureError, IssueLog
+from mvpose.capture.pipeline import _timed, _video_fps, load_capture, triangulate_frames
 from mvpose.capture.temporal import fill_gaps, lowpass
 from mvpose.capture.tracking import track_people
+from mvpose.capture.types import Capture, CaptureOptions, CaptureResult
 from mvpose.geometry.triangulation import reprojection_error
 from mvpose.skeletons import get_skeleton
 
@@ -111,6 +103,7 @@ class PeopleResult:
         reprojection_error: (T, M, V, J) px of the final points.
         used: (T, M, V, J) views kept; filled: (T, M, J) joints filled by gap interpolation.
         association: counts of the association and tracking steps (see :func:`process_people`).
+        checks: per id, the findings of :mod:`mvpose.capture.checks` (views, skeleton) for that person.
     """
 
     capture: Capture
@@ -126,6 +119,7 @@ class PeopleResult:
     options: CaptureOptions
     people_options: PeopleOptions
     association: dict[str, Any] = field(default_factory=dict)
+    checks: dict[str, dict] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
     paths: dict[str, Path] = field(default_factory=dict)
@@ -148,10 +142,34 @@ def _gather(people: np.ndarray, index: np.ndarray) -> np.ndarray:
     return np.where((index >= 0)[..., None, None], out, missing) if P else np.broadcast_to(missing, (T, K, V, J, 3)).copy()
 
 
+class _PersonIssues:
+    """The capture's issue log seen by the checks of one person: every message starts with the person's id."""
+
+    def __init__(self, issues: IssueLog, name: str) -> None:
+        self.issues, self.name = issues, name
+
+    def add(self, message: str, kind: str = "input", count: int = 1):
+        return self.issues.add(f"{self.name}: {message}", kind, count)
+
+
+def _check_person(capture: Capture, result: PeopleResult, m: int) -> dict[str, Any]:
+    """Views and skeleton checks (:mod:`mvpose.capture.checks`) of identity ``m``; issues named after it."""
+    from mvpose.capture.checks import check_skeleton, check_views
+
+    opts, kp = result.options, result.keypoints[:, m]
+    issues = _PersonIssues(capture.issues, result.ids[m])
+    usable = (kp[..., 2] >= opts.min_confidence) & np.isfinite(kp[..., :2]).all(axis=-1)
+    chosen = kp[..., 2] > 0
+    joints = get_skeleton(capture.joint_set).joints
+    return {"views": check_views(usable, result.raw3d[:, m], capture.names, joints, opts.min_views, opts.min_confidence,
+                                 chosen, chosen, issues, capture.frame_index),
+            "skeleton": check_skeleton(result.raw3d[:, m], capture.joint_set, issues, units=capture.units)}
+
+
 def process_people(
     capture: Capture, options: CaptureOptions, people_options: PeopleOptions | None = None, fps: float | None = None
 ) -> PeopleResult:
-    """Association, triangulation, tracking and temporal processing of a loaded capture (no files written).
+    """Association, triangulation, tracking, checks and temporal processing of a loaded capture (no files written).
 
     Returns:
         :class:`PeopleResult`; ``association`` holds ``detections`` and ``unassigned_detections`` (in total and
@@ -161,6 +179,12 @@ def process_people(
     Raises:
         CaptureError: bad options, or a low-pass filter without a frame rate.
     """
+    with capture.issues.capture_logging():
+        return _process_people(capture, options, people_options, fps)
+
+
+def _process_people(capture: Capture, options: CaptureOptions, people_options: PeopleOptions | None,
+                    fps: float | None) -> PeopleResult:
     options.check()
     po = people_options or PeopleOptions()
     po.check()
@@ -223,11 +247,15 @@ def process_people(
         "identities_from": "box files" if identified else "tracking",
     }
     if M == 0:
-        _issue(capture.issues, "no person was found in two views of at least "
-                               f"{po.min_frames} frames; nothing was triangulated")
+        capture.issues.add(f"no person was found in two views of at least {po.min_frames} frames; nothing was "
+                           "triangulated", kind="people")
     ids = _identity_names(list(capture.detection)) if identified else [f"person{m + 1}" for m in range(M)]
-    return PeopleResult(capture, ids, points, raw, kp_m, det_m, err, used_m, filled, fps, options, po, association,
-                        timings)
+    result = PeopleResult(capture, ids, points, raw, kp_m, det_m, err, used_m, filled, fps, options, po, association,
+                          timings=timings)
+    with _timed(timings, "check"):
+        result.checks = {name: _check_person(capture, result, m) for m, name in enumerate(ids)
+                         if np.isfinite(raw[:, m]).any()}
+    return result
 
 
 def detect_people(
@@ -239,6 +267,7 @@ def detect_people(
     videos: str | Path | None = None,
     images: str | Path | None = None,
     timings: dict[str, float] | None = None,
+    issues: IssueLog | None = None,
 ) -> Capture:
     """The model path for several people: every person of the box files (their ``person`` column / key) is
     followed on its own by :func:`mvpose.capture.detect.detect_capture` (crops from its boxes, then from its
@@ -258,17 +287,18 @@ def detect_people(
     if detect.boxes is None:
         raise CaptureError("several people with --checkpoint need --boxes: box files with a person id per box "
                            "('person' column / key) that say who is who")
-    calibrated = load_calibration(calibration, rig=rig).names
+    calibrated = load_calibration(calibration, rig=rig, units=options.calibration_units).names
     who = box_file_people(detect.boxes, calibrated, calibrated)
     if not who:
         raise CaptureError(f"boxes {detect.boxes}: no box in any file")
     timings = {} if timings is None else timings
+    issues = IssueLog() if issues is None else issues
     captures = [detect_capture(calibration, detect, options, rig=rig, videos=videos, images=images,
-                               timings=timings, person=p) for p in who]
+                               timings=timings, issues=issues, person=p) for p in who]
     first = captures[0]
     people = np.stack([c.people[:, :, 0] for c in captures], axis=2)  # (T, V, P, J, 3)
-    issues = list(dict.fromkeys(i for c in captures for i in c.issues))
-    capture = Capture(first.cameras, first.names, first.frame_index, people, first.joint_set, issues, first.sources)
+    capture = Capture(first.cameras, first.names, first.frame_index, people, first.joint_set, issues, first.sources,
+                      units=first.units)
     capture.detection = {p: c.detection for p, c in zip(who, captures)}
     return capture
 
@@ -282,11 +312,17 @@ def _people_summary(result: PeopleResult) -> dict[str, Any]:
     from mvpose.capture.report import build_summary
 
     cap = result.capture
-    shared = ("issues", "sources", "options", "timings_s", "cameras", "joint_set", "joints", "fps",
-              "first_frame", "last_frame", "frames")
+    from mvpose.capture.checks import check_quality
+
+    shared = ("issues", "issue_counts", "calibration_units", "sources", "options", "timings_s", "cameras",
+              "joint_set", "joints", "fps", "first_frame", "last_frame", "frames")
     persons = {}
     for m, name in enumerate(result.ids):
         s = build_summary(result.single(m))
+        s["checks"] = result.checks.get(name, {})
+        # Excluded views, large errors, joints never triangulated (a view without this person is no dropped view).
+        check_quality(s, result.person[:, m], np.zeros(result.person.shape[::2], dtype=bool),
+                      result.options.threshold_px, _PersonIssues(cap.issues, name))
         seen = (result.person[:, m] >= 0).any(axis=-1)
         persons[name] = {"frames_seen": int(seen.sum()),
                          "first_seen": int(cap.frame_index[seen.argmax()]) if seen.any() else None,
@@ -304,7 +340,9 @@ def _people_summary(result: PeopleResult) -> dict[str, Any]:
         "people": list(result.ids),
         "association": result.association,
         "persons": persons,
-        "issues": list(cap.issues),
+        "issues": cap.issues.as_dicts(),
+        "issue_counts": cap.issues.counts(),
+        "calibration_units": cap.units,
         "sources": dict(cap.sources),
         "options": asdict(result.options),
         "people_options": asdict(result.people_options),
@@ -326,13 +364,15 @@ def _people_report(summary: dict[str, Any]) -> str:
         f"tracks: {a['tracks_started']} started, {a['tracks_dropped']} dropped ({a['dropped_people']} per-frame people), "
         f"{a['tracks_joined']} joined",
     ]
+    if summary["issues"]:
+        counts = ", ".join(f"{k} {n}" for k, n in summary["issue_counts"].items())
+        lines += ["", f"issues ({len(summary['issues'])}; counts by kind: {counts}):"]
+        lines += [f"  - [{i['kind']}, {i['count']}] {i['message']}" for i in summary["issues"]]
     for name, p in summary["persons"].items():
         body = {**{k: summary[k] for k in ("frames", "first_frame", "last_frame", "cameras", "joint_set")},
-                **p, "issues": []}
+                **p, "issues": [], "issue_counts": {}}
         lines += ["", f"=== {name}: seen in {p['frames_seen']} of {summary['frames']} frames "
                       f"({p['first_seen']}..{p['last_seen']})", format_report(body).rstrip("\n")]
-    if summary["issues"]:
-        lines += ["", f"issues ({len(summary['issues'])}):"] + [f"  - {i}" for i in summary["issues"]]
     return "\n".join(lines) + "\n"
 
 
@@ -352,7 +392,7 @@ def write_people_outputs(result: PeopleResult, out_dir: str | Path) -> dict[str,
     fps = result.fps
     if fps is None:
         fps = 30.0
-        _issue(cap.issues, "frame rate unknown (no --fps, no videos): the TRC time column assumes 30 fps")
+        cap.issues.add("frame rate unknown (no --fps, no videos): the TRC time column assumes 30 fps", "options")
     attrs = {"joint_set": cap.joint_set, "joints": list(skeleton.joints), "cameras": list(cap.names), "units": "mm",
              "fps": fps, "people": list(result.ids), "options": asdict(result.options),
              "people_options": asdict(result.people_options)}
@@ -419,15 +459,17 @@ def run_people_capture(
     po = people_options or PeopleOptions()
     po.check()
     timings: dict[str, float] = {}
-    with _timed(timings, "total"):
+    issues = IssueLog()
+    with _timed(timings, "total"), issues.capture_logging():
         if detect is not None:
             with _timed(timings, "detect"):
                 capture = detect_people(calibration, detect, options, rig=rig, videos=videos, images=images,
-                                        timings=timings)
+                                        timings=timings, issues=issues)
         else:
             with _timed(timings, "read"):
                 capture = load_capture(calibration, keypoints_dir, joints=options.joints, offsets=options.offsets,
-                                       rig=rig, workers=options.workers, progress=options.progress)
+                                       rig=rig, workers=options.workers, progress=options.progress,
+                                       units=options.calibration_units, issues=issues)
         fps = _video_fps(videos, capture.names)
         result = process_people(capture, options, po, fps)
         result.timings = {**timings, **result.timings}

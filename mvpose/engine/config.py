@@ -30,6 +30,9 @@ DEFAULTS: dict[str, Any] = {
         "augment": True,
         # Overrides of mvpose.data.transforms.AugmentConfig (scale_factor, rotation_factor, ...).
         "augment_config": {},
+        # 3D PE rays through the token centres: "exact" (undistorted, the crop's own map) or "official"
+        # (the official multi-view PPT formula, mvpose.data.rays).
+        "rays": "exact",
     },
     "model": {"name": "mv_ppt_s"},
     "train": {
