@@ -47,7 +47,7 @@ from mvpose.metrics import mpjpe  # noqa: E402
 
 RIG = REPO / "calibration" / "examples" / "rig4.json"
 STAGES = ("read", "select", "triangulate", "check", "temporal", "write")
-PEOPLE_STAGES = ("read", "associate", "triangulate", "track", "temporal", "write")
+PEOPLE_STAGES = ("read", "associate", "triangulate", "track", "check", "temporal", "write")
 
 
 def limit_cores(cores: int) -> str:
