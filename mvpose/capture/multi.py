@@ -395,7 +395,9 @@ def write_people_outputs(result: PeopleResult, out_dir: str | Path) -> dict[str,
         cap.issues.add("frame rate unknown (no --fps, no videos): the TRC time column assumes 30 fps", "options")
     attrs = {"joint_set": cap.joint_set, "joints": list(skeleton.joints), "cameras": list(cap.names), "units": "mm",
              "fps": fps, "people": list(result.ids), "options": asdict(result.options),
-             "people_options": asdict(result.people_options)}
+             "people_options": asdict(result.people_options),
+             # Issues known before writing (all but the quality checks), as in the single-person file.
+             "issues": {"counts": cap.issues.counts(), "list": cap.issues.as_dicts()}}
     arrays = {
         "poses3d": result.points3d, "points2d": result.keypoints[..., :2], "confidence": result.keypoints[..., 2],
         "reprojection_error": result.reprojection_error, "used": result.used, "filled": result.filled,
