@@ -226,3 +226,22 @@ def test_people_option_errors(tmp_path, rig):
     with pytest.raises(CaptureError, match="track distance"):
         run_people_capture(RIG, tmp_path / "kp", tmp_path / "o", CaptureOptions(progress=False),
                            PeopleOptions(max_distance_mm=0))
+
+
+def test_people_entering_and_leaving_keep_one_id_each(tmp_path, rig):
+    gt = make_multi_person_capture(tmp_path / "kp", rig, people=3, frames=90, fps=30.0, joint_set="body25",
+                                   noise_px=2.0, miss_rate=0.05, seed=5, present={1: (20, 90), 2: (0, 60)})
+    res = run_people_capture(RIG, tmp_path / "kp", tmp_path / "out", CaptureOptions(progress=False, fps=30.0),
+                             PeopleOptions())
+    labels = _truth_labels(res.person, gt.truth)
+    assert res.ids == ["person1", "person2", "person3"] and identity_switches(labels) == 0
+    seen = {int(np.bincount(labels[:, m][labels[:, m] >= 0]).argmax()): np.flatnonzero(labels[:, m] >= 0)
+            for m in range(3)}
+    assert sorted(seen) == [0, 1, 2]
+    assert seen[1].min() == 20 and seen[1].max() == 89  # entered at frame 20
+    assert seen[2].min() == 0 and seen[2].max() == 59  # left after frame 59
+    X = res.points3d
+    m2 = [m for m in range(3) if (labels[:, m] == 2).any()][0]
+    assert np.isnan(X[60:, m2]).all() and np.isfinite(X[:60, m2]).all(-1).mean() > 0.95
+    trc = read_trc(tmp_path / "out" / f"poses3d_{res.ids[m2]}.trc")[3]
+    assert np.isnan(trc[60:]).all()  # frames after leaving are empty markers

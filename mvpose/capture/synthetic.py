@@ -231,6 +231,7 @@ def make_multi_person_capture(
     bystander: bool = True,
     shuffle: bool = True,
     seed: int = 0,
+    present: dict[int, tuple[int, int]] | None = None,
 ) -> MultiPersonCapture:
     """Write ``keypoints_dir/<camera>/*.json`` (OpenPose) for ``people`` people walking across each other.
 
@@ -253,6 +254,8 @@ def make_multi_person_capture(
         bystander: add the one-view bystander.
         shuffle: write each frame's detections in random order.
         seed: everything random.
+        present: ``{n: (first, stop)}``: person n is in the scene (detected) only in frames ``first..stop-1``
+            (entering and leaving); the others throughout.
 
     Returns:
         :class:`MultiPersonCapture`.
@@ -272,6 +275,9 @@ def make_multi_person_capture(
     inside = inside.reshape(T, V, N, J)
     noisy, outlier = corrupt_keypoints(uv, rng, noise_px=noise_px, outlier_rate=outlier_rate)
     inside &= ~(rng.random((T, V, N, 1)) < miss_rate)
+    for n, (first, stop) in (present or {}).items():
+        inside[:first, :, n] = False
+        inside[stop:, :, n] = False
     conf = np.where(inside, rng.uniform(0.6, 1.0, inside.shape), 0.0)
     kp = np.concatenate([np.where(inside[..., None], noisy, np.nan), conf[..., None]], axis=-1)  # (T, V, N, J, 3)
     slots, ids = kp, np.broadcast_to(np.arange(N), (T, V, N))
