@@ -111,7 +111,8 @@ def test_tracking_keeps_ids_through_shuffles_entering_leaving_and_drops_phantoms
             poses[t, k] = people[i]
     tracks = track_people(poses, max_distance_mm=300.0, min_frames=3)
     assert tracks.count == 2 and tracks.started == 3 and tracks.dropped == 1 and tracks.dropped_people == 1
-    got = np.where(tracks.slot >= 0, np.take_along_axis(poses, tracks.slot.clip(0)[..., None, None], 1)[..., 0, 0], np.nan)
+    picked = np.take_along_axis(poses, tracks.slot.clip(0)[..., None, None], 1)[..., 0, 0]
+    got = np.where(tracks.slot >= 0, picked, np.nan)
     assert np.allclose(got[:, 0], a[:, 0, 0])  # identity 0 (seen first) is a in every frame
     assert np.isnan(got[:10, 1]).all() and np.isnan(got[60:, 1]).all() and np.allclose(got[10:60, 1], b[10:60, 0, 0])
 

@@ -88,7 +88,8 @@ class PeopleOptions:
         if not self.max_distance_mm > 0:
             raise CaptureError(f"track distance must be > 0 mm, got {self.max_distance_mm}")
         if self.max_age < 1 or self.min_frames < 1:
-            raise CaptureError(f"track age and minimum track length must be >= 1, got {self.max_age}, {self.min_frames}")
+            raise CaptureError("track age and minimum track length must be >= 1, got "
+                               f"{self.max_age}, {self.min_frames}")
 
 
 @dataclass
@@ -135,11 +136,13 @@ def _gather(people: np.ndarray, index: np.ndarray) -> np.ndarray:
     """people (T, V, P, J, 3), index (T, K, V) into P (-1: none) -> (T, K, V, J, 3), missing where -1."""
     T, V, P, J, _ = people.shape
     K = index.shape[1]
+    missing = np.array([np.nan, np.nan, 0.0])
+    if not P:
+        return np.broadcast_to(missing, (T, K, V, J, 3)).copy()
     t = np.arange(T)[:, None, None]
     v = np.arange(V)[None, None, :]
     out = people[t, v, index.clip(min=0)]  # (T, K, V, J, 3)
-    missing = np.array([np.nan, np.nan, 0.0])
-    return np.where((index >= 0)[..., None, None], out, missing) if P else np.broadcast_to(missing, (T, K, V, J, 3)).copy()
+    return np.where((index >= 0)[..., None, None], out, missing)
 
 
 class _PersonIssues:
@@ -361,7 +364,8 @@ def _people_report(summary: dict[str, Any]) -> str:
         f"detections: {a['detections']}, fitting no person: {a['unassigned_detections']} "
         "(" + ", ".join(f"{n} {c['unassigned']}" for n, c in a["per_camera"].items()) + ")",
         f"people per frame: {ppf or '-'} frames",
-        f"tracks: {a['tracks_started']} started, {a['tracks_dropped']} dropped ({a['dropped_people']} per-frame people), "
+        f"tracks: {a['tracks_started']} started, {a['tracks_dropped']} dropped "
+        f"({a['dropped_people']} per-frame people), "
         f"{a['tracks_joined']} joined",
     ]
     if summary["issues"]:

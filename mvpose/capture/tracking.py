@@ -3,8 +3,9 @@
 Every frame's people (from :func:`mvpose.capture.association.associate_people`, triangulated) are matched to
 the open tracks by 3D distance: the median distance over the joints both have between the person and the
 track's pose predicted for that frame (its last pose moved on at its velocity, the median displacement of its
-joints between its last two measured frames; the medians ignore a few badly triangulated joints). The assignment minimises the total distance (Hungarian,
-``scipy.optimize.linear_sum_assignment``); a pair further apart than ``max_distance_mm`` is not linked. A
+joints between its last two measured frames; the medians ignore a few badly triangulated joints). The
+assignment minimises the total distance (Hungarian, ``scipy.optimize.linear_sum_assignment``); a pair further
+apart than ``max_distance_mm`` is not linked. A
 person linked to no track starts one (someone entering); a track not seen for ``max_age`` frames is closed
 (someone leaving). Tracks seen in fewer than ``min_frames`` frames are dropped (a phantom from a wrong
 association). With a known number of people, tracks beyond that number are joined to the one of the
