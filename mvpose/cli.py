@@ -61,7 +61,7 @@ def _trust_option(fn):
 @click.option("--views", type=int, default=None, help="Cameras per sample (default: the pipeline's, 4).")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None,
               help="Dataset root. Default: the synthetic demo set, generated on first use.")
-@click.option("--pipeline", default=None, help="Pipeline YAML (path or name in pipelines/). Default: <dataset>_mv_ppt_s.")
+@click.option("--pipeline", default=None, help="Pipeline YAML (path or name in mvpose/pipelines/). Default: <dataset>_mv_ppt_s.")
 @click.option("--model", "model_name", default=None, help="Model name from the registry (overrides the pipeline's).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value, e.g. train.epochs=2.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run folder (default runs/<pipeline name>).")
@@ -228,32 +228,43 @@ def plot_tokens(checkpoint, data_root, samples, out) -> None:
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the table as a JSON list.")
-def flops(as_json) -> None:
-    """Parameters and GMACs of the paper configurations next to the papers' figures.
+@click.option("--json", "as_json", is_flag=True, help="Print the table as a JSON list (each row has 'convention').")
+@click.option("--convention", type=click.Choice(["dense", "paper-code"]), default="dense", show_default=True,
+              help="dense: true MACs (PPT Tables 4/6, baselines); paper-code: the official PPT get_model_summary "
+                   "figure (PPT Tables 1-3).")
+def flops(as_json, convention) -> None:
+    """Parameters and cost of the paper configurations next to the papers' figures.
 
-    One FLOP is counted as one multiply-add (MAC), as the papers do: "GFLOPs" in the PPT and
-    TokenPose tables are G multiply-adds.
+    Two counters (--convention): ``dense`` (default) counts true multiply-adds of convolutions and
+    linear layers -- the convention of the multi-view figures of PPT Tables 4 and 6 and of the
+    baselines; ``paper-code`` is what the official PPT code's get_model_summary prints (Conv and
+    Linear hooks, a Linear on a token sequence counted as output elements x token count, / 1024^3)
+    -- the convention of the single-view GFLOPs of PPT Tables 1-3 (COCO, MPII). The column
+    "counter" says which one produced each paper figure; compare rows in their own counter.
 
     \b
     Example:
-      mvpose flops --json
+      mvpose flops
+      mvpose flops --convention paper-code --json
     """
     import json as _json
 
     from mvpose.models.flops import flops_table
 
-    rows = flops_table()
+    rows = flops_table(convention)
     if as_json:
         click.echo(_json.dumps(rows, indent=1))
         return
     w = max(len(r["model"]) for r in rows) + 2
-    click.echo(f"{'model':<{w}}{'input':>10}{'views':>6}{'params M':>10}{'paper':>8}{'GMACs':>9}{'paper':>8}")
+    cost = "GMACs" if convention == "dense" else "G(code)"
+    click.echo(f"convention: {convention}")
+    click.echo(f"{'model':<{w}}{'input':>10}{'views':>6}{'params M':>10}{'paper':>8}{cost:>9}{'paper':>8}"
+               f"{'counter':>12}  source")
     for r in rows:
         fmt = lambda v, w, d: f"{v:>{w}.{d}f}" if isinstance(v, (int, float)) else f"{'-':>{w}}"  # noqa: E731
         size = "x".join(str(s) for s in r["input_size"])
         click.echo(f"{r['model']:<{w}}{size:>10}{r['views']:>6}{fmt(r['params_m'], 10, 2)}{fmt(r['paper_params_m'], 8, 1)}"
-                   f"{fmt(r['gmacs'], 9, 2)}{fmt(r['paper_gmacs'], 8, 1)}")
+                   f"{fmt(r['gmacs'], 9, 3)}{fmt(r['paper_gmacs'], 8, 2)}{r['paper_convention']:>12}  {r['source']}")
 
 
 @main.command()
@@ -287,17 +298,17 @@ def demo(out, epochs, device) -> None:
 @click.argument("dst", type=click.Path(dir_okay=False))
 @click.option("--to", "to", type=click.Choice(["mvpose", "pose2sim", "opencv"]), default="mvpose", show_default=True,
               help="Output format: mvpose .json/.toml (mm), Pose2Sim .toml (m), OpenCV FileStorage .yml/.xml (mm).")
-@click.option("--rig", default=None, help="Rig to take from a multi-rig file (e.g. S9 in calibration/h36m.json).")
+@click.option("--rig", default=None, help="Rig to take from a multi-rig file (e.g. S9 in mvpose/calibration/h36m.json).")
 def calibrate_convert(src, dst, to, rig) -> None:
     """Convert a calibration file and print a per-camera summary.
 
     The input format is detected: mvpose JSON/TOML, Pose2Sim/anipose Calib.toml, OpenCV
-    FileStorage YAML/XML, Qualisys .qca.txt. See calibration/README.md.
+    FileStorage YAML/XML, Qualisys .qca.txt. See mvpose/calibration/README.md.
 
     \b
     Examples:
       mvpose calibrate convert Calib.toml rig.json
-      mvpose calibrate convert calibration/h36m.json s9_calib.toml --to pose2sim --rig S9
+      mvpose calibrate convert mvpose/calibration/h36m.json s9_calib.toml --to pose2sim --rig S9
       mvpose calibrate convert session.qca.txt rig.yml --to opencv
     """
     from mvpose.geometry.calibration import CalibrationError, convert_calibration
@@ -322,7 +333,7 @@ def prepare() -> None:
 @click.option("--every", default=1, show_default=True, help="Keep every N-th frame (1 = all, as published).")
 @click.option("--workers", type=int, default=None, help="Video decoding processes (default min(4, cores); 0 = in-process).")
 @click.option("--calibration", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Camera file with rigs S1..S11 (default calibration/h36m.json).")
+              help="Camera file with rigs S1..S11 (default mvpose/calibration/h36m.json).")
 def prepare_h36m_cmd(raw, out, subjects, actions, every, workers, calibration) -> None:
     """Human3.6M raw download -> ROOT/annot/h36m_{train,validation}.pkl and ROOT/images (H36M-Toolbox layout).
 
@@ -629,3 +640,41 @@ def checkpoint_upgrade(old, new) -> None:
     except (ValueError, TypeError, FileNotFoundError) as err:
         _fail(err)
     click.echo(f"wrote {new} ({len(ckpt['model'])} tensors, model {ckpt['config'].get('model', {}).get('name', '?')})")
+
+
+# --- convert-weights: official PPT / TokenPose checkpoints -> mvpose ---------------------------------------
+
+
+@main.command("convert-weights")
+@click.argument("src", type=click.Path(exists=True, dir_okay=False))
+@click.argument("dst", type=click.Path(dir_okay=False))
+@click.option("--keep-ratio", type=float, default=None,
+              help="HTI keep ratio of the converted model (default: 0.7 for PPT and multi-view files, judged by the "
+                   "file name containing 'ppt', else 1 = TokenPose).")
+@click.option("--patch-size", type=int, nargs=2, default=None, metavar="PH PW",
+              help="Patch size on the stride-4 features (default: (4, 3) / (4, 4) from the weights).")
+@click.option("--heads", type=int, default=8, show_default=True, help="Attention heads (not stored in the weights).")
+def convert_weights(src, dst, keep_ratio, patch_size, heads) -> None:
+    """Convert a checkpoint of the official PPT / TokenPose code (github HowieMa/PPT) to mvpose.
+
+    SRC: a .pth of the official code (plain state dict, or under 'state_dict' / 'model', with or without
+    DataParallel's 'module.'), read with torch.load(weights_only=True). The architecture is recognised
+    from its keys and shapes: TokenPose/PPT-S (stem), -B (HRNet-W32), -L/D6 (HRNet-W48), 256x192 or
+    256x256, 16 or 17 joints, or the multi-view PPT with its 3D positional encoding. DST is an mvpose
+    checkpoint for `mvpose evaluate`, `mvpose plot tokens`, `mvpose triangulate --checkpoint` and
+    `mvpose train --set model.pretrained=DST` (which also takes SRC directly).
+
+    \b
+    Example:
+      mvpose convert-weights ppt_s_256x192_ratio07.pth runs/ppt_s_coco.pt
+      mvpose evaluate --checkpoint runs/ppt_s_coco.pt --dataset coco --data-root data/coco
+    """
+    from mvpose.models.convert import convert_file
+
+    try:
+        record = convert_file(src, dst, keep_ratio=keep_ratio, patch_size=tuple(patch_size) if patch_size else None,
+                              heads=heads)
+    except (ValueError, OSError) as err:
+        _fail(err)
+    click.echo(f"{src}: {record['architecture']} ({record['dataset']}) -> {dst} (model {record['model']}, "
+               f"keep ratio {record['keep_ratio']:g})")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """How far the official multi-view PPT rays are from mvpose's exact rays on the real Human3.6M cameras.
 
-For every subject's rig in calibration/h36m.json (7 subjects x 4 cameras), people are placed with their
+For every subject's rig in mvpose/calibration/h36m.json (7 subjects x 4 cameras), people are placed with their
 root on a grid over the capture floor (x, y in -E..E, every 0.5 m, root 0.9 m up; E = --extent, 1.5 m); each view gets
 the H36M-Toolbox box (mvpose.data.prepare_h36m.infer_boxes) when the box centre lies in the image, and
 its 256x256 crop's 16x16 token rays are computed both ways (mvpose.data.rays):
@@ -57,7 +57,8 @@ def crops(calibration: Path, extent: float):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--calibration", type=Path, default=Path(__file__).resolve().parents[1] / "calibration" / "h36m.json")
+    parser.add_argument("--calibration", type=Path,
+                        default=Path(__file__).resolve().parents[1] / "mvpose" / "calibration" / "h36m.json")
     parser.add_argument("--extent", type=float, default=1500.0, help="Root grid half-width, mm (default 1500).")
     args = parser.parse_args()
     hw, grid = (256, 256), (16, 16)

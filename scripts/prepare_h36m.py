@@ -27,7 +27,7 @@ def main() -> int:
     ap.add_argument("--actions", nargs="+", type=int, default=None, help="action ids 2..16 (default: all)")
     ap.add_argument("--every", type=int, default=1, help="keep every N-th frame (default 1: all, as published)")
     ap.add_argument("--workers", type=int, default=None, help="video decoding processes (default min(4, cores))")
-    ap.add_argument("--calibration", default=None, help="camera file with rigs S1..S11 (default calibration/h36m.json)")
+    ap.add_argument("--calibration", default=None, help="camera file with rigs S1..S11 (default mvpose/calibration/h36m.json)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     ap.add_argument("-v", "--verbose", action="store_true", help="log each step")
     args = ap.parse_args()

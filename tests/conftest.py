@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-H36M_CALIBRATION = REPO / "calibration" / "h36m.json"
+H36M_CALIBRATION = REPO / "mvpose" / "calibration" / "h36m.json"
 H36M_DAMAGED = {(9, 5, 2), (9, 10, 2), (9, 13, 1)}
 
 

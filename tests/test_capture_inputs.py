@@ -28,7 +28,7 @@ from mvpose.geometry.calibration import (
 from mvpose.metrics import mpjpe
 
 REPO = Path(__file__).resolve().parents[1]
-RIG = REPO / "calibration" / "examples" / "rig4.json"
+RIG = REPO / "mvpose" / "calibration" / "examples" / "rig4.json"
 
 
 @pytest.fixture(scope="module")

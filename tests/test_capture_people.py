@@ -26,7 +26,7 @@ from mvpose.metrics import mpjpe
 from mvpose.skeletons import BODY25
 
 REPO = Path(__file__).resolve().parents[1]
-RIG = REPO / "calibration" / "examples" / "rig4.json"  # 4 cameras, 1920x1080, with distortion
+RIG = REPO / "mvpose" / "calibration" / "examples" / "rig4.json"  # 4 cameras, 1920x1080, with distortion
 
 
 @pytest.fixture(scope="module")

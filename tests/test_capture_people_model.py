@@ -30,7 +30,7 @@ from mvpose.geometry.calibration import load_calibration, params_from_cameras, w
 from mvpose.metrics import mpjpe
 
 REPO = Path(__file__).resolve().parents[1]
-RIG = REPO / "calibration" / "examples" / "rig4.json"
+RIG = REPO / "mvpose" / "calibration" / "examples" / "rig4.json"
 T = 10
 LEVEL0, LEVEL_STEP = 20, 14
 

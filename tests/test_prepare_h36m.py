@@ -4,7 +4,7 @@ The raw files follow the official archives: ``S*/MyPoseFeatures/{D3_Positions,D3
 D3_Positions_mono_universal,D2_Positions}``
 CDF files with a ``Pose`` variable of shape (1, frames, 32 * d), and ``S*/Videos/<take>.<camera>.mp4``.
 Camera-frame and 2D labels are made from the world labels through the real Human3.6M cameras
-(``calibration/h36m.json``) with OpenCV, so the checks below do not reuse the code under test. The
+(``mvpose/calibration/h36m.json``) with OpenCV, so the checks below do not reuse the code under test. The
 universal-skeleton files hold a stand-in (camera frame, limbs scaled by 0.9 about the root), so
 ``joints_3d`` (toolbox semantics: universal skeleton, camera frame) differs from the world pose.
 """
@@ -73,7 +73,7 @@ def write_video(path: Path, frames: int) -> None:
 
 
 def rigs() -> dict[int, dict[str, dict]]:
-    doc = json.loads((REPO / "calibration" / "h36m.json").read_text())
+    doc = json.loads((REPO / "mvpose" / "calibration" / "h36m.json").read_text())
     return {int(k[1:]): {c["name"]: c for c in v["cameras"]} for k, v in doc["rigs"].items()}
 
 

@@ -39,6 +39,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import cv2
 import numpy as np
 
+from mvpose.resources import h36m_calibration_path
 from mvpose.skeletons import H36M_ACTIONS
 
 __all__ = [
@@ -52,7 +53,6 @@ __all__ = [
     "VALIDATION_SUBJECTS",
     "PrepareError",
     "Take",
-    "default_calibration_path",
     "format_report",
     "infer_boxes",
     "parse_subjects",
@@ -177,11 +177,6 @@ def parse_subjects(values: Iterable[str | int]) -> list[int]:
             if int(text) not in out:
                 out.append(int(text))
     return out
-
-
-def default_calibration_path() -> Path:
-    """``calibration/h36m.json`` of this checkout (the real rig, one rig per subject)."""
-    return Path(__file__).resolve().parents[2] / "calibration" / "h36m.json"
 
 
 def read_cdf_pose(path: Path, dim: int) -> np.ndarray:
@@ -441,7 +436,8 @@ def prepare_h36m(
         actions: action ids 2..16 to prepare (default all).
         every: keep frames 1, 1 + every, ... (1 keeps all, as published).
         workers: processes decoding videos (default min(4, cores); 0 or 1 decodes in this process).
-        calibration: camera file with rigs ``S1``..``S11`` (default :func:`default_calibration_path`).
+        calibration: camera file with rigs ``S1``..``S11`` (default: the shipped ``mvpose/calibration/h36m.json``,
+            :func:`mvpose.resources.h36m_calibration_path`).
         progress: show a tqdm progress bar.
 
     Frames already on disk are not decoded again; the pickles are replaced atomically at the end.
@@ -461,7 +457,7 @@ def prepare_h36m(
     if not raw.is_dir():
         raise PrepareError(f"{raw}: raw Human3.6M folder not found")
     workers = min(4, os.cpu_count() or 1) if workers is None else int(workers)
-    calibration = Path(calibration) if calibration is not None else default_calibration_path()
+    calibration = Path(calibration) if calibration is not None else h36m_calibration_path()
     cameras = _camera_dicts(calibration, subjects)
     subject_dirs = {s: _subject_dir(raw, s) for s in subjects}
     idx17 = list(H36M_32_TO_17)

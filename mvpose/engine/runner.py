@@ -19,14 +19,17 @@ log = logging.getLogger(__name__)
 
 def load_model(checkpoint: str | Path, device: torch.device | str = "cpu",
                trust: bool | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild a model from a checkpoint (its own config) and load the weights. The file is read
+    """Rebuild a model from a checkpoint (its own config) and load the weights (see :func:`mvpose.load_model`). The file is read
     without running code from it unless ``trust`` (see :func:`mvpose.engine.checkpoint.load_checkpoint`)."""
     from mvpose.engine.train import build_model_from_config
 
     ckpt = load_checkpoint(checkpoint, map_location=device, trust=trust)
     cfg = ckpt["config"]
     model = build_model_from_config(cfg, load_pretrained=False)
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as err:
+        raise ValueError(f"{checkpoint}: the weights do not fit the model of its config ({err})") from err
     return model.to(device).eval(), cfg
 
 

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from mvpose.engine.checkpoint import atomic_write_text, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from mvpose.engine.distributed import DistInfo, all_reduce_mean, cleanup_distributed, init_distributed
 from mvpose.engine.evaluate import breakdown_of, build_report, forward_views, joint_names_for, output_kind, predict
+from mvpose.safe_load import UntrustedFileError
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,10 @@ def build_datasets(cfg: dict[str, Any], splits=("train", "val"), token_grid=None
 
 def build_model_from_config(cfg: dict[str, Any], load_pretrained: bool = True) -> torch.nn.Module:
     """Build ``cfg['model']`` from the registry; ``pretrained: PATH`` loads matching weights from a
-    checkpoint or state dict (e.g. a COCO PPT-S for multi-view fine-tuning, as the paper does).
+    checkpoint or state dict (e.g. a COCO PPT-S for multi-view fine-tuning, as the paper does), an
+    mvpose checkpoint or an official PPT / TokenPose file (converted on the fly). Starting Human3.6M
+    training from COCO weights maps the 17 keypoint tokens to the Human3.6M joint order, as the
+    official multi-view code does (:data:`mvpose.models.convert.COCO_TO_H36M_TOKENS`).
     Rebuilding a trained model from its checkpoint passes ``load_pretrained=False``: its own weights
     replace them anyway, and the pretrained file need not exist any more. The same holds for a
     ViTransPose guide's ``guide_checkpoint``: the guide's weights are part of the model's own.
@@ -147,9 +151,20 @@ def build_model_from_config(cfg: dict[str, Any], load_pretrained: bool = True) -
     except ValueError as err:
         raise ConfigError(f"model {name!r}: {err}") from err
     if pretrained and load_pretrained:
-        from mvpose.safe_load import state_dict_from_file
+        from mvpose.models.convert import COCO_TO_H36M_TOKENS, map_coco_tokens_to_h36m, pretrained_state_dict
 
-        state = state_dict_from_file(pretrained)  # refuses code in the file unless --trust-checkpoint
+        try:
+            state, source = pretrained_state_dict(pretrained)
+        except UntrustedFileError:  # stays itself: the CLI names the refused global and the opt-in
+            raise
+        except ValueError as err:  # a missing file stays a FileNotFoundError
+            raise ConfigError(f"model.pretrained: {err}") from err
+        if source == "coco" and d["name"] == "h36m":
+            # The official multi-view code's COCO -> Human3.6M keypoint-token mapping (init_weights).
+            for k in [k for k in state if k.endswith("keypoint_tokens") and state[k].shape[1] == 17]:
+                state[k] = map_coco_tokens_to_h36m(state[k])
+                log.info("pretrained %s: %s mapped from COCO to Human3.6M order %s", pretrained, k,
+                         list(COCO_TO_H36M_TOKENS))
         own = model.state_dict()
         # A single-view PPT's keys sit under ``ppt.`` in the multi-view model.
         if not any(k in own for k in state) and any(f"ppt.{k}" in own for k in state):

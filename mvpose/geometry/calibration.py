@@ -1,12 +1,13 @@
 """Calibration files: read the formats practitioners and datasets use, write three of them.
 
 Every reader returns ``{rig_name: [camera params]}`` (rig name ``""`` for single-rig files). One
-camera's params are plain numpy in mvpose's convention (DESIGN.md)::
+camera's params are plain numpy in mvpose's convention (OpenCV's pinhole model, as ``cv2.projectPoints``;
+``mvpose/calibration/README.md``)::
 
     {"name": str, "size": (2,) [width, height] px, "K": (3, 3), "dist": (5,) k1 k2 p1 p2 k3,
      "R": (3, 3) world-to-camera, "t": (3,) millimetres, x_cam = R X + t}
 
-Formats (layouts and units in ``calibration/README.md``):
+Formats (layouts and units in ``mvpose/calibration/README.md``):
 
 - ``mvpose``   JSON or TOML, ``format = "mvpose-calibration"``, mm, one or several rigs; read/write.
 - ``pose2sim`` Pose2Sim / anipose ``Calib.toml``: ``[cam_1] name size matrix distortions rotation
@@ -26,10 +27,15 @@ import json
 import logging
 import math
 import os
-import tomllib
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, published as tomli
+    import tomli as tomllib
 
 import cv2
 import numpy as np
@@ -957,7 +963,7 @@ def load_calibration(path: str | Path, rig: str | None = None, dtype=None, units
 
     Args:
         path: calibration file, any format of :func:`read_calibration`.
-        rig: rig name for multi-rig files (e.g. ``"S9"`` in ``calibration/h36m.json``).
+        rig: rig name for multi-rig files (e.g. ``"S9"`` in ``mvpose/calibration/h36m.json``).
         units: length unit of the file's translations where its format does not fix it (see
             :func:`read_calibration`).
     """
