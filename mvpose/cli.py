@@ -457,15 +457,23 @@ def synth(out, fmt, subjects, actions, frames, image_size, seed, preview, worker
 @click.option("--render-every", type=int, default=1, show_default=True, help="Overlay every N-th frame.")
 @click.option("--workers", type=int, default=None,
               help="Processes for reading and rendering, threads decoding videos (default: CPU count).")
+@click.option("--people", default="1", show_default=True, metavar="N|auto",
+              help="People in the capture: 1 keeps the one whose detections agree across views; N > 1 or auto "
+                   "associates the detections of all views into at most N people (auto: as many as found), tracks "
+                   "them over time and writes one TRC per person.")
+@click.option("--track-distance", type=float, default=500.0, show_default=True,
+              help="With --people: largest median joint distance (mm) to link a person to the previous frames' track.")
 @_trust_option
 def triangulate_cmd(calibration, rig, calibration_units, keypoints, checkpoint, boxes, batch_size, device, videos, images, out, joints,
                     offsets, mode, threshold, min_confidence, min_views, refine, max_gap, cutoff, order, fps, render,
-                    plot_frames, render_every, workers) -> None:
+                    plot_frames, render_every, workers, people, track_distance) -> None:
     """3D joints from a recorded multi-camera capture: OUT/poses3d.h5, poses3d.trc, summary.json, report.txt.
 
     Each input folder holds one entry per camera, named as the calibration's cameras; frames are
     synchronised by index (shift a camera with --offsets). For single-person captures: when a frame
-    has several people, the one whose keypoints agree across views is used.
+    has several people, the one whose keypoints agree across views is used. With --people N or auto,
+    every person is triangulated and tracked: OUT/poses3d.h5 gets a person axis, OUT/poses3d_personK.trc
+    one file per person, summary.json and report.txt a section per person.
 
     The 2D joints come from --keypoints (files of another detector) or from --checkpoint (an mvpose
     model run on --videos or --images: per view a person crop from --boxes, else from the previous
@@ -478,6 +486,7 @@ def triangulate_cmd(calibration, rig, calibration_units, keypoints, checkpoint, 
           --max-gap 10 --cutoff 6 --fps 60 --render
       mvpose triangulate --calibration rig.toml --checkpoint best.pt --videos videos/ --out out/ \\
           --batch-size 8 --device cuda --max-gap 10 --cutoff 6
+      mvpose triangulate --calibration rig.toml --keypoints openpose_json/ --out out/ --people auto
     """
     from mvpose.capture.pipeline import CaptureOptions, parse_offsets, run_capture
 
@@ -499,15 +508,27 @@ def triangulate_cmd(calibration, rig, calibration_units, keypoints, checkpoint, 
             from mvpose.capture.detect import DetectOptions
 
             detect = DetectOptions(checkpoint, boxes=boxes, batch_size=batch_size, device=device)
-        result = run_capture(calibration, keypoints, out, options, detect=detect, rig=rig, videos=videos,
-                             images=images, render=render, plot_frames=frames, render_every=render_every)
+        if people.strip() == "1":
+            result = run_capture(calibration, keypoints, out, options, detect=detect, rig=rig, videos=videos,
+                                 images=images, render=render, plot_frames=frames, render_every=render_every)
+        else:
+            from mvpose.capture.multi import PeopleOptions, parse_people, run_people_capture
+
+            result = run_people_capture(calibration, keypoints, out, options,
+                                        PeopleOptions(parse_people(people), max_distance_mm=track_distance),
+                                        detect=detect, rig=rig, videos=videos, images=images, render=render,
+                                        plot_frames=frames, render_every=render_every)
     except (ValueError, OSError) as err:
         _fail(err)
     click.echo(result.paths["report"].read_text(), nl=False)
-    if result.capture.detection is not None:
-        info = result.capture.detection.info
-        click.echo(f"2D joints: {info['model']} on {info['frames']} frames at {info['frames_per_s']:.1f} frames/s; "
-                   f"{info['whole_frame_passes']} whole-frame pass(es); boxes per camera {info['boxes']}")
+    detection = result.capture.detection
+    for who, det in (detection.items() if isinstance(detection, dict) else [("", detection)]):
+        if det is None:
+            continue
+        info = det.info
+        click.echo(f"2D joints{' of person ' + who if who else ''}: {info['model']} on {info['frames']} frames at "
+                   f"{info['frames_per_s']:.1f} frames/s; {info['whole_frame_passes']} whole-frame pass(es); "
+                   f"boxes per camera {info['boxes']}")
     click.echo("wrote " + " ".join(str(p) for p in result.paths.values()))
 
 

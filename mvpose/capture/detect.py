@@ -31,6 +31,9 @@ original pixels of the camera's own frames (camera frame numbers, before ``--off
   column the highest-scoring row of a frame is used, otherwise the first);
 - JSON: a list of ``{"frame": 12, "box": [x0, y0, x1, y1], "score": 0.9}`` (``score`` optional).
 
+Several people (``--people``): a ``person`` column / key names the person of each box; each person is then
+followed on its own (:func:`detect_capture` with ``person``) by :func:`mvpose.capture.multi.detect_people`.
+
 A frame without a box in the file falls back to tracking. The boxes used are written back as
 ``OUT/boxes/<camera>.csv`` in the same format (with a ``source`` column, ``file`` or ``track``), so a run can
 be repeated with exactly the same crops.
@@ -77,6 +80,7 @@ __all__ = [
     "Detection",
     "Detector",
     "FrameSource",
+    "box_file_people",
     "boxes_around",
     "detect_capture",
     "infer",
@@ -327,14 +331,10 @@ def open_frame_source(name: str, path: str | Path) -> FrameSource:
 
 
 # --------------------------------------------------------------------------------------------- boxes
-def read_box_file(path: str | Path) -> dict[int, np.ndarray]:
-    """One camera's box file (CSV or JSON, see module doc) -> ``{camera frame: (4,) x0, y0, x1, y1}``.
-
-    Raises:
-        CaptureError naming the file, the row or field, and what was expected.
-    """
+def _box_rows(path: str | Path) -> list[tuple[int, float, list[float], str]]:
+    """Rows ``(frame, score, box, person)`` of a box file (see module doc); person ``""`` when not given."""
     path = Path(path)
-    rows: list[tuple[int, float, list[float]]] = []  # frame, score, box
+    rows: list[tuple[int, float, list[float], str]] = []
     if path.suffix.lower() == ".csv":
         reader = csv.DictReader(io.StringIO(path.read_text()))
         fields = [f.strip() for f in reader.fieldnames or []]
@@ -347,7 +347,8 @@ def read_box_file(path: str | Path) -> dict[int, np.ndarray]:
             if not any(rec.values()):
                 continue
             try:
-                rows.append((int(rec["frame"]), float(rec.get("score") or 0.0), [float(rec[c]) for c in BOX_COLUMNS[1:]]))
+                rows.append((int(rec["frame"]), float(rec.get("score") or 0.0), [float(rec[c]) for c in BOX_COLUMNS[1:]],
+                             rec.get("person", "")))
             except ValueError:
                 raise CaptureError(f"{path} line {i}: expected an integer frame and numbers x0,y0,x1,y1, found "
                                    f"{','.join(rec.get(c, '') for c in BOX_COLUMNS)}") from None
@@ -363,15 +364,29 @@ def read_box_file(path: str | Path) -> dict[int, np.ndarray]:
                 box = [float(v) for v in rec["box"]]
                 if len(box) != 4:
                     raise ValueError
-                rows.append((int(rec["frame"]), float(rec.get("score", 0.0)), box))
+                rows.append((int(rec["frame"]), float(rec.get("score", 0.0)), box, str(rec.get("person", "")).strip()))
             except (KeyError, TypeError, ValueError):
                 raise CaptureError(f"{path} record {i}: expected {{\"frame\": int, \"box\": [x0, y0, x1, y1]}}, "
                                    f"found {json.dumps(rec)[:120]}") from None
     else:
         raise CaptureError(f"{path}: box files are .csv or .json")
+    return rows
+
+
+def read_box_file(path: str | Path, person: str | None = None) -> dict[int, np.ndarray]:
+    """One camera's box file (CSV or JSON, see module doc) -> ``{camera frame: (4,) x0, y0, x1, y1}``.
+
+    Args:
+        person: only the boxes of this person (the file's ``person`` column / key); None: every box.
+
+    Raises:
+        CaptureError naming the file, the row or field, and what was expected.
+    """
     out: dict[int, np.ndarray] = {}
     best: dict[int, float] = {}
-    for frame, score, box in rows:
+    for frame, score, box, who in _box_rows(path):
+        if person is not None and who != person:
+            continue
         b = np.asarray(box, dtype=np.float64)
         if not np.isfinite(b).all():
             continue
@@ -382,9 +397,25 @@ def read_box_file(path: str | Path) -> dict[int, np.ndarray]:
     return out
 
 
-def _read_boxes(folder: str | Path | None, names: Sequence[str], calibrated: Sequence[str]) -> dict[str, dict[int, np.ndarray]]:
-    if folder is None:
-        return {}
+def box_file_people(folder: str | Path, names: Sequence[str], calibrated: Sequence[str]) -> list[str]:
+    """The person ids of a box folder's files (the ``person`` column / key), sorted (numbers numerically).
+
+    Raises:
+        CaptureError: as :func:`read_box_file`, or a box without a person id.
+    """
+    sources = _box_sources(folder, calibrated)
+    found: set[str] = set()
+    for name in names:
+        if name in sources:
+            for frame, _, _, who in _box_rows(sources[name]):
+                if not who:
+                    raise CaptureError(f"{sources[name]}: frame {frame}: several people need a person id per box "
+                                       "(a 'person' column in CSV, a \"person\" key in JSON)")
+                found.add(who)
+    return sorted(found, key=lambda p: (not p.isdigit(), int(p) if p.isdigit() else 0, p))
+
+
+def _box_sources(folder: str | Path, calibrated: Sequence[str]) -> dict[str, Path]:
     sources = find_camera_sources(folder, (".csv", ".json"))
     unknown = [n for n in sources if n not in calibrated]
     if unknown:
@@ -392,7 +423,15 @@ def _read_boxes(folder: str | Path | None, names: Sequence[str], calibrated: Seq
                            f"calibration cameras: {', '.join(calibrated)}; box files: {', '.join(sources)}")
     if not sources:
         raise CaptureError(f"boxes {folder}: no <camera>.csv or <camera>.json box file")
-    return {n: read_box_file(sources[n]) for n in names if n in sources}
+    return sources
+
+
+def _read_boxes(folder: str | Path | None, names: Sequence[str], calibrated: Sequence[str],
+                person: str | None = None) -> dict[str, dict[int, np.ndarray]]:
+    if folder is None:
+        return {}
+    sources = _box_sources(folder, calibrated)
+    return {n: read_box_file(sources[n], person) for n in names if n in sources}
 
 
 def boxes_around(points: np.ndarray, valid: np.ndarray, min_size: float = MIN_BOX_PX) -> np.ndarray:
@@ -526,6 +565,7 @@ def detect_capture(
     images: str | Path | None = None,
     timings: dict[str, float] | None = None,
     issues: IssueLog | None = None,
+    person: str | None = None,
 ) -> Capture:
     """Run a model over a capture's videos or image folders and return it like :func:`load_capture` does.
 
@@ -538,6 +578,9 @@ def detect_capture(
         images: folder with one image folder per camera.
         timings: filled with ``detect_read_s``, ``detect_crop_s``, ``detect_model_s``, ``detect_track_s``.
         issues: the log to add to (a new one by default); warnings logged meanwhile are added to it.
+        person: follow only this person of the box files (their ``person`` column / key): crops come from its
+            boxes and its reprojected track, never from the whole frame (which would find anyone); views with
+            neither are left out. None: the single-person behaviour of the module doc.
 
     Returns:
         A :class:`~mvpose.capture.pipeline.Capture` with ``people (T, V, 1, J, 3)`` and ``detection``.
@@ -550,10 +593,12 @@ def detect_capture(
     where = f"{'videos' if videos is not None else 'images'} {folder}"
     issues = IssueLog() if issues is None else issues
     with issues.capture_logging():
-        return _detect_capture(calibration, detect, options, rig, folder, what, where, videos, images, timings, issues)
+        return _detect_capture(calibration, detect, options, rig, folder, what, where, videos, images, timings, issues,
+                               person)
 
 
-def _detect_capture(calibration, detect, options, rig, folder, what, where, videos, images, timings, issues) -> Capture:
+def _detect_capture(calibration, detect, options, rig, folder, what, where, videos, images, timings, issues,
+                    person) -> Capture:
     rig_cams = load_calibration(calibration, rig=rig, units=options.calibration_units)
     entries = find_camera_sources(folder, VIDEO_SUFFIXES if videos is not None else ())
     names = match_cameras(rig_cams.names, list(entries), where, issues, what=what)
@@ -561,7 +606,7 @@ def _detect_capture(calibration, detect, options, rig, folder, what, where, vide
     stray = [n for n in offsets if n not in names]
     if stray:
         raise CaptureError(f"offsets name camera(s) {', '.join(stray)} that are not used; cameras are {', '.join(names)}")
-    box_files = _read_boxes(detect.boxes, names, rig_cams.names)
+    box_files = _read_boxes(detect.boxes, names, rig_cams.names, person)
     detector = load_detector(detect.checkpoint, detect.device, options.joints)
     cameras = rig_cams[names].to(dtype=torch.float64)
     sources = [open_frame_source(n, entries[n]) for n in names]
@@ -647,7 +692,12 @@ def _detect_capture(calibration, detect, options, rig, folder, what, where, vide
                 has_file = np.isfinite(file_boxes[s:e]).all(-1) & avail
                 seen = np.flatnonzero(avail.sum(axis=1) >= 2)  # frames that can be triangulated
                 searched = None
-                if lost and (avail & ~has_file).any() and len(seen):
+                if person is not None:
+                    # One of several people: no whole-frame search, no whole-frame crop (it would find anyone).
+                    _, _, code = choose_boxes(s, e, avail, has_file)
+                    avail &= code != 3
+                    frames = [[img if ok else None for img, ok in zip(row, ok_row)] for row, ok_row in zip(frames, avail)]
+                elif lost and (avail & ~has_file).any() and len(seen):
                     # No pose to crop around: find the person on the whole frame, triangulate, track; then crop
                     # that frame around the pose found, which sharpens it (coarse to fine).
                     i = searched = seen[0]
