@@ -25,7 +25,7 @@ from mvpose.geometry.calibration import load_calibration
 from mvpose.metrics import mpjpe
 from mvpose.skeletons import BODY25
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RIG = REPO / "mvpose" / "calibration" / "examples" / "rig4.json"  # 4 cameras, 1920x1080, with distortion
 
 
