@@ -102,15 +102,10 @@ def test_scan_finds_a_planted_cycle(tmp_path):
     assert find_cycles(graph) == [["mvpose.sub.a", "mvpose.sub.b"]]
 
 
-# The capture pipeline's detector cycle is the one left (issue 16, capture part); remove it here
-# when the pipeline takes a keypoint source instead of importing the detector.
-KNOWN_CYCLES = [["mvpose.capture.detect", "mvpose.capture.pipeline"]]
-
-
 def test_no_import_cycles():
     graph = import_graph()
     assert len(graph) > 50  # the scan saw the package
-    assert find_cycles(graph) == KNOWN_CYCLES
+    assert find_cycles(graph) == []
 
 
 @pytest.mark.parametrize("leaf", ["mvpose.models.registry", "mvpose.data.registry"])
@@ -135,6 +130,16 @@ def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
             seen.add(w)
             todo.append(w)
     return seen
+
+
+def test_capture_pipeline_never_imports_the_detector():
+    """The pipeline takes keypoint sources (mvpose.capture.types.KeypointSource); the model path is one."""
+    graph = import_graph()
+    assert "mvpose.capture.detect" not in reachable(graph, "mvpose.capture.pipeline")
+    assert not {"mvpose.engine.evaluate", "mvpose.models"} & reachable(graph, "mvpose.capture.pipeline")
+    for leaf in ("mvpose.capture.types", "mvpose.capture.issues", "mvpose.capture.stages"):
+        assert not {m for m in reachable(graph, leaf) if m.startswith("mvpose.capture.")} - {
+            "mvpose.capture.issues", "mvpose.capture.types", "mvpose.capture.keypoints"}, leaf
 
 
 @pytest.mark.parametrize("lower, upper", [("mvpose.geometry", "mvpose.capture"), ("mvpose.models", "mvpose.capture"),

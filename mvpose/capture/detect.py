@@ -53,7 +53,7 @@ import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, ClassVar, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -62,7 +62,7 @@ from tqdm import tqdm
 
 from mvpose.capture.issues import IssueLog
 from mvpose.capture.keypoints import find_camera_sources, resolve_joint_set
-from mvpose.capture.pipeline import check_image_bounds, match_cameras, triangulate_frames
+from mvpose.capture.stages import check_image_bounds, match_cameras, triangulate_frames
 from mvpose.capture.types import Capture, CaptureError, CaptureOptions
 from mvpose.capture.render import index_image_folder, video_frames
 from mvpose.data import transforms as tf
@@ -137,6 +137,27 @@ class DetectOptions:
     reinit_after: int = 10
     min_track_joints: int | None = None
     search_refine: int = 2
+
+    stage: ClassVar[str] = "detect"  # a KeypointSource (mvpose.capture.types): run_capture times load() as detect_s
+
+    def load(
+        self,
+        calibration: str | Path,
+        options: CaptureOptions,
+        *,
+        rig: str | None = None,
+        videos: str | Path | None = None,
+        images: str | Path | None = None,
+        timings: dict[str, float] | None = None,
+        issues: IssueLog | None = None,
+    ) -> Capture:
+        """The capture the model finds in the frames: :func:`detect_capture` with these options."""
+        return detect_capture(calibration, self, options, rig=rig, videos=videos, images=images, timings=timings,
+                              issues=issues)
+
+    def write(self, capture: Capture, out_dir: str | Path) -> dict[str, Path]:
+        """``detection.json`` and ``boxes/<camera>.csv`` (:func:`write_detection`)."""
+        return write_detection(capture.detection, out_dir) if capture.detection is not None else {}
 
     def check(self) -> None:
         if self.batch_size < 1:
