@@ -19,7 +19,7 @@ Per batch of ``batch_size`` capture frames (all views of each):
    go through the model as the training data did: single-view models see the ``B x V`` crops as one batch,
    multi-view PPT sees the ``V`` views of a frame as one sample with the world rays of the crop cameras
    (:func:`mvpose.engine.evaluate.forward_views`);
-4. heatmaps (or SimCC keypoints) are decoded (:func:`mvpose.engine.evaluate.keypoints_from_output`) and
+4. heatmaps (or SimCC keypoints) are decoded (the model's ``predict``, :class:`mvpose.models.base.PoseModel`) and
    mapped back to original pixels through the inverse crop affine;
 5. the batch is triangulated (:func:`mvpose.capture.pipeline.triangulate_frames`, the capture's options)
    to move the track on.
@@ -51,24 +51,23 @@ import logging
 import time
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Sequence
 
-import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from mvpose.capture.frames import FrameSource, open_frame_source
 from mvpose.capture.issues import IssueLog
 from mvpose.capture.keypoints import find_camera_sources, resolve_joint_set
 from mvpose.capture.stages import check_image_bounds, match_cameras, triangulate_frames
 from mvpose.capture.types import Capture, CaptureError, CaptureOptions
-from mvpose.capture.render import index_image_folder, video_frames
 from mvpose.data import transforms as tf
 from mvpose.engine.decode import crop_to_original
-from mvpose.engine.evaluate import forward_views, is_multiview, keypoints_from_output
-from mvpose.geometry.board_calibration import VIDEO_SUFFIXES
+from mvpose.engine.evaluate import forward_views, is_multiview
+from mvpose.frames import VIDEO_SUFFIXES
 from mvpose.geometry.calibration import calibration_units, load_calibration
 from mvpose.geometry.camera import Cameras
 from mvpose.skeletons import get_skeleton
@@ -282,73 +281,12 @@ def infer(detector: Detector, batch: dict[str, Any]) -> np.ndarray:
         whose heatmap peak is not positive (nothing found), as the keypoint readers mark missing joints.
     """
     out = forward_views(detector.model, batch, detector.device)
-    xy, conf = keypoints_from_output(out, detector.input_hw, detector.decode)
+    xy, conf = detector.model.predict(out, detector.input_hw, detector.decode)  # the model contract
     xy = crop_to_original(xy.double(), batch["affine"].double())
     conf = conf.double()
     ok = batch["view_mask"][..., None] & (conf > 0) & xy.isfinite().all(dim=-1)
     xy = torch.where(ok[..., None], xy, torch.full_like(xy, float("nan")))
     return torch.cat([xy, torch.where(ok, conf, torch.zeros_like(conf))[..., None]], dim=-1).numpy()
-
-
-# --------------------------------------------------------------------------------------------- frames
-@dataclass
-class FrameSource:
-    """One camera's frames: a video file or an image folder.
-
-    Attributes:
-        frames: (F,) camera frame numbers present (videos: ``0..count-1``; images: the last digits of the
-            file names, or their sorted order when a name has none).
-        size: ``(width, height)`` of the frames; None when nothing could be read.
-    """
-
-    name: str
-    path: Path
-    frames: np.ndarray
-    size: tuple[int, int] | None
-    files: dict[int, Path] = field(default_factory=dict)
-
-    @property
-    def is_video(self) -> bool:
-        return self.path.is_file()
-
-    def read(self, wanted: np.ndarray) -> Iterator[np.ndarray | None]:
-        """Frames ``wanted`` (increasing camera frame numbers), None where there is none."""
-        if self.is_video:
-            yield from video_frames(self.path, wanted)
-            return
-        for f in wanted:
-            path = self.files.get(int(f))
-            image = None if path is None else cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if path is not None and image is None:
-                log.warning("camera %s: cannot read image %s; frame %d counts as missing", self.name, path, int(f))
-            yield image
-
-
-def open_frame_source(name: str, path: str | Path) -> FrameSource:
-    """Index a camera's video or image folder without decoding it (one image is read for its size)."""
-    path = Path(path)
-    if path.is_file():
-        cap = cv2.VideoCapture(str(path))
-        try:
-            if not cap.isOpened():
-                return FrameSource(name, path, np.zeros(0, np.int64), None)
-            count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-            size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-            if count <= 0:  # some containers do not store it: count by demuxing
-                count = 0
-                while cap.grab():
-                    count += 1
-        finally:
-            cap.release()
-        return FrameSource(name, path, np.arange(count, dtype=np.int64), size if count else None)
-    by_number = index_image_folder(path)
-    size = None
-    for p in list(by_number.values())[:3]:
-        image = cv2.imread(str(p), cv2.IMREAD_COLOR)
-        if image is not None:
-            size = (image.shape[1], image.shape[0])
-            break
-    return FrameSource(name, path, np.array(sorted(by_number), dtype=np.int64), size, by_number)
 
 
 # --------------------------------------------------------------------------------------------- boxes

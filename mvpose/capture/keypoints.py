@@ -31,7 +31,6 @@ import json
 import logging
 import math
 import os
-import re
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from mvpose.frames import frame_number
 from mvpose.skeletons import SKELETONS, get_skeleton
 
 __all__ = [
@@ -60,7 +60,6 @@ log = logging.getLogger(__name__)
 
 # Keypoint count -> joint set. 17 is also Human3.6M-17; that one must be named.
 JOINT_SETS_BY_COUNT = {25: "body25", 26: "halpe26", 17: "coco"}
-_DIGITS = re.compile(r"(\d+)")
 # Placeholder kinds counted in CameraKeypoints.skipped.
 PLACEHOLDERS = {
     "null": "null entries",
@@ -101,12 +100,6 @@ class CameraKeypoints:
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def frame_number(name: str) -> int | None:
-    """Last run of digits in a file name (``cam1_000000000042_keypoints.json`` -> 42), None if none."""
-    runs = _DIGITS.findall(Path(name).name)
-    return int(runs[-1]) if runs else None
-
-
 def resolve_joint_set(num_joints: int, joints: str | None, where: str) -> str:
     """Name the joint set of ``num_joints`` keypoints per person, checking an explicit choice against it."""
     if joints is not None:

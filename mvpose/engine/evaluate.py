@@ -24,7 +24,7 @@ from tqdm import tqdm
 from mvpose import metrics
 from mvpose.data.dataset import sample_cameras
 from mvpose.engine.checkpoint import atomic_write_text
-from mvpose.engine.decode import crop_to_original, decode_heatmaps
+from mvpose.engine.decode import crop_to_original
 from mvpose.engine.distributed import unwrap
 from mvpose.geometry.triangulation import triangulate
 from mvpose.skeletons import H36M_ACTIONS, get_skeleton
@@ -63,15 +63,6 @@ def forward_views(model: torch.nn.Module, batch: dict[str, Any], device: torch.d
 def output_kind(model: torch.nn.Module) -> str:
     """``"heatmap"`` for heatmap models, ``"simcc"`` for SimCC models (HRPVT)."""
     return unwrap(model).output_kind
-
-
-def keypoints_from_output(out: dict[str, torch.Tensor], input_hw: tuple[int, int], decode: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, V, J, 2) crop-pixel joints and (B, V, J) confidences from any model's output."""
-    if "heatmaps" in out:
-        return decode_heatmaps(out["heatmaps"].float().cpu(), input_hw, method=decode)
-    if "keypoints" in out and "confidence" in out:
-        return out["keypoints"].float().cpu(), out["confidence"].float().cpu()
-    raise ValueError(f"model output has neither heatmaps nor keypoints+confidence (keys: {sorted(out)})")
 
 
 def flip_test_output(
