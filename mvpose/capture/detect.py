@@ -466,6 +466,56 @@ def _tracked_boxes(points3d: np.ndarray, cameras: Cameras, sizes: np.ndarray) ->
 
 
 # --------------------------------------------------------------------------------------------- capture
+class BoxTracker:
+    """Where the model path crops each frame and view, and the 3D pose that moves the crops on.
+
+    A view's box comes from its box file, else from the tracked pose reprojected into the view
+    (:func:`_tracked_boxes`), else the whole frame (letterboxed). Each :meth:`run_pass` crops, runs the
+    model, triangulates (the capture's options) and moves the track (:class:`_Track`) on.
+
+    Args:
+        frame_index: (T,) capture frame numbers. file_boxes: (T, V, 4) boxes of the box files, NaN where
+            none. frame_sizes: (V, 2) frame ``(W, H)``. timings: accumulates ``detect_crop_s``,
+            ``detect_model_s`` and ``detect_track_s``.
+    """
+
+    def __init__(self, detector: Detector, detect: DetectOptions, options: CaptureOptions, cameras: Cameras,
+                 frame_index: np.ndarray, file_boxes: np.ndarray, frame_sizes: np.ndarray,
+                 timings: dict[str, float]) -> None:
+        self.detector, self.cameras, self.timings, self.padding = detector, cameras, timings, detect.padding
+        self.frame_index, self.file_boxes, self.frame_sizes = frame_index, file_boxes, frame_sizes
+        V = len(frame_sizes)
+        self.whole = np.concatenate([np.full((V, 2), -0.5), frame_sizes - 0.5], axis=-1)  # (V, 4) letterbox boxes
+        self.track = _Track(detect.min_track_joints or max(4, detector.num_joints // 2), detect.reinit_after)
+        self.tri_opts = dataclasses.replace(options, progress=False)
+
+    def lost(self, frame: int) -> bool:
+        """No tracked pose recent enough for capture frame ``frame``."""
+        return self.track.lost(frame)
+
+    def run_pass(self, rows: list, box: np.ndarray, pad: np.ndarray, numbers: np.ndarray) -> np.ndarray:
+        """Crop, infer and triangulate some frames, moving the track on; returns their (N, V, J, 3)."""
+        with _Timer(self.timings, "detect_crop_s"):
+            batch = _crop_batch(self.detector, rows, box, pad, self.cameras, numbers)
+        with _Timer(self.timings, "detect_model_s"):
+            kp = infer(self.detector, batch)
+        with _Timer(self.timings, "detect_track_s"):
+            X, _ = triangulate_frames(torch.from_numpy(kp), self.cameras, self.tri_opts)
+            self.track.update(numbers, X.numpy())
+        return kp
+
+    def choose_boxes(self, s: int, e: int, avail: np.ndarray, has_file: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Boxes (n, V, 4), paddings (n, V) and sources (n, V) of capture rows ``s:e``: file, track, whole."""
+        with _Timer(self.timings, "detect_track_s"):
+            pred = self.track.predict(self.frame_index[s:e])
+            tracked = (_tracked_boxes(pred, self.cameras, self.frame_sizes) if pred is not None
+                       else np.full((e - s, len(self.frame_sizes), 4), np.nan))
+        use_track = avail & ~has_file & np.isfinite(tracked).all(-1)
+        box = np.where(has_file[..., None], self.file_boxes[s:e], np.where(use_track[..., None], tracked, self.whole[None]))
+        pad = np.where(has_file | use_track, self.padding, 1.0)
+        return box, pad, np.where(has_file, 1, np.where(use_track, 2, 3)) * avail
+
+
 @dataclass
 class Detection:
     """What the model path did, for ``detection.json`` and ``boxes/<camera>.csv``.
@@ -590,7 +640,6 @@ def _detect_capture(calibration, detect, options, rig, folder, what, where, vide
             issues.add(f"camera {src.name}: frames for {have} of {T} capture frames ({src.path.name}); "
                        "the other frames use the remaining views", kind="frames", count=int(T - have))
     frame_sizes = np.array([s.size or (cw, ch) for s, (cw, ch) in zip(sources, calib_size)], dtype=np.float64)
-    whole = np.concatenate([np.full((V, 2), -0.5), frame_sizes - 0.5], axis=-1)  # (V, 4) letterbox boxes
 
     file_boxes = np.full((T, V, 4), np.nan)
     for name, per_frame in box_files.items():
@@ -602,8 +651,7 @@ def _detect_capture(calibration, detect, options, rig, folder, what, where, vide
     if unused:
         issues.add(f"boxes {detect.boxes}: no box of camera(s) {', '.join(unused)} falls on a capture frame")
 
-    tri_opts = dataclasses.replace(options, progress=False)
-    track = _Track(detect.min_track_joints or max(4, J // 2), detect.reinit_after)
+    tracker = BoxTracker(detector, detect, options, cameras, frame_index, file_boxes, frame_sizes, timings)
     keypoints = np.full((T, V, J, 3), np.nan)
     keypoints[..., 2] = 0.0
     boxes = np.full((T, V, 4), np.nan)
@@ -611,27 +659,6 @@ def _detect_capture(calibration, detect, options, rig, folder, what, where, vide
     whole_passes = refine_passes = forwarded = 0
     B = detect.batch_size
     workers = min(V, options.workers if options.workers is not None else V)
-
-    def run_pass(rows: list, box: np.ndarray, pad: np.ndarray, numbers: np.ndarray) -> np.ndarray:
-        """Crop, infer and triangulate some frames, moving the track on; returns their (N, V, J, 3)."""
-        with _Timer(timings, "detect_crop_s"):
-            batch = _crop_batch(detector, rows, box, pad, cameras, numbers)
-        with _Timer(timings, "detect_model_s"):
-            kp = infer(detector, batch)
-        with _Timer(timings, "detect_track_s"):
-            X, _ = triangulate_frames(torch.from_numpy(kp), cameras, tri_opts)
-            track.update(numbers, X.numpy())
-        return kp
-
-    def choose_boxes(s: int, e: int, avail: np.ndarray, has_file: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Boxes (n, V, 4), paddings (n, V) and sources (n, V) of capture rows ``s:e``: file, track, whole."""
-        with _Timer(timings, "detect_track_s"):
-            pred = track.predict(frame_index[s:e])
-            tracked = _tracked_boxes(pred, cameras, frame_sizes) if pred is not None else np.full((e - s, V, 4), np.nan)
-        use_track = avail & ~has_file & np.isfinite(tracked).all(-1)
-        box = np.where(has_file[..., None], file_boxes[s:e], np.where(use_track[..., None], tracked, whole[None]))
-        pad = np.where(has_file | use_track, detect.padding, 1.0)
-        return box, pad, np.where(has_file, 1, np.where(use_track, 2, 3)) * avail
 
     readers = [src.read(cam_frames[:, v]) for v, src in enumerate(sources)]
     bar = tqdm(total=T, desc="detect", unit="frame", disable=not options.progress, leave=False)
@@ -643,7 +670,7 @@ def _detect_capture(calibration, detect, options, rig, folder, what, where, vide
             while s < T:
                 # After a (re)start the batches grow 1, 2, 4, ...: the track gets a velocity before a whole
                 # batch is cropped around one pose.
-                lost = track.lost(int(frame_index[s]))
+                lost = tracker.lost(int(frame_index[s]))
                 e = min(s + (1 if lost else step), T)
                 with _Timer(timings, "detect_read_s"):
                     frames = ahead.take(e - s)
@@ -653,29 +680,29 @@ def _detect_capture(calibration, detect, options, rig, folder, what, where, vide
                 searched = None
                 if person is not None:
                     # One of several people: no whole-frame search, no whole-frame crop (it would find anyone).
-                    _, _, code = choose_boxes(s, e, avail, has_file)
+                    _, _, code = tracker.choose_boxes(s, e, avail, has_file)
                     avail &= code != 3
                     frames = [[img if ok else None for img, ok in zip(row, ok_row)] for row, ok_row in zip(frames, avail)]
                 elif lost and (avail & ~has_file).any() and len(seen):
                     # No pose to crop around: find the person on the whole frame, triangulate, track; then crop
                     # that frame around the pose found, which sharpens it (coarse to fine).
                     i = searched = seen[0]
-                    kp0 = run_pass(frames[i:i + 1], whole[None], np.ones((1, V)), frame_index[s + i:s + i + 1])
+                    kp0 = tracker.run_pass(frames[i:i + 1], tracker.whole[None], np.ones((1, V)), frame_index[s + i:s + i + 1])
                     whole_passes += 1
                     for _ in range(detect.search_refine):
-                        if track.lost(int(frame_index[s + i])):
+                        if tracker.lost(int(frame_index[s + i])):
                             break
-                        box, pad, _ = choose_boxes(s + i, s + i + 1, avail[i:i + 1], has_file[i:i + 1])
-                        run_pass(frames[i:i + 1], box, pad, frame_index[s + i:s + i + 1])
+                        box, pad, _ = tracker.choose_boxes(s + i, s + i + 1, avail[i:i + 1], has_file[i:i + 1])
+                        tracker.run_pass(frames[i:i + 1], box, pad, frame_index[s + i:s + i + 1])
                         refine_passes += 1
-                box, pad, src_code = choose_boxes(s, e, avail, has_file)
+                box, pad, src_code = tracker.choose_boxes(s, e, avail, has_file)
                 keep = avail.any(axis=1)  # frames with at least one view
-                if searched is not None and track.lost(int(frame_index[s + searched])) and not has_file[searched].any():
+                if searched is not None and tracker.lost(int(frame_index[s + searched])) and not has_file[searched].any():
                     # the search found no one: its whole-frame answer is the answer for that frame
                     keypoints[s + searched], keep[searched] = kp0[0], False
                 keep = np.flatnonzero(keep)
                 if len(keep):
-                    keypoints[s + keep] = run_pass([frames[n] for n in keep], box[keep], pad[keep], frame_index[s + keep])
+                    keypoints[s + keep] = tracker.run_pass([frames[n] for n in keep], box[keep], pad[keep], frame_index[s + keep])
                     forwarded += len(keep)
                 boxes[s:e] = np.where(avail[..., None], box, np.nan)
                 source[s:e] = src_code
