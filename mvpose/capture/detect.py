@@ -62,7 +62,7 @@ from tqdm import tqdm
 from mvpose.capture.frames import FrameSource, open_frame_source
 from mvpose.capture.issues import IssueLog
 from mvpose.capture.keypoints import find_camera_sources, resolve_joint_set
-from mvpose.capture.stages import check_image_bounds, match_cameras, triangulate_frames
+from mvpose.capture.stages import check_image_bounds, check_offsets, frame_axis, match_cameras, triangulate_frames
 from mvpose.capture.types import Capture, CaptureError, CaptureOptions
 from mvpose.data import transforms as tf
 from mvpose.engine.decode import crop_to_original
@@ -612,9 +612,7 @@ def _detect_capture(calibration, detect, options, rig, folder, what, where, vide
     entries = find_camera_sources(folder, VIDEO_SUFFIXES if videos is not None else ())
     names = match_cameras(rig_cams.names, list(entries), where, issues, what=what)
     offsets = dict(options.offsets)
-    stray = [n for n in offsets if n not in names]
-    if stray:
-        raise CaptureError(f"offsets name camera(s) {', '.join(stray)} that are not used; cameras are {', '.join(names)}")
+    check_offsets(offsets, names)
     box_files = _read_boxes(detect.boxes, names, rig_cams.names, person)
     detector = load_detector(detect.checkpoint, detect.device, options.joints)
     cameras = rig_cams[names].to(dtype=torch.float64)
@@ -627,11 +625,9 @@ def _detect_capture(calibration, detect, options, rig, folder, what, where, vide
             issues.add(f"camera {src.name}: frames are {src.size[0]}x{src.size[1]} but the calibration is for "
                        f"{cw}x{ch}; keypoints are in frame pixels, so is the calibration for another resolution?",
                        kind="calibration")
-    shifted = [s.frames - offsets.get(s.name, 0) for s in sources if len(s.frames)]
-    if not shifted:
+    frame_index = frame_axis([s.frames for s in sources], [offsets.get(s.name, 0) for s in sources])
+    if not len(frame_index):
         raise CaptureError(f"{where}: no camera has a readable frame")
-    start, stop = min(int(s.min()) for s in shifted), max(int(s.max()) for s in shifted) + 1
-    frame_index = np.arange(start, stop)
     T, V, J = len(frame_index), len(names), detector.num_joints
     cam_frames = frame_index[:, None] + np.array([offsets.get(n, 0) for n in names])[None]  # (T, V)
     for v, src in enumerate(sources):

@@ -50,6 +50,7 @@ from mvpose.capture.keypoints import (
 from mvpose.capture.people import select_person
 from mvpose.capture.stages import (
     check_image_bounds,
+    check_offsets,
     match_cameras,
     parse_offsets,
     synchronise,
@@ -144,9 +145,7 @@ def _load_capture(calibration, keypoints_dir, joints, offsets, rig, workers, pro
     sources = find_camera_sources(keypoints_dir)
     names = match_cameras(rig_cams.names, list(sources), f"keypoints {keypoints_dir}", issues)
     offsets = dict(offsets or {})
-    stray = [n for n in offsets if n not in names]
-    if stray:
-        raise CaptureError(f"offsets name camera(s) {', '.join(stray)} that are not used; cameras are {', '.join(names)}")
+    check_offsets(offsets, names)
     workers = default_workers(workers)
     cams = []
     with contextlib.ExitStack() as stack:

@@ -25,7 +25,7 @@ from mvpose.geometry.camera import Cameras
 from mvpose.geometry.triangulation import refine_points, triangulate, triangulate_robust
 
 __all__ = [
-    "OUTSIDE_WARN_FRACTION", "check_image_bounds", "cpu_seconds", "match_cameras", "parse_offsets", "synchronise",
+    "OUTSIDE_WARN_FRACTION", "check_image_bounds", "check_offsets", "cpu_seconds", "frame_axis", "match_cameras", "parse_offsets", "synchronise",
     "timed", "triangulate_frames", "video_fps",
 ]
 
@@ -95,6 +95,22 @@ def match_cameras(
     return both
 
 
+def check_offsets(offsets: dict[str, int], names: Sequence[str]) -> None:
+    """CaptureError when a frame offset names a camera that is not used (a typo would be ignored otherwise)."""
+    stray = [n for n in offsets if n not in names]
+    if stray:
+        raise CaptureError(f"offsets name camera(s) {', '.join(stray)} that are not used; cameras are {', '.join(names)}")
+
+
+def frame_axis(frames: Sequence[np.ndarray], offsets: Sequence[int]) -> np.ndarray:
+    """(T,) capture frames from the first to the last ``camera frame - offset`` of any camera (cameras
+    without frames count for nothing; none at all gives an empty axis)."""
+    shifted = [np.asarray(f) - o for f, o in zip(frames, offsets) if len(f)]
+    if not shifted:
+        return np.zeros(0, np.int64)
+    return np.arange(min(int(s.min()) for s in shifted), max(int(s.max()) for s in shifted) + 1)
+
+
 def synchronise(
     cams: Sequence[CameraKeypoints], offsets: dict[str, int], issues: IssueLog
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -105,9 +121,10 @@ def synchronise(
         people: (T, V, P, J, 3), missing where a camera has no such frame.
     """
     shifted = [c.frames - offsets.get(c.name, 0) for c in cams]
-    start = min(int(s.min()) for s in shifted)
-    stop = max(int(s.max()) for s in shifted) + 1
-    T, V = stop - start, len(cams)
+    frame_index = frame_axis([c.frames for c in cams], [offsets.get(c.name, 0) for c in cams])
+    if not len(frame_index):
+        raise CaptureError(f"no camera has a keypoint frame ({', '.join(c.name for c in cams)})")
+    start, T, V = int(frame_index[0]), len(frame_index), len(cams)
     P = max(c.people.shape[1] for c in cams)
     J = cams[0].num_joints
     people = np.full((T, V, P, J, 3), np.nan)
@@ -119,7 +136,7 @@ def synchronise(
                        "frames", T - len(s))
         if not (c.people[..., 2] > 0).any():
             issues.add(f"camera {c.name}: no keypoint in any frame ({c.source})", "cameras")
-    return np.arange(start, stop), people
+    return frame_index, people
 
 
 def check_image_bounds(people: np.ndarray, cameras: Cameras, names: Sequence[str], issues: IssueLog) -> None:
