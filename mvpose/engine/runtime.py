@@ -1,0 +1,77 @@
+"""Process settings for fast CPU training and inference: allocator and thread counts.
+
+Neither changes a result; both change how fast the same computation runs.
+
+* :func:`keep_freed_memory`: glibc returns large freed blocks to the kernel (every block above
+  the mmap threshold, and the top of the heap above the trim threshold), so each training step
+  maps its activations afresh and pays a page fault per 4 KiB page. On the 2-core VM this project
+  is measured on, that made a training step of ``mv_ppt_tiny`` 1.7x slower in wall time
+  (``scripts/bench_models.py``, README "Speed"). Keeping the freed memory for reuse removes it;
+  the process keeps its peak heap size instead of shrinking after each step.
+* :func:`cpu_threads`: DataLoader workers and the intra-op threads of the main process share the
+  cores; more busy threads than cores make every OpenMP barrier wait for a descheduled thread
+  (2 workers + 2 threads on 2 cores: 2x slower than 2 workers + 1 thread).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+# mallopt parameters (glibc malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+
+_applied = False
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc malloc keep freed memory for reuse (no mmap for large blocks, no heap trimming).
+
+    Process-wide, inherited by forked DataLoader workers; applied once. Does nothing (returns
+    False) where the C library is not glibc (macOS, Windows, musl) or when the environment
+    variable ``MVPOSE_KEEP_FREED_MEMORY`` is ``0``.
+
+    Returns:
+        True if the setting is in effect.
+    """
+    global _applied
+    if _applied:
+        return True
+    if os.environ.get("MVPOSE_KEEP_FREED_MEMORY", "1") == "0":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    # mallopt returns 1 on success; the trim threshold is a size_t-sized int: 1 GiB is plenty.
+    ok = mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, 1 << 30) == 1
+    _applied = bool(ok)
+    log.debug("keep_freed_memory: %s", "on" if ok else "mallopt refused")
+    return _applied
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def cpu_threads(workers: int, processes: int = 1) -> int:
+    """Intra-op threads for a training process on CPU: the cores left after its data workers.
+
+    Args:
+        workers: DataLoader worker processes of this training process.
+        processes: training processes sharing the machine (DDP on CPU).
+
+    Returns:
+        ``max(1, available_cpus() // processes - workers)``.
+    """
+    return max(1, available_cpus() // max(1, processes) - max(0, workers))
