@@ -39,7 +39,13 @@ class ConvBN(nn.Sequential):
         scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
         weight = conv.weight * scale.view(-1, 1, 1, 1)
         bias = bn.bias - bn.running_mean * scale
-        y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+        pointwise = conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.groups == 1
+        if pointwise and x.is_contiguous(memory_format=torch.channels_last):
+            # A 1x1 convolution on channels_last data is one matrix product over the pixels;
+            # as a convolution, PyTorch's CPU path first broadcasts the bias into the output.
+            y = F.linear(x.permute(0, 2, 3, 1), weight.flatten(1), bias).permute(0, 3, 1, 2)
+        else:
+            y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
         return y.relu_() if len(self) > 2 else y
 
 

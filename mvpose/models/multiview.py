@@ -181,22 +181,23 @@ class MultiViewPPT(nn.Module):
         else:
             pos_3d = torch.zeros_like(pos)
         missing = ~view_mask
-        padding = torch.cat(
-            [missing.repeat_interleave(j, dim=1), missing.repeat_interleave(k, dim=1)], dim=1
-        )  # (B, V*J + V*K), same order as the fused tokens
+        padding = None
+        if bool(missing.any()):  # no mask at all when every camera is there (the same attention)
+            padding = torch.cat(
+                [missing.repeat_interleave(j, dim=1), missing.repeat_interleave(k, dim=1)], dim=1
+            )  # (B, V*J + V*K), same order as the fused tokens
 
-        pos_2d = pos.reshape(b, v * k, d)
         pos_3d = pos_3d.reshape(b, v * k, d)
+        # Encodings padded with zeros for the keypoint tokens, so adding them is one op.
+        zeros = pos_3d.new_zeros(b, v * j, d)
+        both = torch.cat([zeros, pos.reshape(b, v * k, d) + pos_3d], dim=1) if ppt.pe_every_layer else None
+        only_3d = torch.cat([zeros, pos_3d], dim=1)
         x = torch.cat([keypoints, visual], dim=1)
         for n, idx in enumerate(range(depth - self.fusion_layers, depth)):
             if ppt.pe_every_layer and idx > 0:
-                add = pos_2d + pos_3d
+                x = x + both
             elif n == 0:  # the 3D encoding reaches fusion even without per-layer encodings
-                add = pos_3d
-            else:
-                add = None
-            if add is not None:
-                x = torch.cat([x[:, : v * j], x[:, v * j :] + add], dim=1)
+                x = x + only_3d
             x = ppt.layers[idx](x, key_padding_mask=padding)
 
         heatmaps = ppt.heatmaps(x[:, : v * j].reshape(b, v, j, d))

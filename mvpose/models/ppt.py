@@ -252,10 +252,14 @@ class PPT(nn.Module):
         if not 0.0 < r <= 1.0:
             raise ValueError(f"PPT: keep_ratio must be in (0, 1], found {r}")
         j = self.num_joints
+        # The encoding padded with zeros for the keypoint tokens: adding it is one op (x + 0 is x).
+        padded = None
         for idx in layers:
             layer = self.layers[idx]
             if idx > 0 and self.pe_every_layer:
-                tokens = torch.cat([tokens[:, :j], tokens[:, j:] + pos], dim=1)
+                if padded is None:
+                    padded = torch.cat([pos.new_zeros(pos.shape[0], j, pos.shape[2]), pos], dim=1)
+                tokens = tokens + padded
             prune = idx in self.prune_layers and r < 1.0
             tokens, attn = layer.attend(tokens, attn_rows=slice(0, j) if prune else None)
             if prune:
@@ -264,6 +268,7 @@ class PPT(nn.Module):
                 keep = select_human_tokens(scores, r)
                 tokens = torch.cat([tokens[:, :j], gather_tokens(tokens[:, j:], keep)], dim=1)
                 pos = gather_tokens(pos, keep)
+                padded = None
                 kept = torch.gather(kept, 1, keep)
             tokens = layer.feed_forward(tokens)
         return tokens, pos, kept
