@@ -18,6 +18,10 @@ timed alternately, round by round, so that load from other processes hits both a
 are medians over the rounds, and the ratios are medians of the per-round ratios. Peak memory is
 the growth of the resident set size (VmHWM after clearing it) during one call; Linux only.
 
+Unless ``--default-malloc``, glibc is told to keep freed memory for reuse
+(:func:`mvpose.engine.runtime.keep_freed_memory`, as ``mvpose train`` does); it applies to the
+whole process, so to the official model as well.
+
 The official code needs ``einops`` and ``timm``'s ``trunc_normal_``: a missing timm is replaced
 by torch's ``nn.init.trunc_normal_`` in this process (einops must be installed to run it).
 
@@ -44,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mvpose.engine.runtime import keep_freed_memory
 from mvpose.models import build_model
 from mvpose.models.flops import count_macs
 
@@ -163,7 +168,7 @@ def peak_in_child(args: argparse.Namespace, what: str, batch: int) -> float:
     """Peak RSS growth (MB) of one call of ``what`` ("official"/"mvpose", "train-" prefix for a
     training step) at ``batch``, measured in a fresh process so no freed memory is reused."""
     cmd = [sys.executable, __file__, "--threads", str(args.threads), "--device", args.device,
-           "--peak-of", what, "--peak-batch", str(batch)]
+           "--peak-of", what, "--peak-batch", str(batch)] + (["--default-malloc"] if args.default_malloc else [])
     if args.reference is not None:
         cmd += ["--reference", str(args.reference)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -270,11 +275,15 @@ def main() -> None:
     ap.add_argument("--train-batch", type=int, default=2, help="batch of the training step (0: skip)")
     ap.add_argument("--skip-single-view", action="store_true", help="skip the single-view PPT-S figures")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak memory measurements")
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="leave glibc's default of returning freed memory (see mvpose.engine.runtime)")
     ap.add_argument("--reference", type=Path, help="checkout of the official PPT code to time against")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--peak-of", help=argparse.SUPPRESS)  # child process of peak_in_child
     ap.add_argument("--peak-batch", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if not args.default_malloc:
+        keep_freed_memory()  # process-wide: the official code runs under the same allocator
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     dev = torch.device(args.device)
@@ -286,7 +295,8 @@ def main() -> None:
         print(f"{peak_rss_growth_mb(fn):.1f}")
         return
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    log.info("torch %s, device %s, %d threads", torch.__version__, dev, args.threads)
+    log.info("torch %s, device %s, %d threads, allocator keeps freed memory: %s", torch.__version__, dev,
+             args.threads, not args.default_malloc)
     rate = matmul_gflops(dev, args.repeats, cuda)
     log.info("2048x2048 float32 matmul: %.1f GFLOPS", rate)
 
