@@ -211,11 +211,12 @@ class PPT(nn.Module):
             )
         # channels_last: the CPU convolutions skip their layout reorders (about 10 % faster).
         images = images.contiguous(memory_format=torch.channels_last)
-        if self.training or images.shape[0] <= self.embed_chunk:
+        if self.training or images.device.type != "cpu" or images.shape[0] <= self.embed_chunk:
             # Training keeps one call: batch norm statistics are taken over the whole batch.
+            # A GPU wants the whole batch in one kernel launch.
             visual = self._visual_tokens(images)
         else:
-            # Inference, image by image: the stride-4 feature maps (4 MB per 256x256 image)
+            # CPU inference, image by image: the stride-4 feature maps (4 MB per 256x256 image)
             # then stay in cache and are not allocated afresh for the whole batch; the batch
             # norms use running statistics, so the result does not depend on the chunking.
             visual = torch.cat([self._visual_tokens(chunk) for chunk in images.split(self.embed_chunk)])
