@@ -5,6 +5,7 @@ Heavy imports (torch models, OpenCV) happen inside the commands so that `mvpose 
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import click
@@ -39,17 +40,34 @@ def _fail(err: Exception) -> None:
     raise click.ClickException(str(err)) from err
 
 
+def _trust_option(fn):
+    """Add ``--trust-checkpoint`` and run the command inside :func:`mvpose.safe_load.trusted_checkpoints`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, trust_checkpoint: bool = False, **kwargs):
+        from mvpose.safe_load import trusted_checkpoints
+
+        with trusted_checkpoints(trust_checkpoint):
+            return fn(*args, **kwargs)
+
+    return click.option(
+        "--trust-checkpoint", is_flag=True,
+        help="Load checkpoints in full even when they ask for more than tensors and plain values: this runs any "
+             "code the file holds. Only for files from a source you trust.")(wrapper)
+
+
 @main.command()
 @click.option("--dataset", type=click.Choice(DATASETS), default="h36m", show_default=True, help="Dataset format.")
 @click.option("--views", type=int, default=None, help="Cameras per sample (default: the pipeline's, 4).")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None,
               help="Dataset root. Default: the synthetic demo set, generated on first use.")
-@click.option("--pipeline", default=None, help="Pipeline YAML (path or name in pipelines/). Default: <dataset>_mv_ppt_s.")
+@click.option("--pipeline", default=None, help="Pipeline YAML (path or name in mvpose/pipelines/). Default: <dataset>_mv_ppt_s.")
 @click.option("--model", "model_name", default=None, help="Model name from the registry (overrides the pipeline's).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value, e.g. train.epochs=2.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run folder (default runs/<pipeline name>).")
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.pt exactly where it stopped.")
 @click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
+@_trust_option
 def train(dataset, views, data_root, pipeline, model_name, overrides, out, resume, device) -> None:
     """Train a model (multi-view PPT by default) with checkpoints, CSV log and validation.
 
@@ -77,19 +95,37 @@ def train(dataset, views, data_root, pipeline, model_name, overrides, out, resum
         _fail(err)
     from mvpose.data.dataset import DatasetError
     from mvpose.geometry.calibration import CalibrationError
+    from mvpose.safe_load import UntrustedFileError
 
     out = out or f"runs/{cfg['name']}"
+    click.echo(_train_plan(cfg, paper_default=pipeline is None), err=True)
     try:
         summary = run_train(cfg, out, resume=resume, device=device)
-    except (DatasetError, CalibrationError, ConfigError, FileNotFoundError) as err:
+    except (DatasetError, CalibrationError, ConfigError, FileNotFoundError, UntrustedFileError) as err:
         _fail(err)
     click.echo(f"best JDR {summary['best_jdr']:.4f}; checkpoints and log.csv in {summary['out_dir']}")
 
 
+def _train_plan(cfg: dict, paper_default: bool) -> str:
+    """What `mvpose train` is about to do: data, model, length; for the paper recipe on a CPU, the quick alternative."""
+    from mvpose.data.demo import demo_root
+
+    d, t = cfg["dataset"], cfg["train"]
+    data = d.get("root") or f"the synthetic {d['name']} demo set in {demo_root(d['name'])} (generated on first use)"
+    lines = [f"pipeline {cfg['name']}: model {cfg['model']['name']}, {d['views']} views at {d['image_size'][0]}x{d['image_size'][1]}, "
+             f"{t['epochs']} epochs of batch {t['batch_size']}; data: {data}"]
+    if paper_default:
+        lines.append("This is the paper's full recipe (PPT-S): on 2 CPU cores 11-14 s per step at batch 8, about an hour on the synthetic "
+                     "demo set and days on the real Human3.6M; the measured time per step is logged after the first steps. "
+                     "For a run of minutes: `mvpose train --pipeline demo_mv_ppt` (tiny model, 128 px) or `mvpose demo`.")
+    return "\n".join(lines)
+
+
 @main.command()
-@click.option("--checkpoint", "checkpoint", type=click.Path(dir_okay=False), default=None,
-              help="Trained checkpoint (best.pt). Required unless --model names an untrained registry model.")
-@click.option("--model", "model_name", default=None, help="Evaluate a registry model (e.g. a baseline) from a checkpoint of it.")
+@click.option("--checkpoint", "checkpoint", type=click.Path(dir_okay=False), required=True,
+              help="Trained checkpoint (best.pt); always required, with --model too (the weights come from it).")
+@click.option("--model", "model_name", default=None,
+              help="Check that the checkpoint holds this registry model (e.g. a baseline) before evaluating.")
 @click.option("--dataset", type=click.Choice(DATASETS), default=None, help="Dataset (default: the checkpoint's).")
 @click.option("--views", type=int, default=None, help="Cameras per sample (default: the checkpoint's).")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None, help="Dataset root (default: the checkpoint's).")
@@ -99,8 +135,11 @@ def train(dataset, views, data_root, pipeline, model_name, overrides, out, resum
 @click.option("--name", default="report", show_default=True, help="Report file stem.")
 @click.option("--flip-test/--no-flip-test", default=None,
               help="Average with the horizontally flipped crops (single-view heatmap models; default: eval.flip_test, off).")
-def evaluate(checkpoint, model_name, dataset, views, data_root, split, every, out, name, flip_test) -> None:
-    """2D JDR, confidence-weighted triangulation, MPJPE per action / joint, PA-MPJPE.
+@click.option("--rays", type=click.Choice(["exact", "official"]), default=None,
+              help="3D PE rays: exact (undistorted) or the official multi-view PPT formula (default: the checkpoint's).")
+@_trust_option
+def evaluate(checkpoint, model_name, dataset, views, data_root, split, every, out, name, flip_test, rays) -> None:
+    """2D JDR, confidence-weighted triangulation, MPJPE per action (Human3.6M) or sequence (Ski-Pose) / joint, PA-MPJPE.
 
     On COCO (no 3D ground truth): JDR and keypoint AP / AR from pycocotools on the ground-truth
     boxes, no MPJPE; the COCO results are written to OUT/NAME_coco_results.json.
@@ -113,12 +152,10 @@ def evaluate(checkpoint, model_name, dataset, views, data_root, split, every, ou
     """
     from mvpose.engine.runner import evaluate_checkpoint
 
-    if checkpoint is None:
-        raise click.UsageError("--checkpoint is required")
     try:
         report, paths = evaluate_checkpoint(checkpoint, dataset=dataset, views=views, data_root=data_root,
                                             split=split, every=every, out_dir=out, name=name, model_name=model_name,
-                                            flip_test=flip_test)
+                                            flip_test=flip_test, rays=rays)
     except (ValueError, FileNotFoundError, KeyError) as err:
         _fail(err)
     click.echo(f"{report['model']} on {report['dataset']} ({report['views']} views, {report['samples']} samples)")
@@ -126,8 +163,9 @@ def evaluate(checkpoint, model_name, dataset, views, data_root, split, every, ou
     if report["mpjpe_mm"] is not None:
         click.echo(f"  MPJPE      {report['mpjpe_mm']['overall']:.1f} mm")
         click.echo(f"  PA-MPJPE   {report['pa_mpjpe_mm']:.1f} mm")
-        for action, v in report["mpjpe_mm"]["per_action"].items():
-            click.echo(f"    {action:<14}{v:8.1f} mm")
+        for group in ("per_action", "per_sequence"):
+            for key, v in report["mpjpe_mm"].get(group, {}).items():
+                click.echo(f"    {key:<14}{v:8.1f} mm")
     else:
         click.echo("  MPJPE      - (no 3D ground truth)")
     for key, v in (report.get("coco") or {}).items():
@@ -172,6 +210,7 @@ def plot_mpjpe(reports, out, labels, title) -> None:
 @click.option("--data-root", default=None, help="Dataset root (default: the checkpoint's).")
 @click.option("--samples", default=2, show_default=True, help="Number of multi-view samples to draw.")
 @click.option("-o", "--out", default="tokens.png", show_default=True)
+@_trust_option
 def plot_tokens(checkpoint, data_root, samples, out) -> None:
     """Draw the human tokens kept in each view over the input crops (like the PPT paper's Fig. 5 and 6).
 
@@ -189,32 +228,43 @@ def plot_tokens(checkpoint, data_root, samples, out) -> None:
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the table as a JSON list.")
-def flops(as_json) -> None:
-    """Parameters and GMACs of the paper configurations next to the papers' figures.
+@click.option("--json", "as_json", is_flag=True, help="Print the table as a JSON list (each row has 'convention').")
+@click.option("--convention", type=click.Choice(["dense", "paper-code"]), default="dense", show_default=True,
+              help="dense: true MACs (PPT Tables 4/6, baselines); paper-code: the official PPT get_model_summary "
+                   "figure (PPT Tables 1-3).")
+def flops(as_json, convention) -> None:
+    """Parameters and cost of the paper configurations next to the papers' figures.
 
-    One FLOP is counted as one multiply-add (MAC), as the papers do: "GFLOPs" in the PPT and
-    TokenPose tables are G multiply-adds.
+    Two counters (--convention): ``dense`` (default) counts true multiply-adds of convolutions and
+    linear layers -- the convention of the multi-view figures of PPT Tables 4 and 6 and of the
+    baselines; ``paper-code`` is what the official PPT code's get_model_summary prints (Conv and
+    Linear hooks, a Linear on a token sequence counted as output elements x token count, / 1024^3)
+    -- the convention of the single-view GFLOPs of PPT Tables 1-3 (COCO, MPII). The column
+    "counter" says which one produced each paper figure; compare rows in their own counter.
 
     \b
     Example:
-      mvpose flops --json
+      mvpose flops
+      mvpose flops --convention paper-code --json
     """
     import json as _json
 
     from mvpose.models.flops import flops_table
 
-    rows = flops_table()
+    rows = flops_table(convention)
     if as_json:
         click.echo(_json.dumps(rows, indent=1))
         return
     w = max(len(r["model"]) for r in rows) + 2
-    click.echo(f"{'model':<{w}}{'input':>10}{'views':>6}{'params M':>10}{'paper':>8}{'GMACs':>9}{'paper':>8}")
+    cost = "GMACs" if convention == "dense" else "G(code)"
+    click.echo(f"convention: {convention}")
+    click.echo(f"{'model':<{w}}{'input':>10}{'views':>6}{'params M':>10}{'paper':>8}{cost:>9}{'paper':>8}"
+               f"{'counter':>12}  source")
     for r in rows:
         fmt = lambda v, w, d: f"{v:>{w}.{d}f}" if isinstance(v, (int, float)) else f"{'-':>{w}}"  # noqa: E731
         size = "x".join(str(s) for s in r["input_size"])
         click.echo(f"{r['model']:<{w}}{size:>10}{r['views']:>6}{fmt(r['params_m'], 10, 2)}{fmt(r['paper_params_m'], 8, 1)}"
-                   f"{fmt(r['gmacs'], 9, 2)}{fmt(r['paper_gmacs'], 8, 1)}")
+                   f"{fmt(r['gmacs'], 9, 3)}{fmt(r['paper_gmacs'], 8, 2)}{r['paper_convention']:>12}  {r['source']}")
 
 
 @main.command()
@@ -248,17 +298,17 @@ def demo(out, epochs, device) -> None:
 @click.argument("dst", type=click.Path(dir_okay=False))
 @click.option("--to", "to", type=click.Choice(["mvpose", "pose2sim", "opencv"]), default="mvpose", show_default=True,
               help="Output format: mvpose .json/.toml (mm), Pose2Sim .toml (m), OpenCV FileStorage .yml/.xml (mm).")
-@click.option("--rig", default=None, help="Rig to take from a multi-rig file (e.g. S9 in calibration/h36m.json).")
+@click.option("--rig", default=None, help="Rig to take from a multi-rig file (e.g. S9 in mvpose/calibration/h36m.json).")
 def calibrate_convert(src, dst, to, rig) -> None:
     """Convert a calibration file and print a per-camera summary.
 
     The input format is detected: mvpose JSON/TOML, Pose2Sim/anipose Calib.toml, OpenCV
-    FileStorage YAML/XML, Qualisys .qca.txt. See calibration/README.md.
+    FileStorage YAML/XML, Qualisys .qca.txt. See mvpose/calibration/README.md.
 
     \b
     Examples:
       mvpose calibrate convert Calib.toml rig.json
-      mvpose calibrate convert calibration/h36m.json s9_calib.toml --to pose2sim --rig S9
+      mvpose calibrate convert mvpose/calibration/h36m.json s9_calib.toml --to pose2sim --rig S9
       mvpose calibrate convert session.qca.txt rig.yml --to opencv
     """
     from mvpose.geometry.calibration import CalibrationError, convert_calibration
@@ -283,12 +333,16 @@ def prepare() -> None:
 @click.option("--every", default=1, show_default=True, help="Keep every N-th frame (1 = all, as published).")
 @click.option("--workers", type=int, default=None, help="Video decoding processes (default min(4, cores); 0 = in-process).")
 @click.option("--calibration", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Camera file with rigs S1..S11 (default calibration/h36m.json).")
+              help="Camera file with rigs S1..S11 (default mvpose/calibration/h36m.json).")
 def prepare_h36m_cmd(raw, out, subjects, actions, every, workers, calibration) -> None:
     """Human3.6M raw download -> ROOT/annot/h36m_{train,validation}.pkl and ROOT/images (H36M-Toolbox layout).
 
     Resumable: frames already on disk are skipped. Ends with a consistency report (2D labels vs
     projected 3D labels, CDF vs video frame counts).
+
+    Fields as the H36M-Toolbox writes them: joints_3d from D3_Positions_mono_universal (universal
+    skeleton, camera frame; D3_Positions_mono where that file is missing, with a warning),
+    joints_3d_camera from D3_Positions_mono. The world pose is R^T joints_3d_camera + T.
 
     \b
     Example:
@@ -347,6 +401,10 @@ def synth(out, fmt, subjects, actions, frames, image_size, seed, preview, worker
 @click.option("--calibration", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Calibration file (mvpose, Pose2Sim, OpenCV or Qualisys); camera names name the inputs.")
 @click.option("--rig", default=None, help="Rig to take from a multi-rig calibration file.")
+@click.option("--calibration-units", type=click.Choice(["m", "cm", "mm"]), default=None,
+              help="Unit of the calibration's translations where the format does not fix it (Pose2Sim/anipose "
+                   "TOML: default the file's `units` key, else m; anipose uses its board's square-size unit, "
+                   "often mm; OpenCV files without `units`: mm).")
 @click.option("--keypoints", type=click.Path(exists=True, file_okay=False), default=None,
               help="Folder with one entry per camera: an OpenPose JSON folder or a COCO results .json.")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -364,8 +422,8 @@ def synth(out, fmt, subjects, actions, frames, image_size, seed, preview, worker
               help="Folder with one image folder per camera (for --checkpoint and --render).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--joints", type=click.Choice(["body25", "coco", "halpe26", "h36m"]), default=None,
-              help="Joint set of the keypoints (default: from the count, 17 reads as COCO; with --checkpoint: "
-                   "from the model's training data).")
+              help="Joint set of the keypoints (default: from the count, 17 reads as COCO, and the report names "
+                   "h36m when the bones fit it better; with --checkpoint: from the model's training data).")
 @click.option("--offsets", default=None, metavar="CAM=N,...",
               help="Frame offsets: capture frame i uses frame i+N of camera CAM.")
 @click.option("--mode", type=click.Choice(["drop_worst", "ransac", "dlt"]), default="drop_worst", show_default=True,
@@ -384,7 +442,8 @@ def synth(out, fmt, subjects, actions, frames, image_size, seed, preview, worker
 @click.option("--render-every", type=int, default=1, show_default=True, help="Overlay every N-th frame.")
 @click.option("--workers", type=int, default=None,
               help="Processes for reading and rendering, threads decoding videos (default: CPU count).")
-def triangulate_cmd(calibration, rig, keypoints, checkpoint, boxes, batch_size, device, videos, images, out, joints,
+@_trust_option
+def triangulate_cmd(calibration, rig, calibration_units, keypoints, checkpoint, boxes, batch_size, device, videos, images, out, joints,
                     offsets, mode, threshold, min_confidence, min_views, refine, max_gap, cutoff, order, fps, render,
                     plot_frames, render_every, workers) -> None:
     """3D joints from a recorded multi-camera capture: OUT/poses3d.h5, poses3d.trc, summary.json, report.txt.
@@ -416,7 +475,7 @@ def triangulate_cmd(calibration, rig, keypoints, checkpoint, boxes, batch_size, 
     if checkpoint is None and (boxes is not None or batch_size != 8 or device != "cpu"):
         raise click.UsageError("--boxes, --batch-size and --device go with --checkpoint")
     try:
-        options = CaptureOptions(joints=joints, mode=mode, threshold_px=threshold, min_confidence=min_confidence,
+        options = CaptureOptions(joints=joints, calibration_units=calibration_units, mode=mode, threshold_px=threshold, min_confidence=min_confidence,
                                  min_views=min_views, refine=refine, max_gap=max_gap, cutoff_hz=cutoff,
                                  filter_order=order, fps=fps, offsets=parse_offsets(offsets), workers=workers)
         frames = [int(f) for f in plot_frames.split(",")] if plot_frames else None
@@ -533,3 +592,68 @@ def calibrate_extrinsics_cmd(kind, squares, square_size, marker_size, dictionary
     click.echo(format_extrinsics(result))
     click.echo(calibration_summary(result.params))
     click.echo(f"wrote {out}")
+
+
+@main.group("checkpoint")
+def checkpoint_group() -> None:
+    """Checkpoint maintenance."""
+
+
+@checkpoint_group.command("upgrade")
+@click.argument("old", type=click.Path(exists=True, dir_okay=False))
+@click.argument("new", type=click.Path(dir_okay=False))
+@_trust_option
+def checkpoint_upgrade(old, new) -> None:
+    """Rewrite a checkpoint of an older mvpose version in plain form (tensors, lists, numbers), so that it
+    loads with torch.load(weights_only=True) alone. OLD is read allowing only numpy arrays / scalars
+    besides tensors (what older mvpose versions stored) unless --trust-checkpoint.
+
+    \b
+    Example:
+      mvpose checkpoint upgrade runs/old/best.pt runs/old/best_plain.pt
+    """
+    from mvpose.engine.checkpoint import upgrade_checkpoint
+
+    try:
+        ckpt = upgrade_checkpoint(old, new)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        _fail(err)
+    click.echo(f"wrote {new} ({len(ckpt['model'])} tensors, model {ckpt['config'].get('model', {}).get('name', '?')})")
+
+
+# --- convert-weights: official PPT / TokenPose checkpoints -> mvpose ---------------------------------------
+
+
+@main.command("convert-weights")
+@click.argument("src", type=click.Path(exists=True, dir_okay=False))
+@click.argument("dst", type=click.Path(dir_okay=False))
+@click.option("--keep-ratio", type=float, default=None,
+              help="HTI keep ratio of the converted model (default: 0.7 for PPT and multi-view files, judged by the "
+                   "file name containing 'ppt', else 1 = TokenPose).")
+@click.option("--patch-size", type=int, nargs=2, default=None, metavar="PH PW",
+              help="Patch size on the stride-4 features (default: (4, 3) / (4, 4) from the weights).")
+@click.option("--heads", type=int, default=8, show_default=True, help="Attention heads (not stored in the weights).")
+def convert_weights(src, dst, keep_ratio, patch_size, heads) -> None:
+    """Convert a checkpoint of the official PPT / TokenPose code (github HowieMa/PPT) to mvpose.
+
+    SRC: a .pth of the official code (plain state dict, or under 'state_dict' / 'model', with or without
+    DataParallel's 'module.'), read with torch.load(weights_only=True). The architecture is recognised
+    from its keys and shapes: TokenPose/PPT-S (stem), -B (HRNet-W32), -L/D6 (HRNet-W48), 256x192 or
+    256x256, 16 or 17 joints, or the multi-view PPT with its 3D positional encoding. DST is an mvpose
+    checkpoint for `mvpose evaluate`, `mvpose plot tokens`, `mvpose triangulate --checkpoint` and
+    `mvpose train --set model.pretrained=DST` (which also takes SRC directly).
+
+    \b
+    Example:
+      mvpose convert-weights ppt_s_256x192_ratio07.pth runs/ppt_s_coco.pt
+      mvpose evaluate --checkpoint runs/ppt_s_coco.pt --dataset coco --data-root data/coco
+    """
+    from mvpose.models.convert import convert_file
+
+    try:
+        record = convert_file(src, dst, keep_ratio=keep_ratio, patch_size=tuple(patch_size) if patch_size else None,
+                              heads=heads)
+    except (ValueError, OSError) as err:
+        _fail(err)
+    click.echo(f"{src}: {record['architecture']} ({record['dataset']}) -> {dst} (model {record['model']}, "
+               f"keep ratio {record['keep_ratio']:g})")

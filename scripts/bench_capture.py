@@ -2,7 +2,7 @@
 """Speed and accuracy of `mvpose triangulate --keypoints` on a synthetic capture.
 
 Speed: a 4-camera capture of ``--seconds`` at ``--fps`` (default 60 s at 60 fps = 3600 frames, 14 400
-OpenPose JSON files, BODY_25) is generated in a temporary folder from the rig ``calibration/examples/rig4.json``
+OpenPose JSON files, BODY_25) is generated in a temporary folder from the rig ``mvpose/calibration/examples/rig4.json``
 (2 px noise, 5 % outliers), then processed the way the CLI does (robust triangulation, gap filling, 6 Hz
 Butterworth, h5 + TRC + summary writing) on ``--cores`` CPU cores. Printed: frames per second and the time of
 each stage (JSON reading, person selection, triangulation, temporal filtering, writing), best of
@@ -37,8 +37,8 @@ from mvpose.capture.synthetic import make_synthetic_capture  # noqa: E402
 from mvpose.geometry.calibration import load_calibration  # noqa: E402
 from mvpose.metrics import mpjpe  # noqa: E402
 
-RIG = REPO / "calibration" / "examples" / "rig4.json"
-STAGES = ("read", "select", "triangulate", "temporal", "write")
+RIG = REPO / "mvpose" / "calibration" / "examples" / "rig4.json"
+STAGES = ("read", "select", "triangulate", "check", "temporal", "write")
 
 
 def limit_cores(cores: int) -> str:

@@ -2,7 +2,7 @@
 """Does multi-view fusion beat single view? The synthetic comparison of issue #4, in one command.
 
 Protocol (the paper's, scaled to a CPU): one tiny single-view PPT is pretrained on every training
-image (``pipelines/demo_pretrain_ppt.yaml``; the paper starts from a COCO-pretrained PPT). From
+image (``mvpose/pipelines/demo_pretrain_ppt.yaml``; the paper starts from a COCO-pretrained PPT). From
 that same checkpoint, with the same fine-tuning budget (epochs, optimiser, data, augmentation):
 
 * single-view PPT, each view alone, then confidence-weighted DLT (``demo_sv_ppt``);

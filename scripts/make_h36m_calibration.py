@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""Write calibration/h36m.json (mvpose format, one rig per subject) from the Human3.6M camera file.
+"""Write mvpose/calibration/h36m.json (mvpose format, one rig per subject) from the Human3.6M camera file.
 
-Usage: python scripts/make_h36m_calibration.py [--src ../shared/data/h36m_cameras.json] [--out calibration/h36m.json]
+Usage: python scripts/make_h36m_calibration.py [--src ../shared/data/h36m_cameras.json] [--out mvpose/calibration/h36m.json]
 """
 
 import argparse
@@ -15,7 +15,7 @@ def main() -> None:
     root = Path(__file__).resolve().parents[1]
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--src", type=Path, default=root.parent / "shared" / "data" / "h36m_cameras.json")
-    ap.add_argument("--out", type=Path, default=root / "calibration" / "h36m.json")
+    ap.add_argument("--out", type=Path, default=root / "mvpose" / "calibration" / "h36m.json")
     args = ap.parse_args()
     cams = json.loads(args.src.read_text())["cameras"]
     rigs: dict[str, list] = {}

@@ -2,7 +2,8 @@
 """Prepare Human3.6M from its raw download: ROOT/annot/h36m_{train,validation}.pkl and ROOT/images/.
 
 RAW holds the extracted official archives, one folder per subject:
-  RAW/S1/MyPoseFeatures/{D3_Positions,D3_Positions_mono,D2_Positions}/*.cdf
+  RAW/S1/MyPoseFeatures/{D3_Positions,D3_Positions_mono,D3_Positions_mono_universal,D2_Positions}/*.cdf
+(joints_3d comes from D3_Positions_mono_universal as in the H36M-Toolbox; without it, from D3_Positions_mono)
   RAW/S1/Videos/*.mp4
 The output is the H36M-Toolbox layout read by `mvpose train --dataset h36m --data-root ROOT`.
 Frames already written are skipped, so an interrupted run can simply be started again.
@@ -26,7 +27,7 @@ def main() -> int:
     ap.add_argument("--actions", nargs="+", type=int, default=None, help="action ids 2..16 (default: all)")
     ap.add_argument("--every", type=int, default=1, help="keep every N-th frame (default 1: all, as published)")
     ap.add_argument("--workers", type=int, default=None, help="video decoding processes (default min(4, cores))")
-    ap.add_argument("--calibration", default=None, help="camera file with rigs S1..S11 (default calibration/h36m.json)")
+    ap.add_argument("--calibration", default=None, help="camera file with rigs S1..S11 (default mvpose/calibration/h36m.json)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     ap.add_argument("-v", "--verbose", action="store_true", help="log each step")
     args = ap.parse_args()

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-H36M_CALIBRATION = REPO / "calibration" / "h36m.json"
+H36M_CALIBRATION = REPO / "mvpose" / "calibration" / "h36m.json"
 H36M_DAMAGED = {(9, 5, 2), (9, 10, 2), (9, 13, 1)}
 
 
@@ -68,6 +68,11 @@ def _toolbox_projection(points: np.ndarray, cam: dict) -> np.ndarray:
     return _project(points, K, R, t, np.array([k[0], k[1], p[0], p[1], k[2]]))
 
 
+def _universal_stand_in(X_cam: np.ndarray) -> np.ndarray:
+    """A stand-in for ``D3_Positions_mono_universal``: camera frame, root kept, limbs scaled by 0.9."""
+    return X_cam[0] + 0.9 * (X_cam - X_cam[0])
+
+
 def h36m_image_name(s: int, a: int, sa: int, cam: int, frame: int) -> str:
     base = f"s_{s:02d}_act_{a:02d}_subact_{sa:02d}_ca_{cam + 1:02d}"
     return f"{base}/{base}_{frame:06d}.jpg"
@@ -86,6 +91,9 @@ def write_h36m(
     mutate: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Write ``root/annot/h36m_<split>.pkl`` and blank images in the H36M-Toolbox layout.
+
+    Fields have the toolbox's meaning: ``joints_3d_camera`` is the pose in the camera frame (mm),
+    ``joints_3d`` a universal-skeleton stand-in in the camera frame (NOT the world pose).
 
     Records come in the toolbox's order (subject, action, subaction, camera, frame). ``drop`` lists
     ``(subject, action, subaction, frame, camera)`` records to leave out; ``mutate`` edits the record
@@ -116,11 +124,14 @@ def write_h36m(
                             images[cam["size"]] = _blank_image(*cam["size"], ".jpg")
                         path.write_bytes(images[cam["size"]])
                         R, T = cam["R"], cam["T"].reshape(3)
+                        X_cam = (X - T) @ R.T
                         records.append({
                             "image": name,
                             "joints_2d": uv,
-                            "joints_3d": X,
-                            "joints_3d_camera": (X - T) @ R.T,
+                            # H36M-Toolbox semantics: joints_3d is the universal-skeleton pose in the
+                            # camera frame (deliberately not the world pose X); the world is R^T X_cam + T.
+                            "joints_3d": _universal_stand_in(X_cam),
+                            "joints_3d_camera": X_cam,
                             "joints_vis": np.ones((17, 3)),
                             "video_id": 0,
                             "image_id": f,

@@ -1,9 +1,15 @@
 """Calibration formats: round trips, readers against OpenCV projections, detection, errors, convert."""
 
 import json
+import os
 import re
-import tomllib
+import sys
 from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, published as tomli
+    import tomli as tomllib
 
 import cv2
 import numpy as np
@@ -34,7 +40,7 @@ from mvpose.geometry.calibration import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLES = REPO / "calibration" / "examples"
+EXAMPLES = REPO / "mvpose" / "calibration" / "examples"
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -411,7 +417,7 @@ def test_qualisys_pixel_unit_export_and_errors(tmp_path, rng):
 
 # ------------------------------------------------------------------------- datasets: H36M, Ski
 def test_h36m_rig_file_is_consistent():
-    rigs = read_calibration(REPO / "calibration" / "h36m.json")
+    rigs = read_calibration(REPO / "mvpose" / "calibration" / "h36m.json")
     assert sorted(rigs) == sorted(f"S{s}" for s in (1, 5, 6, 7, 8, 9, 11))
     origin = torch.zeros(1, 3, dtype=torch.float64)
     for name, params in rigs.items():
@@ -465,7 +471,7 @@ def test_detection_and_unrecognised_files(tmp_path):
 
 
 def test_convert_requires_a_rig_for_single_rig_formats_and_summarises(tmp_path):
-    h36m = REPO / "calibration" / "h36m.json"
+    h36m = REPO / "mvpose" / "calibration" / "h36m.json"
     with pytest.raises(CalibrationError, match="(?s)several rigs.*S9.*--rig"):
         convert_calibration(h36m, tmp_path / "s9.toml", to="pose2sim")
     summary = convert_calibration(h36m, tmp_path / "s9.toml", to="pose2sim", rig="S9")
@@ -487,7 +493,7 @@ def test_convert_requires_a_rig_for_single_rig_formats_and_summarises(tmp_path):
 
 def test_cli_calibrate_convert(tmp_path):
     runner = CliRunner()
-    h36m = str(REPO / "calibration" / "h36m.json")
+    h36m = str(REPO / "mvpose" / "calibration" / "h36m.json")
     out = tmp_path / "s11.yml"
     res = runner.invoke(main, ["calibrate", "convert", h36m, str(out), "--to", "opencv", "--rig", "S11"])
     assert res.exit_code == 0, res.output
@@ -508,3 +514,27 @@ def test_example_rigs_describe_the_same_cameras(rng):
         cams = load_calibration(f)
         torch.testing.assert_close(cams.project(X), expected, atol=1e-6, rtol=0, msg=f.name)
     assert "cam_2" in calibration_summary(params_from_cameras(reference))
+
+
+def test_python310_reads_toml_through_tomli():
+    """Python 3.10 has no ``tomllib``: the module falls back to ``tomli`` (declared for < 3.11 in
+    pyproject.toml). Simulated here: version 3.10, ``import tomllib`` failing, a ``tomli`` stand-in."""
+    import subprocess
+
+    code = """
+import sys, tomllib, types
+import mvpose.geometry.camera  # torch, kornia: imported under the real version
+fake = types.ModuleType("tomli")
+fake.loads, fake.TOMLDecodeError = tomllib.loads, tomllib.TOMLDecodeError
+sys.modules["tomli"], sys.modules["tomllib"] = fake, None  # None: `import tomllib` raises ImportError
+real, sys.version_info = sys.version_info, (3, 10, 13, "final", 0)
+import mvpose.geometry.calibration as calibration
+sys.version_info = real
+assert calibration.tomllib is fake, calibration.tomllib
+print(len(calibration.read_calibration(sys.argv[1])[""]))
+"""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-c", code, str(EXAMPLES / "rig4.toml")], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["4"]

@@ -34,7 +34,7 @@ from mvpose.metrics import mpjpe
 from mvpose.skeletons import BODY25
 
 REPO = Path(__file__).resolve().parents[1]
-RIG = REPO / "calibration" / "examples" / "rig4.json"  # 4 cameras, 1920x1080, with distortion
+RIG = REPO / "mvpose" / "calibration" / "examples" / "rig4.json"  # 4 cameras, 1920x1080, with distortion
 
 
 @pytest.fixture(scope="module")
@@ -305,7 +305,8 @@ def test_short_camera_empty_camera_and_corrupt_file(tmp_path, rig):
     assert "camera cam_3: no keypoint in any frame" in out
     assert "cam_4_000000000005_keypoints.json: not valid JSON" in out
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
-    assert summary["frames"] == 40 and sum("cam_3" in i for i in summary["issues"]) == 1
+    assert summary["frames"] == 40 and sum("cam_3" in i["message"] for i in summary["issues"]) == 1
+    assert summary["issue_counts"]["frames"] == 11  # cam_1 misses 10 frames, cam_4 one
     with h5py.File(tmp_path / "o" / "poses3d.h5") as f:
         X, used = f["poses3d"][:], f["used"][:]
     assert not used[:, 2].any() and not used[30:, 0].any() and not used[5, 3].any()

@@ -1,7 +1,7 @@
 """`mvpose triangulate --checkpoint`: 2D joints from an mvpose model run on videos / image folders.
 
 The capture: a synthetic walking person (mvpose.data.synth motion) seen by a quarter-size copy of
-``calibration/examples/rig4.json`` (4 cameras, 480x270, with lens distortion), written as one video or image
+``mvpose/calibration/examples/rig4.json`` (4 cameras, 480x270, with lens distortion), written as one video or image
 folder per camera. Each camera frame is drawn on a grey background whose level encodes the camera's frame
 number, so a stand-in model can tell from the pixels it is given which moment it sees.
 
@@ -39,7 +39,7 @@ from mvpose.metrics import mpjpe
 from mvpose.skeletons import get_skeleton
 
 REPO = Path(__file__).resolve().parents[1]
-RIG = REPO / "calibration" / "examples" / "rig4.json"
+RIG = REPO / "mvpose" / "calibration" / "examples" / "rig4.json"
 FPS = 30.0
 LEVEL0, LEVEL_STEP = 20, 14  # background grey of camera frame f: LEVEL0 + LEVEL_STEP * f (mp4 keeps +-5)
 
@@ -325,3 +325,25 @@ def test_usage_and_input_errors(tmp_path, setup):
     out = _fail([*base, "--checkpoint", ckpt, "--videos", str(videos)])
     assert "camera4 not in the calibration" in out and "calibration cameras: cam_1, cam_2, cam_3, cam_4" in out
     assert not (tmp_path / "o").exists()
+
+
+def test_converted_official_coco_model_runs_in_triangulate(tmp_path, setup):
+    """A checkpoint of the official code, converted, is a COCO-17 detector for `triangulate --checkpoint`."""
+    from mvpose.models.convert import convert_file
+
+    fixture = torch.load(REPO / "tests" / "fixtures" / "official_ppt" / "ppt_s_reduced.pt", weights_only=True)
+    src = tmp_path / "ppt_s_reduced.pth"
+    torch.save({k: v.float() if v.is_floating_point() else v for k, v in fixture["official_state_dict"].items()}, src)
+    ckpt = tmp_path / "converted.pt"
+    convert_file(src, ckpt)
+    folder = _write_frames(tmp_path, setup, "videos", frames={n: 4 for n in setup["cams"].names})
+    out = tmp_path / "o"
+    _run(["--calibration", str(setup["calib"]), "--checkpoint", str(ckpt), "--videos", str(folder), "--out", str(out),
+          "--min-confidence", "0", "--fps", "30"])
+    res = _read(out)
+    T, V, J = 4, 4, 17
+    assert res["poses3d"].shape == (T, J, 3) and res["points2d"].shape == (T, V, J, 2)
+    assert res["summary"]["joint_set"] == "coco" and res["detection"]["model"] == "ppt_s"
+    header, names, _, points = read_trc(out / "poses3d.trc")
+    assert names == list(get_skeleton("coco").joints) and points.shape == (T, J, 3)
+    assert np.isfinite(res["points2d"]).all()

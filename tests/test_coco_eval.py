@@ -137,8 +137,8 @@ def test_coco_train_evaluate_and_guided_vitranspose_through_the_cli(coco, tmp_pa
     res = runner.invoke(main, [*guided, "--set", f"model.guide_checkpoint={guide_ckpt}", "--out", str(tmp_path / "vit")])
     assert res.exit_code == 0, res.output
 
-    guide_state = torch.load(guide_ckpt, map_location="cpu", weights_only=False)["model"]
-    vit = torch.load(tmp_path / "vit" / "last.pt", map_location="cpu", weights_only=False)
+    guide_state = torch.load(guide_ckpt, map_location="cpu", weights_only=True)["model"]
+    vit = torch.load(tmp_path / "vit" / "last.pt", map_location="cpu", weights_only=True)
     saved_guide = {k[len("guide."):]: v for k, v in vit["model"].items() if k.startswith("guide.")}
     assert saved_guide.keys() == guide_state.keys()
     for k, v in guide_state.items():  # weights and BatchNorm statistics untouched by the training

@@ -69,20 +69,45 @@ def test_pipeline_errors_name_the_file(tmp_path):
 
 
 def test_every_shipped_pipeline_loads():
-    from mvpose.engine.config import PIPELINES_DIR
+    from mvpose.resources import pipelines_dir
 
-    files = sorted(PIPELINES_DIR.glob("*.yaml"))
+    files = sorted(pipelines_dir().glob("*.yaml"))
     assert len(files) >= 4
     for f in files:
         cfg = load_pipeline(f)
         assert cfg["model"]["name"] and cfg["dataset"]["views"] >= 1
 
 
+def test_pipelines_and_camera_files_are_package_data(tmp_path, monkeypatch):
+    """Names resolve inside the installed package (not the current folder or a checkout root), so a
+    wheel install finds them; a user's own file still wins, and an unknown name lists the shipped ones."""
+    from pathlib import Path
+
+    import mvpose
+    from mvpose.engine.config import resolve_pipeline
+    from mvpose.resources import calibration_examples_dir, h36m_calibration_path, resource_path
+
+    package = Path(mvpose.__file__).resolve().parent
+    monkeypatch.chdir(tmp_path)
+    assert resolve_pipeline("demo_mv_ppt").resolve() == package / "pipelines" / "demo_mv_ppt.yaml"
+    assert resolve_pipeline("h36m_mv_ppt_s.yaml").resolve() == package / "pipelines" / "h36m_mv_ppt_s.yaml"
+    assert h36m_calibration_path().resolve() == package / "calibration" / "h36m.json"
+    assert (calibration_examples_dir() / "rig4.toml").is_file()
+    own = tmp_path / "demo_mv_ppt"
+    own.write_text("name: mine\n")
+    assert resolve_pipeline("demo_mv_ppt").resolve() == own  # a file given by path comes first
+    assert load_pipeline(own)["name"] == "mine"
+    with pytest.raises(ConfigError, match=r"known: \[.*'demo_mv_ppt'.*'h36m_mv_ppt_s'"):
+        resolve_pipeline("no_such_pipeline")
+    with pytest.raises(FileNotFoundError, match="nothing.yaml"):
+        resource_path("pipelines", "nothing.yaml")
+
+
 def test_atomic_save_replaces_and_load_validates(tmp_path):
     p = tmp_path / "ck.pt"
     atomic_save({"model": {"w": torch.ones(2)}, "config": {}}, p)
     atomic_save({"model": {"w": torch.zeros(2)}, "config": {}}, p)
-    assert load_checkpoint(p)["model"]["w"].sum() == 0
+    assert load_checkpoint(p, required=("model", "config"))["model"]["w"].sum() == 0
     assert not list(tmp_path.glob(".*tmp*"))
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="junk.pt"):

@@ -1,9 +1,12 @@
 """Human3.6M preparation from a miniature raw download written here in the official layout.
 
-The raw files follow the official archives: ``S*/MyPoseFeatures/{D3_Positions,D3_Positions_mono,D2_Positions}``
+The raw files follow the official archives: ``S*/MyPoseFeatures/{D3_Positions,D3_Positions_mono,
+D3_Positions_mono_universal,D2_Positions}``
 CDF files with a ``Pose`` variable of shape (1, frames, 32 * d), and ``S*/Videos/<take>.<camera>.mp4``.
 Camera-frame and 2D labels are made from the world labels through the real Human3.6M cameras
-(``calibration/h36m.json``) with OpenCV, so the checks below do not reuse the code under test.
+(``mvpose/calibration/h36m.json``) with OpenCV, so the checks below do not reuse the code under test. The
+universal-skeleton files hold a stand-in (camera frame, limbs scaled by 0.9 about the root), so
+``joints_3d`` (toolbox semantics: universal skeleton, camera frame) differs from the world pose.
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ def write_video(path: Path, frames: int) -> None:
 
 
 def rigs() -> dict[int, dict[str, dict]]:
-    doc = json.loads((REPO / "calibration" / "h36m.json").read_text())
+    doc = json.loads((REPO / "mvpose" / "calibration" / "h36m.json").read_text())
     return {int(k[1:]): {c["name"]: c for c in v["cameras"]} for k, v in doc["rigs"].items()}
 
 
@@ -80,6 +83,11 @@ def project(world: np.ndarray, cam: dict) -> tuple[np.ndarray, np.ndarray]:
     mono = world @ R.T + t
     pix, _ = cv2.projectPoints(world.reshape(-1, 3), cv2.Rodrigues(R)[0], t, np.asarray(cam["K"]), np.asarray(cam["dist"]))
     return mono, pix.reshape(*world.shape[:-1], 2)
+
+
+def universal(mono: np.ndarray) -> np.ndarray:
+    """Stand-in for D3_Positions_mono_universal: camera frame, limbs scaled by 0.9 about the root."""
+    return mono[..., :1, :] + 0.9 * (mono - mono[..., :1, :])
 
 
 def write_raw(raw: Path, subjects=SUBJECTS, actions=ACTIONS) -> dict:
@@ -99,6 +107,7 @@ def write_raw(raw: Path, subjects=SUBJECTS, actions=ACTIONS) -> dict:
                 for cam in CAMS:
                     mono, pix = project(world, cams[s][cam])
                     write_pose_cdf(mpf / "D3_Positions_mono" / f"{name}.{cam}.cdf", mono)
+                    write_pose_cdf(mpf / "D3_Positions_mono_universal" / f"{name}.{cam}.cdf", universal(mono))
                     write_pose_cdf(mpf / "D2_Positions" / f"{name}.{cam}.cdf", pix)
                     write_video(raw / f"S{s}" / "Videos" / f"{name}.{cam}.mp4", n + 1)  # videos run a frame longer
     return truth
@@ -147,8 +156,13 @@ def test_output_has_published_schema_and_labels(raw, prepared):
         assert np.all(rec["joints_vis"] == 1)
         # the labels come from the take the official metadata names for (subject, action, subaction)
         world = truth[s, a, sa][f - 1]
-        np.testing.assert_allclose(rec["joints_3d"], world[IDX17], atol=0.05)
         cam = rec["camera"]
+        # H36M-Toolbox semantics: joints_3d = D3_Positions_mono_universal (camera frame), never the world;
+        # the world pose is R^T joints_3d_camera + T (multi-view-PPT estimate_tri.py).
+        mono, _ = project(world, cams[s][CAMS[c]])
+        np.testing.assert_allclose(rec["joints_3d"], universal(mono)[IDX17], atol=0.05)
+        assert np.linalg.norm(rec["joints_3d"] - world[IDX17], axis=-1).min() > 500.0
+        np.testing.assert_allclose((cam["R"].T @ rec["joints_3d_camera"].T + cam["T"]).T, world[IDX17], atol=0.05)
         assert {k: np.shape(v) for k, v in cam.items()} == {
             "R": (3, 3), "T": (3, 1), "fx": (1,), "fy": (1,), "cx": (1,), "cy": (1,), "k": (3, 1), "p": (2, 1)}
         ref = cams[s][CAMS[c]]
@@ -159,10 +173,9 @@ def test_output_has_published_schema_and_labels(raw, prepared):
         K = np.array([[cam["fx"][0], 0, cam["cx"][0]], [0, cam["fy"][0], cam["cy"][0]], [0, 0, 1]])
         k, p = cam["k"].ravel(), cam["p"].ravel()
         tvec = -cam["R"] @ cam["T"].ravel()
-        pix, _ = cv2.projectPoints(np.asarray(rec["joints_3d"], np.float64), cv2.Rodrigues(cam["R"])[0], tvec, K,
+        pix, _ = cv2.projectPoints(world[IDX17], cv2.Rodrigues(cam["R"])[0], tvec, K,
                                    np.array([k[0], k[1], p[0], p[1], k[2]]))
         np.testing.assert_allclose(rec["joints_2d"], pix.reshape(17, 2), atol=1e-2)
-        np.testing.assert_allclose(rec["joints_3d_camera"], (rec["joints_3d"] - cam["T"].ravel()) @ cam["R"].T, atol=0.05)
         # box: the root +-1000 mm across, -900/+1100 mm down, at the root's depth, pinhole-projected
         X, Y, Z = np.asarray(rec["joints_3d_camera"][0], np.float64)
         box = [cam["fx"][0] * (X - 1000) / Z + cam["cx"][0], cam["fy"][0] * (Y - 900) / Z + cam["cy"][0],
@@ -189,6 +202,7 @@ def test_output_has_published_schema_and_labels(raw, prepared):
     assert report["frame_counts"]["video_longer"] == report["videos"] == len(video_ids)
     assert report["frame_counts"]["max_extra"] == 1
     assert len(report["skipped"]) == 1 and "S11" in report["skipped"][0]
+    assert report["joints_3d_fallback"] == 0
     text = format_report(report)
     assert "max" in text and "skipped" in text
 
@@ -249,7 +263,19 @@ def test_renamed_s1_files_are_found(raw, tmp_path):
     prepare_h36m(src, tmp_path / "out", subjects=[1], actions=[12], workers=0, progress=False)
     train = load(tmp_path / "out", "train")
     rec = next(r for r in train if r["subaction"] == 1 and r["image_id"] == 2)
-    np.testing.assert_allclose(rec["joints_3d"], raw[1][1, 12, 1][1][IDX17], atol=0.05)
+    world = (rec["camera"]["R"].T @ rec["joints_3d_camera"].T + rec["camera"]["T"]).T
+    np.testing.assert_allclose(world, raw[1][1, 12, 1][1][IDX17], atol=0.05)
+
+
+def test_missing_universal_files_fall_back_to_mono_with_a_warning(raw, tmp_path):
+    src = copy_subject(raw[0], tmp_path / "raw", 9)
+    shutil.rmtree(src / "S9" / "MyPoseFeatures" / "D3_Positions_mono_universal")
+    report = prepare_h36m(src, tmp_path / "out", subjects=[9], actions=[12], workers=0, progress=False)
+    assert report["joints_3d_fallback"] == 2 * 4  # two takes x four cameras
+    assert any("D3_Positions_mono_universal" in w and "joints_3d holds D3_Positions_mono" in w for w in report["warnings"])
+    assert "D3_Positions_mono for 8 take(s)" in format_report(report)
+    for rec in load(tmp_path / "out", "validation"):
+        np.testing.assert_array_equal(rec["joints_3d"], rec["joints_3d_camera"])
 
 
 def copy_subject(raw: Path, dst: Path, subject: int) -> Path:

@@ -41,6 +41,47 @@ def _records(root, split):
 
 
 # --------------------------------------------------------------------------- Human3.6M
+def _toolbox_world(rec) -> np.ndarray:
+    """World pose as the official evaluation builds it (multi-view-PPT run/pose3d/estimate_tri.py,
+    lib/multiviews/cameras.py camera_to_world_frame): ``R^T joints_3d_camera + T``, T the camera centre."""
+    R, T = np.asarray(rec["camera"]["R"], np.float64), np.asarray(rec["camera"]["T"], np.float64)
+    return (R.T.dot(np.asarray(rec["joints_3d_camera"], np.float64).T) + T).T
+
+
+def test_h36m_world_truth_from_joints_3d_camera_not_joints_3d(h36m_root):
+    """Toolbox semantics: joints_3d (universal skeleton, camera frame) is never taken as the world pose."""
+    ds = H36MDataset(h36m_root, "train", frame_stride=1)
+    records = _records(h36m_root, "train")
+    for group, key in zip(ds.groups, _ds_keys(ds)):
+        recs = [records[key + (c,)] for c in range(4)]
+        truth = _toolbox_world(recs[0])
+        assert np.abs(group.joints_3d - truth).max() < 1e-6  # mm
+        for r in recs:  # the fixture's joints_3d is deliberately far from the world pose
+            assert np.linalg.norm(r["joints_3d"] - truth, axis=-1).min() > 500.0
+
+
+def test_h36m_ground_truth_2d_triangulates_to_the_world_truth(h36m_root):
+    from mvpose.geometry.triangulation import triangulate
+
+    ds = H36MDataset(h36m_root, "validation", frame_stride=1, check_files=False)
+    for idx in (0, len(ds) // 2, len(ds) - 1):
+        sample = ds[idx]
+        cams = sample_cameras({k: v.double() if v.is_floating_point() else v for k, v in sample.items() if torch.is_tensor(v)}, crop=False)
+        tri = triangulate(torch.from_numpy(np.stack([v.joints_2d for v in ds.groups[idx].views])), cams)
+        mpjpe = (tri.points3d - torch.from_numpy(ds.groups[idx].joints_3d)).norm(dim=-1).mean().item()
+        assert mpjpe < 1e-3, (idx, mpjpe)
+
+
+def test_h36m_views_that_disagree_are_refused(h36m_small):
+    def shift(recs):
+        recs[2]["joints_3d_camera"] = recs[2]["joints_3d_camera"] + np.array([0.0, 30.0, 0.0])
+
+    root = h36m_small(mutate=shift)
+    with pytest.raises(DatasetError, match=r"h36m_train\.pkl record \(s_01_act_02_subact_01_ca_02/.*differs from that of "
+                       r"record \(s_01_act_02_subact_01_ca_01/.*by 30\.0 mm at joint \d+ .*views of one frame disagree"):
+        H36MDataset(root, "train", frame_stride=1)
+    assert len(H36MDataset(root, "train", frame_stride=1, view_tolerance_mm=31.0)) > 0
+
 def test_h36m_groups_cameras_and_labels(h36m_root):
     ds = H36MDataset(h36m_root, "train", frame_stride=1)
     assert _ds_keys(ds) == _keys(H36M_TRAIN)
@@ -55,7 +96,8 @@ def test_h36m_groups_cameras_and_labels(h36m_root):
         assert sample["image"].shape == (4, 3, 256, 256)
         assert [p.split("images/")[1] for p in sample["image_paths"]] == [h36m_image_name(s, a, sa, c, f) for c in range(4)]
         recs = [records[(s, a, sa, f, c)] for c in range(4)]
-        np.testing.assert_allclose(sample["joints_3d"].numpy(), recs[0]["joints_3d"], atol=1e-3)
+        world = _toolbox_world(recs[0])
+        np.testing.assert_allclose(sample["joints_3d"].numpy(), world, atol=1e-3)
         np.testing.assert_allclose(sample["joints_2d"].numpy(), np.stack([r["joints_2d"] for r in recs]), atol=1e-3)
         for c, r in enumerate(recs):
             cam = r["camera"]
@@ -66,7 +108,7 @@ def test_h36m_groups_cameras_and_labels(h36m_root):
             np.testing.assert_allclose(centre.numpy(), cam["T"].reshape(3), atol=1e-2)
         # The original cameras (with the distortion in OpenCV order) reproduce the toolbox's 2D labels.
         cams = sample_cameras({k: v.double() if v.is_floating_point() else v for k, v in sample.items() if torch.is_tensor(v)}, crop=False)
-        proj = cams.project(torch.from_numpy(recs[0]["joints_3d"]).expand(4, -1, -1))
+        proj = cams.project(torch.from_numpy(world).expand(4, -1, -1))
         assert (proj - torch.from_numpy(np.stack([r["joints_2d"] for r in recs]))).abs().max() < 0.01
 
 

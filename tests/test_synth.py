@@ -29,6 +29,7 @@ from mvpose.data.synth.cameras import View, capture_center, h36m_rig, look_at
 from mvpose.data.synth.motion import ACTIONS, LIMITS, Placement, PoseTrack, action_track, solve_pose
 from mvpose.data.synth.render import Frame, Lighting, draw, joint_visibility
 from mvpose.data.synth.scene import Box
+from mvpose.data.synth.writers import UNIVERSAL_BONES_MM, universal_stand_in
 from mvpose.geometry import Cameras
 from mvpose.geometry.calibration import h36m_camera_params
 from mvpose.skeletons import H36M
@@ -103,19 +104,52 @@ def test_h36m_records_have_the_toolbox_schema(h36m_set, h36m_records):
     assert np.abs(a.astype(int) - b.astype(int)).mean() > 0.2
 
 
+def _world(rec):
+    """The world pose as the official evaluation builds it: R^T joints_3d_camera + T (estimate_tri.py)."""
+    return rec["joints_3d_camera"] @ rec["camera"]["R"] + rec["camera"]["T"].reshape(1, 3)
+
+
 def test_h36m_geometry_through_mvpose_cameras(h36m_records):
+    worlds = {}
     for rec in h36m_records["train"] + h36m_records["validation"]:
         cam = rec["camera"]
         p = h36m_camera_params(cam)
         cams = Cameras.from_params(p["K"], p["R"], p["t"], p["dist"])
-        uv = cams.project(torch.as_tensor(rec["joints_3d"])).numpy()
+        world = _world(rec)
+        uv = cams.project(torch.as_tensor(world)).numpy()
         np.testing.assert_allclose(rec["joints_2d"], uv, atol=1e-6)
-        expected = (rec["joints_3d"] - cam["T"].reshape(1, 3)) @ cam["R"].T
-        np.testing.assert_allclose(rec["joints_3d_camera"], expected, atol=1e-6)
+        # H36M-Toolbox semantics: joints_3d is the universal-skeleton pose in the camera frame, not the world.
+        np.testing.assert_allclose(rec["joints_3d"], universal_stand_in(rec["joints_3d_camera"]), atol=1e-9)
+        np.testing.assert_allclose(rec["joints_3d"][0], rec["joints_3d_camera"][0], atol=1e-9)
+        assert np.linalg.norm(rec["joints_3d"] - world, axis=-1).min() > 1000.0
+        bones = [np.linalg.norm(rec["joints_3d"][b] - rec["joints_3d"][a]) for a, b in UNIVERSAL_BONES_MM]
+        np.testing.assert_allclose(bones, list(UNIVERSAL_BONES_MM.values()), rtol=1e-9)
+        worlds.setdefault((rec["subject"], rec["action"], rec["subaction"], rec["image_id"]), []).append(world)
         # The camera is the real rig scaled to the image: principal point near the centre.
         assert abs(cam["cx"][0] - SIZE / 2) < 0.05 * SIZE and 1.0 < cam["fx"][0] / SIZE < 1.25
         # Whole person inside the image.
         assert np.all(rec["joints_2d"] > 0) and np.all(rec["joints_2d"] < SIZE - 1)
+    for key, views in worlds.items():  # the four views of a frame give one world pose
+        assert len(views) == 4 and np.abs(np.stack(views) - views[0]).max() < 1e-6, key
+
+
+def test_h36m_reader_world_truth_and_triangulation_on_generated_data(h36m_set, h36m_records):
+    """The reader's world truth on generated pickles is R^T joints_3d_camera + T, never joints_3d,
+    and the ground-truth 2D triangulated through the reader's cameras lands on it."""
+    from mvpose.data.dataset import sample_cameras
+    from mvpose.data.h36m import H36MDataset
+    from mvpose.geometry.triangulation import triangulate
+
+    ds = H36MDataset(h36m_set, "validation", frame_stride=1, check_files=False)
+    recs = {(r["subject"], r["action"], r["subaction"], r["image_id"], r["camera_id"]): r for r in h36m_records["validation"]}
+    for idx in range(len(ds)):
+        g = ds.groups[idx]
+        first = recs[(g.subject, g.action, g.subaction, g.frame, 0)]
+        assert np.abs(g.joints_3d - _world(first)).max() < 1e-6
+        assert np.linalg.norm(g.joints_3d - first["joints_3d"], axis=-1).min() > 1000.0
+        sample = {k: v.double() if v.is_floating_point() else v for k, v in ds[idx].items() if torch.is_tensor(v)}
+        tri = triangulate(torch.from_numpy(np.stack([v.joints_2d for v in g.views])), sample_cameras(sample, crop=False))
+        assert (tri.points3d - torch.from_numpy(g.joints_3d)).norm(dim=-1).mean().item() < 1e-3
 
 
 def test_h36m_center_scale_box_follow_the_toolbox(h36m_records):
@@ -134,7 +168,7 @@ def _sequences(records):
     seqs: dict = {}
     for r in records:
         if r["camera_id"] == 0:
-            seqs.setdefault((r["subject"], r["action"], r["subaction"]), []).append(r["joints_3d"])
+            seqs.setdefault((r["subject"], r["action"], r["subaction"]), []).append(_world(r))
     return {k: np.stack(v) for k, v in seqs.items()}
 
 

@@ -57,22 +57,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from mvpose.capture.issues import IssueLog
 from mvpose.capture.keypoints import find_camera_sources, resolve_joint_set
-from mvpose.capture.pipeline import (
-    Capture,
-    CaptureError,
-    CaptureOptions,
-    _issue,
-    check_image_bounds,
-    match_cameras,
-    triangulate_frames,
-)
+from mvpose.capture.pipeline import check_image_bounds, match_cameras, triangulate_frames
+from mvpose.capture.types import Capture, CaptureError, CaptureOptions
 from mvpose.capture.render import index_image_folder, video_frames
 from mvpose.data import transforms as tf
 from mvpose.engine.decode import crop_to_original
 from mvpose.engine.evaluate import forward_views, is_multiview, keypoints_from_output
 from mvpose.geometry.board_calibration import VIDEO_SUFFIXES
-from mvpose.geometry.calibration import load_calibration
+from mvpose.geometry.calibration import calibration_units, load_calibration
 from mvpose.geometry.camera import Cameras
 from mvpose.skeletons import get_skeleton
 
@@ -531,6 +525,7 @@ def detect_capture(
     videos: str | Path | None = None,
     images: str | Path | None = None,
     timings: dict[str, float] | None = None,
+    issues: IssueLog | None = None,
 ) -> Capture:
     """Run a model over a capture's videos or image folders and return it like :func:`load_capture` does.
 
@@ -542,6 +537,7 @@ def detect_capture(
         videos: folder with one video per camera (or one image folder per camera).
         images: folder with one image folder per camera.
         timings: filled with ``detect_read_s``, ``detect_crop_s``, ``detect_model_s``, ``detect_track_s``.
+        issues: the log to add to (a new one by default); warnings logged meanwhile are added to it.
 
     Returns:
         A :class:`~mvpose.capture.pipeline.Capture` with ``people (T, V, 1, J, 3)`` and ``detection``.
@@ -552,8 +548,13 @@ def detect_capture(
         raise CaptureError("the model path needs the frames: give --videos DIR or --images DIR (one of them)")
     folder, what = (videos, "video") if videos is not None else (images, "image folder")
     where = f"{'videos' if videos is not None else 'images'} {folder}"
-    issues: list[str] = []
-    rig_cams = load_calibration(calibration, rig=rig)
+    issues = IssueLog() if issues is None else issues
+    with issues.capture_logging():
+        return _detect_capture(calibration, detect, options, rig, folder, what, where, videos, images, timings, issues)
+
+
+def _detect_capture(calibration, detect, options, rig, folder, what, where, videos, images, timings, issues) -> Capture:
+    rig_cams = load_calibration(calibration, rig=rig, units=options.calibration_units)
     entries = find_camera_sources(folder, VIDEO_SUFFIXES if videos is not None else ())
     names = match_cameras(rig_cams.names, list(entries), where, issues, what=what)
     offsets = dict(options.offsets)
@@ -567,10 +568,11 @@ def detect_capture(
     calib_size = cameras.image_size.round().int().tolist()
     for src, (cw, ch) in zip(sources, calib_size):
         if src.size is None:
-            _issue(issues, f"camera {src.name}: no frame could be read from {src.path}")
+            issues.add(f"camera {src.name}: no frame could be read from {src.path}", kind="cameras")
         elif tuple(src.size) != (cw, ch):
-            _issue(issues, f"camera {src.name}: frames are {src.size[0]}x{src.size[1]} but the calibration is for "
-                           f"{cw}x{ch}; keypoints are in frame pixels, so is the calibration for another resolution?")
+            issues.add(f"camera {src.name}: frames are {src.size[0]}x{src.size[1]} but the calibration is for "
+                       f"{cw}x{ch}; keypoints are in frame pixels, so is the calibration for another resolution?",
+                       kind="calibration")
     shifted = [s.frames - offsets.get(s.name, 0) for s in sources if len(s.frames)]
     if not shifted:
         raise CaptureError(f"{where}: no camera has a readable frame")
@@ -581,8 +583,8 @@ def detect_capture(
     for v, src in enumerate(sources):
         have = np.isin(cam_frames[:, v], src.frames).sum()
         if 0 < have < T:
-            _issue(issues, f"camera {src.name}: frames for {have} of {T} capture frames ({src.path.name}); "
-                           "the other frames use the remaining views")
+            issues.add(f"camera {src.name}: frames for {have} of {T} capture frames ({src.path.name}); "
+                       "the other frames use the remaining views", kind="frames", count=int(T - have))
     frame_sizes = np.array([s.size or (cw, ch) for s, (cw, ch) in zip(sources, calib_size)], dtype=np.float64)
     whole = np.concatenate([np.full((V, 2), -0.5), frame_sizes - 0.5], axis=-1)  # (V, 4) letterbox boxes
 
@@ -594,7 +596,7 @@ def detect_capture(
                 file_boxes[t, v] = per_frame[f]
     unused = [n for n in box_files if not np.isfinite(file_boxes[:, names.index(n)]).any()]
     if unused:
-        _issue(issues, f"boxes {detect.boxes}: no box of camera(s) {', '.join(unused)} falls on a capture frame")
+        issues.add(f"boxes {detect.boxes}: no box of camera(s) {', '.join(unused)} falls on a capture frame")
 
     tri_opts = dataclasses.replace(options, progress=False)
     track = _Track(detect.min_track_joints or max(4, J // 2), detect.reinit_after)
@@ -677,7 +679,7 @@ def detect_capture(
     elapsed = time.perf_counter() - wall
     missing_all = [n for v, n in enumerate(names) if not (keypoints[:, v, :, 2] > 0).any()]
     for n in missing_all:
-        _issue(issues, f"camera {n}: the model found no joint in any frame")
+        issues.add(f"camera {n}: the model found no joint in any frame", kind="cameras")
     people = keypoints[:, :, None]  # (T, V, 1, J, 3): one person, as the readers give it
     check_image_bounds(people, cameras, names, issues)
     counts = {n: {BOX_SOURCES[c]: int((source[:, v] == c).sum()) for c in range(1, len(BOX_SOURCES))}
@@ -696,6 +698,7 @@ def detect_capture(
     capture = Capture(cameras, list(names), frame_index, people, detector.joint_set, issues,
                       {s.name: str(s.path) for s in sources})
     capture.detection = Detection(boxes, source, cam_frames, list(names), info)
+    capture.units = calibration_units(calibration, units=options.calibration_units)
     return capture
 
 

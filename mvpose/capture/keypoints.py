@@ -16,6 +16,12 @@ Joint sets (:mod:`mvpose.skeletons`) are named with ``joints`` or recognised fro
 
 An unreadable or malformed file does not stop the capture: its frame counts as missing for that camera and
 the reason (file, field, what was expected) is kept in :attr:`CameraKeypoints.issues`.
+
+Placeholder people are skipped and counted in :attr:`CameraKeypoints.skipped` (trackers that keep one slot
+per person write them ahead of the real one): a ``null`` entry of ``people`` or of a COCO results list, a
+person whose keypoints are ``null`` or ``[]``, and a person without a single joint of confidence > 0 (an
+all-zero slot). The people that remain keep their order; :attr:`CameraKeypoints.people` slot ``p`` is the
+``p``-th real person of the frame.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ __all__ = [
     "CameraKeypoints",
     "KeypointError",
     "JOINT_SETS_BY_COUNT",
+    "PLACEHOLDERS",
     "find_camera_sources",
     "frame_number",
     "parse_openpose",
@@ -54,6 +61,13 @@ log = logging.getLogger(__name__)
 # Keypoint count -> joint set. 17 is also Human3.6M-17; that one must be named.
 JOINT_SETS_BY_COUNT = {25: "body25", 26: "halpe26", 17: "coco"}
 _DIGITS = re.compile(r"(\d+)")
+# Placeholder kinds counted in CameraKeypoints.skipped.
+PLACEHOLDERS = {
+    "null": "null entries",
+    "null_keypoints": "people whose keypoints are null",
+    "empty": "people with empty keypoints",
+    "all_zero": "all-zero people (no joint with confidence > 0)",
+}
 
 
 class KeypointError(ValueError):
@@ -71,6 +85,7 @@ class CameraKeypoints:
         people: (F, P, J, 3) float64 ``(x, y, confidence)``; NaN ``x, y`` and confidence 0 where a joint or a
             whole person slot is missing (P is the most people in any frame, at least 1).
         issues: one line per file or record that could not be used.
+        skipped: placeholder kind (see :data:`PLACEHOLDERS`) -> how many were skipped.
     """
 
     name: str
@@ -78,6 +93,7 @@ class CameraKeypoints:
     frames: np.ndarray
     people: np.ndarray
     issues: list[str] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
 
     @property
     def num_joints(self) -> int:
@@ -129,8 +145,25 @@ def _triples(values: Any, where: str, key: str) -> np.ndarray:
     return arr
 
 
-def parse_openpose(text: str | bytes, where: str) -> list[np.ndarray]:
-    """One OpenPose JSON document -> a list of (J, 3) people. Raises ValueError naming ``where`` and the field."""
+def _placeholder(kp: Any) -> str | None:
+    """The kind of placeholder a keypoint field is before parsing (None: parse it)."""
+    if kp is None:
+        return "null_keypoints"
+    if isinstance(kp, list) and not kp:
+        return "empty"
+    return None
+
+
+def _count(skipped: dict[str, int] | None, kind: str) -> None:
+    if skipped is not None:
+        skipped[kind] = skipped.get(kind, 0) + 1
+
+
+def parse_openpose(text: str | bytes, where: str, skipped: dict[str, int] | None = None) -> list[np.ndarray]:
+    """One OpenPose JSON document -> a list of (J, 3) people. Raises ValueError naming ``where`` and the field.
+
+    Placeholders (module doc) are left out and counted in ``skipped`` (kind -> count) when given.
+    """
     try:
         doc = json.loads(text)
     except ValueError as err:
@@ -138,31 +171,44 @@ def parse_openpose(text: str | bytes, where: str) -> list[np.ndarray]:
     if not isinstance(doc, dict) or "people" not in doc:
         raise ValueError(f"{where}: expected an OpenPose object with a 'people' list")
     people = doc["people"]
+    if people is None:  # a frame without anybody, written as null
+        _count(skipped, "null")
+        people = []
     if not isinstance(people, list):
         raise ValueError(f"{where}: field 'people' must be a list, found {type(people).__name__}")
     out = []
     for i, person in enumerate(people):
+        if person is None:
+            _count(skipped, "null")
+            continue
         if not isinstance(person, dict) or "pose_keypoints_2d" not in person:
             raise ValueError(f"{where}: people[{i}] has no field 'pose_keypoints_2d'")
         kp = person["pose_keypoints_2d"]
-        if isinstance(kp, list) and not kp:  # OpenPose writes [] for a body it did not estimate
+        kind = _placeholder(kp)  # OpenPose writes [] for a body it did not estimate
+        if kind is None:
+            arr = _triples(kp, f"{where} people[{i}]", "pose_keypoints_2d")
+            kind = None if (arr[:, 2] > 0).any() else "all_zero"
+        if kind is not None:
+            _count(skipped, kind)
             continue
-        out.append(_triples(kp, f"{where} people[{i}]", "pose_keypoints_2d"))
+        out.append(arr)
     return out
 
 
-def _read_openpose_files(paths: Sequence[str]) -> list[list[np.ndarray] | str]:
-    """Worker: parse files; each entry is the people list or an error line."""
+def _read_openpose_files(paths: Sequence[str]) -> tuple[list[list[np.ndarray] | str], dict[str, int]]:
+    """Worker: parse files; each entry is the people list or an error line; plus the placeholders skipped."""
     out: list[list[np.ndarray] | str] = []
+    skipped: dict[str, int] = {}
     for path in paths:
         try:
-            out.append(parse_openpose(Path(path).read_bytes(), path))
+            out.append(parse_openpose(Path(path).read_bytes(), path, skipped))
         except (OSError, ValueError) as err:
             out.append(str(err) if isinstance(err, ValueError) else f"{path}: cannot read ({err.strerror})")
-    return out
+    return out, skipped
 
 
-def _pack(name: str, source: Path, frames: list[int], people: list[list[np.ndarray]], issues: list[str]) -> CameraKeypoints:
+def _pack(name: str, source: Path, frames: list[int], people: list[list[np.ndarray]], issues: list[str],
+          skipped: dict[str, int]) -> CameraKeypoints:
     """Per-frame people lists -> one padded array; people with another joint count become issues."""
     counts = [p.shape[0] for frame in people for p in frame]
     if not counts:
@@ -183,7 +229,7 @@ def _pack(name: str, source: Path, frames: list[int], people: list[list[np.ndarr
     for row, i in enumerate(order):
         for p, person in enumerate(people[i]):
             arr[row, p] = person
-    return CameraKeypoints(name, source, np.asarray(frames, dtype=np.int64)[order], arr, issues)
+    return CameraKeypoints(name, source, np.asarray(frames, dtype=np.int64)[order], arr, issues, skipped)
 
 
 def read_openpose_folder(
@@ -222,6 +268,7 @@ def read_openpose_folder(
     size = min(256, max(16, math.ceil(len(paths) / (4 * max(workers, 1)))))
     chunks = [paths[i:i + size] for i in range(0, len(paths), size)]
     parsed: list[list[np.ndarray] | str] = []
+    skipped: dict[str, int] = {}
     with contextlib.ExitStack() as stack:
         if pool is None and workers > 1 and len(chunks) > 1:
             from mvpose.parallel import worker_context
@@ -230,14 +277,16 @@ def read_openpose_folder(
         parts = pool.map(_read_openpose_files, chunks) if pool is not None else map(_read_openpose_files, chunks)
         bar = stack.enter_context(tqdm(total=len(paths), desc=f"read {name or folder.name}", unit="file",
                                        disable=not progress, leave=False))
-        for part in parts:
+        for part, part_skipped in parts:
             parsed += part
+            for kind, n in part_skipped.items():
+                skipped[kind] = skipped.get(kind, 0) + n
             bar.update(len(part))
     issues = [r for r in parsed if isinstance(r, str)]
     keep = [i for i, r in enumerate(parsed) if not isinstance(r, str)]
     if not keep:
         raise KeypointError(f"{folder}: none of the {len(files)} files could be read; first problem: {issues[0]}")
-    return _pack(name or folder.name, folder, [numbers[i] for i in keep], [parsed[i] for i in keep], issues)
+    return _pack(name or folder.name, folder, [numbers[i] for i in keep], [parsed[i] for i in keep], issues, skipped)
 
 
 def read_coco_results(path: str | Path, name: str | None = None) -> CameraKeypoints:
@@ -266,10 +315,14 @@ def read_coco_results(path: str | Path, name: str | None = None) -> CameraKeypoi
     else:
         raise KeypointError(f"{path}: expected a COCO results list, found {type(doc).__name__}")
     issues: list[str] = []
+    skipped: dict[str, int] = {}
     by_frame: dict[int, list[np.ndarray]] = {}
     for i, rec in enumerate(records):
         where = f"{path} [{i}]"
         try:
+            if rec is None:
+                _count(skipped, "null")
+                continue
             if not isinstance(rec, dict) or "image_id" not in rec or "keypoints" not in rec:
                 raise ValueError(f"{where}: needs fields 'image_id' and 'keypoints'")
             image_id = rec["image_id"]
@@ -278,7 +331,14 @@ def read_coco_results(path: str | Path, name: str | None = None) -> CameraKeypoi
                 frame = image_id if isinstance(image_id, int) else frame_number(str(image_id))
             if not isinstance(frame, int):
                 raise ValueError(f"{where}: 'image_id' {image_id!r} is not a frame number")
-            person = _triples(rec["keypoints"], where, "keypoints")
+            kind = _placeholder(rec["keypoints"])
+            if kind is None:
+                person = _triples(rec["keypoints"], where, "keypoints")
+                kind = None if (person[:, 2] > 0).any() else "all_zero"
+            if kind is not None:
+                _count(skipped, kind)
+                by_frame.setdefault(frame, [])  # the frame exists, with nobody in it
+                continue
             by_frame.setdefault(frame, []).append(person)
         except ValueError as err:
             issues.append(str(err))
@@ -286,7 +346,7 @@ def read_coco_results(path: str | Path, name: str | None = None) -> CameraKeypoi
         first = f"; first problem: {issues[0]}" if issues else ""
         raise KeypointError(f"{path}: no usable detection{first}")
     frames = sorted(by_frame)
-    return _pack(name or path.stem, path, frames, [by_frame[f] for f in frames], issues)
+    return _pack(name or path.stem, path, frames, [by_frame[f] for f in frames], issues, skipped)
 
 
 def _is_coco_file(path: Path) -> bool:

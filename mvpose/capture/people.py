@@ -96,7 +96,8 @@ def select_person(
     """
     T, V, P, J, _ = people.shape
     present = (people[..., 2] > 0).any(dim=-1)  # (T, V, P)
-    person = torch.where(present[:, :, 0], 0, -1).to(torch.long)
+    # The one detection of a view need not sit in slot 0 (a reader may leave empty slots ahead of it).
+    person = torch.where(present.any(dim=-1), present.to(torch.uint8).argmax(dim=-1), -1).to(torch.long)
     crowded = (present.sum(dim=-1) > 1).any(dim=-1).nonzero().squeeze(-1)
     cams = cameras.to(dtype=people.dtype)
     # The largest intermediate is (chunk, hypotheses, V, P, J): keep it near 2M elements.

@@ -15,8 +15,13 @@ Steps (:func:`run_capture`):
    request (:mod:`mvpose.capture.render`).
 
 Bad input degrades instead of stopping when something can still be computed: a calibrated camera without
-keypoints, a camera with fewer frames or with no detection at all, unreadable files, keypoints outside the
-calibrated image size all become warnings (logged and listed in ``summary.json`` under ``issues``).
+keypoints or with no readable file, a camera with fewer frames or with no detection at all, unreadable files,
+placeholder people, keypoints outside the calibrated image size all become issues. After triangulation the
+result is checked (:mod:`mvpose.capture.checks`): joints short of ``min_views`` views, a skeleton whose size
+points to another calibration unit, bones that fit another joint order. Every issue, and every warning
+logged while the capture runs, goes into one :class:`~mvpose.capture.issues.IssueLog`: printed, in
+``report.txt`` and in ``summary.json`` (``issues`` with kind and count, ``issue_counts``). Nothing at all
+triangulated is an error naming the cause.
 """
 
 from __future__ import annotations
@@ -25,15 +30,17 @@ import contextlib
 import logging
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from mvpose.capture.issues import CaptureError, IssueLog
 from mvpose.capture.keypoints import (
+    PLACEHOLDERS,
     CameraKeypoints,
     KeypointError,
     default_workers,
@@ -43,7 +50,8 @@ from mvpose.capture.keypoints import (
 )
 from mvpose.capture.people import select_person
 from mvpose.capture.temporal import fill_gaps, lowpass
-from mvpose.geometry.calibration import load_calibration
+from mvpose.capture.types import MODES, Capture, CaptureOptions, CaptureResult
+from mvpose.geometry.calibration import calibration_units, load_calibration
 from mvpose.geometry.camera import Cameras
 from mvpose.geometry.triangulation import refine_points, reprojection_error, triangulate, triangulate_robust
 from mvpose.skeletons import get_skeleton
@@ -69,111 +77,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MODES = ("dlt", "drop_worst", "ransac")
 # Share of a camera's keypoints outside its calibrated image above which the calibration is suspect.
 OUTSIDE_WARN_FRACTION = 0.02
-
-
-class CaptureError(ValueError):
-    """The capture cannot be processed at all; the message says what was expected and what was found."""
-
-
-@dataclass
-class CaptureOptions:
-    """Processing options (the CLI flags of ``mvpose triangulate``).
-
-    Attributes:
-        joints: joint set of the keypoints (``body25``, ``coco``, ``halpe26``, ``h36m``); None: from the count.
-        mode: ``"drop_worst"`` / ``"ransac"`` (robust, see :func:`triangulate_robust`) or ``"dlt"`` (plain).
-        threshold_px: reprojection error above which a view is excluded (robust modes).
-        min_confidence: keypoints below it are not used.
-        min_views: views a joint needs (>= 2).
-        refine: Levenberg-Marquardt refinement of every point on its kept views.
-        max_gap: fill runs of at most this many missing frames per joint (0: no filling).
-        cutoff_hz: Butterworth low-pass cut-off (None: no filtering); needs ``fps``.
-        filter_order: order of the zero-phase filter (even).
-        fps: frame rate; None: taken from the videos when given.
-        offsets: per-camera frame offsets, capture frame ``i`` = camera frame ``i + offset``.
-        person_threshold_px: median joint distance for a detection to agree with the others (several people).
-        chunk_frames: frames per triangulation batch.
-        workers: processes for reading keypoints and rendering (None: CPU count, 0: in-process).
-        progress: progress bars.
-    """
-
-    joints: str | None = None
-    mode: str = "drop_worst"
-    threshold_px: float = 20.0
-    min_confidence: float = 0.3
-    min_views: int = 2
-    refine: bool = False
-    max_gap: int = 0
-    cutoff_hz: float | None = None
-    filter_order: int = 4
-    fps: float | None = None
-    offsets: dict[str, int] = field(default_factory=dict)
-    person_threshold_px: float = 50.0
-    chunk_frames: int = 1024
-    workers: int | None = 0
-    progress: bool = True
-
-    def check(self) -> None:
-        if self.mode not in MODES:
-            raise CaptureError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.min_views < 2:
-            raise CaptureError(f"min_views must be >= 2 (a point needs two rays), got {self.min_views}")
-        if not self.threshold_px > 0:
-            raise CaptureError(f"threshold_px must be > 0, got {self.threshold_px}")
-        if self.max_gap < 0:
-            raise CaptureError(f"max_gap must be >= 0, got {self.max_gap}")
-        if self.cutoff_hz is not None and (self.filter_order < 2 or self.filter_order % 2):
-            raise CaptureError(f"filter order must be even and >= 2, got {self.filter_order}")
-        if self.fps is not None and not self.fps > 0:
-            raise CaptureError(f"fps must be > 0, got {self.fps}")
-
-
-@dataclass
-class Capture:
-    """Synchronised inputs.
-
-    Attributes:
-        cameras: rig with batch shape ``(V,)``, in the order of ``names``.
-        names: the V camera names used.
-        frame_index: (T,) capture frame numbers.
-        people: (T, V, P, J, 3) detections ``(x, y, confidence)``.
-        joint_set: skeleton name of the keypoints.
-        issues: warnings found while loading.
-        sources: camera name -> keypoint source path (video / image folder for the model path).
-        detection: what the model path did (:class:`mvpose.capture.detect.Detection`); None for keypoints.
-    """
-
-    cameras: Cameras
-    names: list[str]
-    frame_index: np.ndarray
-    people: np.ndarray
-    joint_set: str
-    issues: list[str] = field(default_factory=list)
-    sources: dict[str, str] = field(default_factory=dict)
-    detection: Any = None
-
-
-@dataclass
-class CaptureResult:
-    """Everything :func:`process_capture` computed (arrays as in ``poses3d.h5``, see :mod:`mvpose.capture.io`)."""
-
-    capture: Capture
-    points3d: np.ndarray  # (T, J, 3) final
-    raw3d: np.ndarray  # (T, J, 3) per-frame triangulation, before temporal processing
-    keypoints: np.ndarray  # (T, V, J, 3) chosen detections
-    person: np.ndarray  # (T, V)
-    reprojection_error: np.ndarray  # (T, V, J) of the final points
-    used: np.ndarray  # (T, V, J)
-    filled: np.ndarray  # (T, J)
-    fps: float | None
-    options: CaptureOptions
-    timings: dict[str, float] = field(default_factory=dict)
-    summary: dict = field(default_factory=dict)
-    paths: dict[str, Path] = field(default_factory=dict)
-
 
 def _cpu_seconds() -> float:
     """CPU time of this process and of its finished worker processes."""
@@ -196,11 +101,6 @@ def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
         timings[f"{stage}_cpu_s"] = _cpu_seconds() - cpu
 
 
-def _issue(issues: list[str], message: str) -> None:
-    log.warning("%s", message)
-    issues.append(message)
-
-
 # --------------------------------------------------------------------------------------------- loading
 def parse_offsets(text: str | None) -> dict[str, int]:
     """``"cam1=3,cam2=-1"`` -> ``{"cam1": 3, "cam2": -1}``."""
@@ -220,7 +120,7 @@ def parse_offsets(text: str | None) -> dict[str, int]:
 
 
 def match_cameras(
-    calibrated: Sequence[str], found: Sequence[str], where: str, issues: list[str], what: str = "keypoints"
+    calibrated: Sequence[str], found: Sequence[str], where: str, issues: IssueLog, what: str = "keypoints"
 ) -> list[str]:
     """Cameras present on both sides, in calibration order.
 
@@ -236,12 +136,13 @@ def match_cameras(
         raise CaptureError(f"{where}: {len(both)} camera(s) match the calibration, at least 2 are needed; {sides}")
     missing = [n for n in calibrated if n not in found]
     if missing:
-        _issue(issues, f"{where}: no {what} for calibrated camera(s) {', '.join(missing)}; using {', '.join(both)}")
+        issues.add(f"{where}: no {what} for calibrated camera(s) {', '.join(missing)}; using {', '.join(both)}",
+                   "cameras", len(missing))
     return both
 
 
 def synchronise(
-    cams: Sequence[CameraKeypoints], offsets: dict[str, int], issues: list[str]
+    cams: Sequence[CameraKeypoints], offsets: dict[str, int], issues: IssueLog
 ) -> tuple[np.ndarray, np.ndarray]:
     """Put every camera on one frame axis: capture frame ``i`` holds camera frame ``i + offsets[cam]``.
 
@@ -260,13 +161,14 @@ def synchronise(
     for v, (c, s) in enumerate(zip(cams, shifted)):
         people[s - start, v, : c.people.shape[1]] = c.people
         if len(s) < T:
-            _issue(issues, f"camera {c.name}: keypoints for {len(s)} of {T} frames; the other frames use the remaining views")
+            issues.add(f"camera {c.name}: keypoints for {len(s)} of {T} frames; the other frames use the remaining views",
+                       "frames", T - len(s))
         if not (c.people[..., 2] > 0).any():
-            _issue(issues, f"camera {c.name}: no keypoint in any frame ({c.source})")
+            issues.add(f"camera {c.name}: no keypoint in any frame ({c.source})", "cameras")
     return np.arange(start, stop), people
 
 
-def check_image_bounds(people: np.ndarray, cameras: Cameras, names: Sequence[str], issues: list[str]) -> None:
+def check_image_bounds(people: np.ndarray, cameras: Cameras, names: Sequence[str], issues: IssueLog) -> None:
     """Warn when many keypoints fall outside a camera's calibrated image size (calibration of another size?)."""
     size = cameras.image_size.cpu().numpy()  # (V, 2)
     xy = people[..., :2]
@@ -277,11 +179,10 @@ def check_image_bounds(people: np.ndarray, cameras: Cameras, names: Sequence[str
     for v, name in enumerate(names):
         if n_seen[v] and n_out[v] > OUTSIDE_WARN_FRACTION * n_seen[v]:
             pts = xy[:, v][seen[:, v]]
-            _issue(
-                issues,
+            issues.add(
                 f"camera {name}: {100 * n_out[v] / n_seen[v]:.0f}% of keypoints fall outside the calibrated image "
                 f"{size[v, 0]:.0f}x{size[v, 1]:.0f} (keypoints reach x {pts[:, 0].max():.0f}, y {pts[:, 1].max():.0f}); "
-                "is the calibration for another resolution?",
+                "is the calibration for another resolution?", "calibration", int(n_out[v]),
             )
 
 
@@ -294,10 +195,34 @@ def load_capture(
     rig: str | None = None,
     workers: int | None = 0,
     progress: bool = True,
+    units: str | None = None,
+    issues: IssueLog | None = None,
 ) -> Capture:
-    """Read and synchronise a capture: calibration + one keypoint source per camera (see :func:`run_capture`)."""
-    issues: list[str] = []
-    rig_cams = load_calibration(calibration, rig=rig)
+    """Read and synchronise a capture: calibration + one keypoint source per camera (see :func:`run_capture`).
+
+    A camera none of whose files can be used is dropped with an issue while two cameras remain.
+
+    Args:
+        units: unit of the calibration's translations where its format does not fix it (None: the file's).
+        issues: the log to add to (a new one by default); warnings logged meanwhile are added to it.
+
+    Raises:
+        CaptureError: fewer than two usable cameras, disagreeing joint counts, no keypoint anywhere.
+    """
+    issues = IssueLog() if issues is None else issues
+    with issues.capture_logging():
+        return _load_capture(calibration, keypoints_dir, joints, offsets, rig, workers, progress, units, issues)
+
+
+def _placeholder_issue(cam: CameraKeypoints, issues: IssueLog) -> None:
+    if cam.skipped:
+        what = "; ".join(f"{n} {PLACEHOLDERS[k]}" for k, n in cam.skipped.items())
+        issues.add(f"camera {cam.name}: skipped placeholder people ({what}); the other people of those frames "
+                   "are used", "placeholders", sum(cam.skipped.values()))
+
+
+def _load_capture(calibration, keypoints_dir, joints, offsets, rig, workers, progress, units, issues) -> Capture:
+    rig_cams = load_calibration(calibration, rig=rig, units=units)
     sources = find_camera_sources(keypoints_dir)
     names = match_cameras(rig_cams.names, list(sources), f"keypoints {keypoints_dir}", issues)
     offsets = dict(offsets or {})
@@ -309,16 +234,27 @@ def load_capture(
     with contextlib.ExitStack() as stack:
         # One pool for every camera: starting processes costs more than parsing a few hundred files.
         pool = stack.enter_context(ProcessPoolExecutor(workers)) if workers > 1 else None
+        unusable = {}
         for name in names:
             try:
                 cam = read_camera_keypoints(sources[name], name, progress=progress, pool=pool)
             except KeypointError as err:
-                raise CaptureError(f"camera {name}: {err}") from None
+                unusable[name] = str(err)
+                continue
             for line in cam.issues[:20]:
-                _issue(issues, line)
+                issues.add(line, "unreadable")
             if len(cam.issues) > 20:
-                _issue(issues, f"camera {name}: {len(cam.issues) - 20} more unreadable files or records")
+                issues.add(f"camera {name}: {len(cam.issues) - 20} more unreadable files or records", "unreadable",
+                           len(cam.issues) - 20)
+            _placeholder_issue(cam, issues)
             cams.append(cam)
+    if unusable:
+        reasons = "; ".join(f"camera {n}: {e}" for n, e in unusable.items())
+        if len(cams) < 2:
+            raise CaptureError(f"{len(cams)} camera(s) with usable keypoints, at least 2 are needed; {reasons}")
+        for n, e in unusable.items():
+            issues.add(f"camera {n}: no usable keypoints, camera dropped ({e})", "cameras")
+        names = [c.name for c in cams]
     counts = {c.name: c.num_joints for c in cams if (c.people[..., 2] > 0).any()}
     if not counts:
         raise CaptureError(f"keypoints {keypoints_dir}: no camera has a single detected keypoint")
@@ -333,7 +269,9 @@ def load_capture(
     frame_index, people = synchronise(cams, offsets, issues)
     cameras = rig_cams[names]
     check_image_bounds(people, cameras, names, issues)
-    return Capture(cameras, names, frame_index, people, joint_set, issues, {n: str(sources[n]) for n in names})
+    capture = Capture(cameras, names, frame_index, people, joint_set, issues, {n: str(sources[n]) for n in names})
+    capture.units = calibration_units(calibration, units=units)
+    return capture
 
 
 # --------------------------------------------------------------------------------------------- processing
@@ -382,7 +320,31 @@ def _reprojection_errors(points3d: np.ndarray, keypoints: np.ndarray, cameras: C
 
 
 def process_capture(capture: Capture, options: CaptureOptions, fps: float | None = None) -> CaptureResult:
-    """Person selection, triangulation and temporal processing of a loaded capture (no files written)."""
+    """Person selection, triangulation, checks and temporal processing of a loaded capture (no files written).
+
+    Raises:
+        CaptureError: bad options, or nothing at all could be triangulated (the message names the cause).
+    """
+    with capture.issues.capture_logging():
+        return _process_capture(capture, options, fps)
+
+
+def _check_result(capture: Capture, keypoints: torch.Tensor, X: torch.Tensor, options: CaptureOptions) -> None:
+    """Views and skeleton checks (:mod:`mvpose.capture.checks`) into ``capture.issues`` / ``capture.checks``."""
+    from mvpose.capture.checks import check_skeleton, check_views
+
+    kp = keypoints.numpy()
+    usable = (kp[..., 2] >= options.min_confidence) & np.isfinite(kp[..., :2]).all(axis=-1)
+    detected = (capture.people[..., 2] > 0).any(axis=2)
+    joints = get_skeleton(capture.joint_set).joints
+    points = X.numpy()
+    capture.checks["views"] = check_views(usable, points, capture.names, joints, options.min_views,
+                                          options.min_confidence, detected, kp[..., 2] > 0, capture.issues,
+                                          capture.frame_index)
+    capture.checks["skeleton"] = check_skeleton(points, capture.joint_set, capture.issues, units=capture.units)
+
+
+def _process_capture(capture: Capture, options: CaptureOptions, fps: float | None) -> CaptureResult:
     options.check()
     timings: dict[str, float] = {}
     fps = options.fps or fps
@@ -395,6 +357,8 @@ def process_capture(capture: Capture, options: CaptureOptions, fps: float | None
                                           threshold_px=options.person_threshold_px)
     with _timed(timings, "triangulate"):
         X, used = triangulate_frames(keypoints, cameras, options)
+    with _timed(timings, "check"):
+        _check_result(capture, keypoints, X, options)
     with _timed(timings, "temporal"):
         raw = X.numpy()
         points, filled = fill_gaps(raw, options.max_gap)
@@ -426,6 +390,7 @@ def _video_fps(videos: str | Path | None, names: Sequence[str]) -> float | None:
 
 def write_outputs(result: CaptureResult, out_dir: str | Path) -> dict[str, Path]:
     """Write ``poses3d.h5``, ``poses3d.trc``, ``summary.json`` and ``report.txt`` into ``out_dir``."""
+    from mvpose.capture.checks import check_quality
     from mvpose.capture.io import write_h5, write_json, write_text, write_trc
     from mvpose.capture.report import build_summary, format_report
 
@@ -436,10 +401,11 @@ def write_outputs(result: CaptureResult, out_dir: str | Path) -> dict[str, Path]
     fps = result.fps
     if fps is None:
         fps = 30.0
-        _issue(cap.issues, "frame rate unknown (no --fps, no videos): the TRC time column assumes 30 fps")
+        cap.issues.add("frame rate unknown (no --fps, no videos): the TRC time column assumes 30 fps", "options")
     opts = asdict(result.options)
+    # Issues known before writing (all but the quality checks), so a wrong unit is flagged in the h5 file too.
     attrs = {"joint_set": cap.joint_set, "joints": list(skeleton.joints), "cameras": list(cap.names), "units": "mm",
-             "fps": fps, "options": opts}
+             "fps": fps, "options": opts, "issues": {"counts": cap.issues.counts(), "list": cap.issues.as_dicts()}}
     arrays = {
         "poses3d": result.points3d, "points2d": result.keypoints[..., :2], "confidence": result.keypoints[..., 2],
         "reprojection_error": result.reprojection_error, "used": result.used, "filled": result.filled,
@@ -449,6 +415,9 @@ def write_outputs(result: CaptureResult, out_dir: str | Path) -> dict[str, Path]
         paths = {"h5": write_h5(out / "poses3d.h5", arrays, attrs)}
         paths["trc"] = write_trc(out / "poses3d.trc", result.points3d, skeleton.joints, fps, cap.frame_index)
     result.summary = build_summary(result)
+    check_quality(result.summary, result.person, (cap.people[..., 2] > 0).any(axis=(2, 3)),
+                  result.options.threshold_px, cap.issues)
+    result.summary.update(issues=cap.issues.as_dicts(), issue_counts=cap.issues.counts())
     paths["summary"] = write_json(out / "summary.json", result.summary)
     paths["report"] = write_text(out / "report.txt", format_report(result.summary))
     result.paths.update(paths)
@@ -492,17 +461,19 @@ def run_capture(
     options = options or CaptureOptions()
     options.check()
     timings: dict[str, float] = {}
-    with _timed(timings, "total"):
+    issues = IssueLog()
+    with _timed(timings, "total"), issues.capture_logging():
         if detect is not None:
             from mvpose.capture.detect import detect_capture
 
             with _timed(timings, "detect"):
                 capture = detect_capture(calibration, detect, options, rig=rig, videos=videos, images=images,
-                                         timings=timings)
+                                         timings=timings, issues=issues)
         else:
             with _timed(timings, "read"):
                 capture = load_capture(calibration, keypoints_dir, joints=options.joints, offsets=options.offsets,
-                                       rig=rig, workers=options.workers, progress=options.progress)
+                                       rig=rig, workers=options.workers, progress=options.progress,
+                                       units=options.calibration_units, issues=issues)
         fps = _video_fps(videos, capture.names)
         result = process_capture(capture, options, fps)
         result.timings = {**timings, **result.timings}

@@ -24,7 +24,7 @@ from mvpose.geometry.board_calibration import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from mvpose.skeletons import get_skeleton
 
 if TYPE_CHECKING:
-    from mvpose.capture.pipeline import CaptureResult
+    from mvpose.capture.types import CaptureResult
 
 __all__ = ["draw_overlay", "plot_skeleton_3d", "render_camera", "render_capture"]
 

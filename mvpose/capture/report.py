@@ -14,7 +14,7 @@ import numpy as np
 from mvpose.skeletons import get_skeleton
 
 if TYPE_CHECKING:
-    from mvpose.capture.pipeline import CaptureResult
+    from mvpose.capture.types import CaptureResult
 
 __all__ = ["bone_lengths", "build_summary", "error_stats", "format_report"]
 
@@ -106,7 +106,10 @@ def build_summary(result: "CaptureResult") -> dict[str, Any]:
             f"{names[a]}-{names[b]}": {"mean": m, "std": s, "frames": int(f)}
             for (a, b), m, s, f in zip(skeleton.limbs, mean, std, frames)
         },
-        "issues": list(cap.issues),
+        "issues": cap.issues.as_dicts(),
+        "issue_counts": cap.issues.counts(),
+        "checks": dict(cap.checks),
+        "calibration_units": cap.units,
         "sources": dict(cap.sources),
         "options": asdict(result.options),
         "timings_s": dict(result.timings),
@@ -123,6 +126,13 @@ def format_report(summary: dict[str, Any]) -> str:
     lines = [
         f"capture: {summary['frames']} frames ({summary['first_frame']}..{summary['last_frame']}), "
         f"{len(summary['cameras'])} cameras, joint set {summary['joint_set']}",
+    ]
+    if summary["issues"]:
+        counts = ", ".join(f"{k} {n}" for k, n in summary["issue_counts"].items())
+        lines += [f"issues ({len(summary['issues'])}; counts by kind: {counts}):"]
+        lines += [f"  - [{i['kind']}, {i['count']}] {i['message']}" for i in summary["issues"]]
+        lines += [""]
+    lines += [
         f"reprojection error (px, used views): mean {_num(rep['mean'], '.2f')}  median {_num(rep['median'], '.2f')}  "
         f"p90 {_num(rep['p90'], '.2f')}  over {rep['count']} observations",
         f"excluded views: {100 * summary['excluded_view_fraction']:.1f}% of the usable 2D keypoints",
@@ -141,6 +151,4 @@ def format_report(summary: dict[str, Any]) -> str:
     lines += ["", "bone lengths (mm)              mean     std"]
     for name, s in summary["bone_length_mm"].items():
         lines.append(f"  {name:<26}{_num(s['mean'], '8.1f')}{_num(s['std'], '8.1f')}")
-    if summary["issues"]:
-        lines += ["", f"issues ({len(summary['issues'])}):"] + [f"  - {i}" for i in summary["issues"]]
     return "\n".join(lines) + "\n"

@@ -77,6 +77,8 @@ class COCODataset(MultiViewDataset):
     Group fields: ``frame`` = ``image_id``; ``image_id`` and ``annotation_id`` also as extra fields.
     """
 
+    breakdown: str | None = None  # no 3D ground truth: no MPJPE breakdown
+
     def __init__(
         self,
         root: str | Path,

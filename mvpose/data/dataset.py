@@ -56,6 +56,7 @@ from torch.utils.data import Dataset
 
 from mvpose.data import targets as tg
 from mvpose.data import transforms as tf
+from mvpose.data.rays import RAY_MODES, official_rays
 from mvpose.geometry.camera import Cameras
 
 __all__ = [
@@ -184,7 +185,12 @@ class MultiViewDataset(Dataset):
         augment_config: its parameters (an AugmentConfig or a dict of its fields).
         seed: base seed of the augmentation.
         name: dataset name for messages.
+        rays: ``"exact"`` (the crop's own map, undistorted, float64) or ``"official"`` (the official
+            multi-view PPT formula: HRNet crop map, no undistortion, float32); see :mod:`mvpose.data.rays`.
+            ``"official"`` refuses flip augmentation (the official code never flips).
     """
+
+    breakdown: str | None = None  # how evaluation breaks MPJPE down: "action", "sequence" or None (readers set it)
 
     def __init__(
         self,
@@ -204,7 +210,10 @@ class MultiViewDataset(Dataset):
         seed: int = 0,
         name: str = "dataset",
         supervise_hidden: bool = False,
+        rays: str = "exact",
     ) -> None:
+        if rays not in RAY_MODES:
+            raise ValueError(f"{name}: rays must be one of {RAY_MODES}, got {rays!r}")
         if target_type not in ("heatmap", "simcc", "both"):
             raise ValueError(f"{name}: target_type must be 'heatmap', 'simcc' or 'both', got {target_type!r}")
         self.groups = groups
@@ -224,6 +233,10 @@ class MultiViewDataset(Dataset):
         if isinstance(augment_config, Mapping):  # from a config file
             augment_config = tf.AugmentConfig(**augment_config)
         self.augment_config = augment_config or tf.AugmentConfig()
+        self.rays = rays
+        if rays == "official" and self.augment and self.augment_config.flip_prob > 0:
+            raise ValueError(f"{name}: rays 'official' cannot follow flipped crops (the official code never flips); "
+                             f"set augment_config.flip_prob to 0 (found {self.augment_config.flip_prob})")
         self.seed = int(seed)
         self.epoch = 0
         self.name = name
@@ -332,7 +345,12 @@ class MultiViewDataset(Dataset):
             np.stack([r.dist for r in recs]), np.array([[img.shape[1], img.shape[0]] for img in images], dtype=np.float64),
         )
         crop_cams = cams.crop(torch.from_numpy(affine), (W, H))
-        rays = crop_cams.pixel_rays(self.tokens.expand(V, -1, -1))
+        if self.rays == "official":
+            R = np.stack([r.R for r in recs])
+            C = -np.einsum("vji,vj->vi", R, np.stack([r.t for r in recs]))  # camera centres
+            rays = official_rays(np.stack([r.K for r in recs]), R, C, center, scale, aug.rotation, self.input_hw, self.token_grid)
+        else:
+            rays = crop_cams.pixel_rays(self.tokens.expand(V, -1, -1))
         f32 = lambda x: torch.as_tensor(x).float()  # noqa: E731
         joints_3d = group.joints_3d[perm] if group.joints_3d is not None else np.zeros((self.num_joints, 3))
         sample.update(
@@ -443,7 +461,7 @@ def build_dataset(
 
     Args:
         name: "h36m", "skipose" or "coco".
-        root: dataset root folder (layout in DESIGN.md).
+        root: dataset root folder (layouts in docs/data.md).
         split: "train" or "validation" / "test" (Ski-Pose "train" / "test", COCO "train" / "val").
         views: None (all cameras), N (the first N) or a list of camera ids.
         single_view: serve each view as its own sample (monocular baselines on multi-view data).

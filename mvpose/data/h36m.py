@@ -1,6 +1,6 @@
 """Human3.6M in the H36M-Toolbox layout used by the Cross-View-Fusion, TransFusion and PPT code.
 
-``ROOT/annot/h36m_{train,validation}.pkl`` hold a list of per-image records (schema in DESIGN.md);
+``ROOT/annot/h36m_{train,validation}.pkl`` hold a list of per-image records (every field in docs/data.md);
 images live under ``ROOT/images/``. As in the published multi-view code:
 
 - the three S9 sequences with damaged 3D ground truth (Greeting-2, SittingDown-2, Waiting-1) are
@@ -9,6 +9,14 @@ images live under ``ROOT/images/``. As in the published multi-view code:
   group lacking one of the chosen cameras is not used (it is logged and listed in
   ``incomplete_groups``);
 - every 5th complete group is kept for training and every 64th for evaluation (``frame_stride``).
+
+3D ground truth: a record's ``joints_3d`` is NOT the world pose. The H36M-Toolbox
+(``generate_labels.py``) fills it from ``D3_Positions_mono_universal`` (the pose retargeted to the
+universal skeleton, camera coordinates) and ``joints_3d_camera`` from ``D3_Positions_mono`` (the real
+pose, camera coordinates, mm). The world truth is ``R^T joints_3d_camera + T`` with ``T`` the camera
+centre, as the official 3D evaluation builds it (multi-view-PPT ``run/pose3d/estimate_tri.py``,
+``lib/multiviews/cameras.py camera_to_world_frame``). This reader takes it from the first chosen view
+and refuses a group whose views disagree by more than ``view_tolerance_mm``; ``joints_3d`` is never read.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from mvpose.data.dataset import (
     select_views,
 )
 from mvpose.geometry.calibration import CalibrationError, h36m_camera_params
+from mvpose.safe_load import UntrustedFileError, load_pickle
 from mvpose.skeletons import H36M_ACTIONS, get_skeleton
 
 __all__ = [
@@ -51,8 +60,10 @@ DAMAGED_SEQUENCES = frozenset({(9, 5, 2), (9, 10, 2), (9, 13, 1)})
 SPLIT_FILES = {"train": "h36m_train.pkl", "validation": "h36m_validation.pkl"}
 SPLIT_ALIASES = {"val": "validation", "valid": "validation", "test": "validation"}
 DEFAULT_FRAME_STRIDE = {"train": 5, "validation": 64}
+# Largest accepted distance (mm) between the world poses R^T joints_3d_camera + T of one group's views.
+VIEW_TOLERANCE_MM = 5.0  # float32 labels agree to ~1e-3 mm; a mixed-up camera or record is metres off
 RECORD_KEYS = (
-    "image", "joints_2d", "joints_3d", "joints_vis", "subject", "action", "subaction",
+    "image", "joints_2d", "joints_3d_camera", "joints_vis", "subject", "action", "subaction",
     "image_id", "camera_id", "camera", "center", "scale",
 )
 NUM_JOINTS = 17
@@ -73,13 +84,18 @@ def annotation_file(root: str | Path, split: str) -> Path:
 
 
 def load_annotations(path: str | Path) -> list[dict[str, Any]]:
-    """Read an annotation pickle and check it is a non-empty list of records with the schema's keys."""
+    """Read an annotation pickle and check it is a non-empty list of records with the schema's keys.
+
+    The pickle is read with :func:`mvpose.safe_load.load_pickle`: only builtin containers and numpy
+    arrays / dtypes / scalars (all the H36M-Toolbox files hold); a file naming another global raises
+    :class:`~mvpose.data.dataset.DatasetError` naming the file and the global, before anything runs."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: Human3.6M annotation file not found")
     try:
-        with path.open("rb") as f:
-            records = pickle.load(f)
+        records = load_pickle(path)  # builtins and numpy arrays only: never runs code from the file
+    except UntrustedFileError as err:
+        raise DatasetError(str(err)) from err
     except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError) as err:
         raise DatasetError(f"{path}: not a readable pickle ({type(err).__name__}: {err})") from err
     if not isinstance(records, list):
@@ -175,8 +191,12 @@ class H36MDataset(MultiViewDataset):
             (the real rig's 1000x1002 cameras also accept 1000x1000, the crop some tools write).
         check_files: check at construction that every selected image exists (and read the
             reference sizes); without it, sizes are checked only against ``image_sizes``.
+        view_tolerance_mm: largest accepted distance (mm) between the world poses
+            ``R^T joints_3d_camera + T`` of one group's views (DatasetError naming the record otherwise).
         options: :class:`MultiViewDataset` options.
     """
+
+    breakdown: str | None = "action"  # MPJPE per Human3.6M action in evaluation reports
 
     def __init__(
         self,
@@ -187,9 +207,11 @@ class H36MDataset(MultiViewDataset):
         drop_damaged: bool = True,
         image_sizes: Mapping[int, tuple[int, int]] | None = None,
         check_files: bool = True,
+        view_tolerance_mm: float = VIEW_TOLERANCE_MM,
         **options: Any,
     ) -> None:
         self.root = Path(root)
+        self.view_tolerance_mm = float(view_tolerance_mm)
         self.split = _split_name(split)
         path = annotation_file(root, split)
         camera_ids = select_views(views, len(H36M_CAMERA_IDS), f"Human3.6M {path}")
@@ -257,6 +279,29 @@ class H36MDataset(MultiViewDataset):
                 raise DatasetError(f"Human3.6M: image_sizes gives no size for camera {view.camera_id} (has {sorted(sizes)})")
             view.image_sizes = sizes[view.camera_id]
 
+    def _world_truth(self, records, indices: list[int], views: list[ViewRecord], path: Path) -> np.ndarray:
+        """World pose (17, 3) mm of a group: ``R^T joints_3d_camera + T`` of its first view.
+
+        Raises DatasetError naming the records when two views' world poses differ by more than
+        ``view_tolerance_mm`` (wrong camera, wrong ``joints_3d_camera`` or a mixed-up record).
+        """
+        worlds = []
+        for i, view in zip(indices, views):
+            rec = records[i]
+            cam = _array(rec, "joints_3d_camera", (NUM_JOINTS, 3), f"{path} record ({rec['image']})")
+            worlds.append((cam - view.t) @ view.R)  # R^T (x - t) = R^T x + C
+        worlds = np.stack(worlds)
+        gap = np.linalg.norm(worlds - worlds[0], axis=-1)  # (V, J) mm
+        if gap.max() > self.view_tolerance_mm:
+            v, j = np.unravel_index(np.argmax(gap), gap.shape)
+            raise DatasetError(
+                f"{path} record ({records[indices[v]]['image']}): its world pose R^T joints_3d_camera + T "
+                f"differs from that of record ({records[indices[0]]['image']}) by {gap[v, j]:.1f} mm at joint {j} "
+                f"(at most {self.view_tolerance_mm:g} mm accepted): the views of one frame disagree "
+                "(wrong camera or joints_3d_camera)"
+            )
+        return worlds[0]
+
     def _group(self, records, key: GroupKey, indices: list[int], path: Path) -> Group:
         views = []
         for i in indices:
@@ -282,8 +327,7 @@ class H36MDataset(MultiViewDataset):
             )
             if np.any(views[-1].scale <= 0):
                 raise DatasetError(f"{where}: field 'scale' must be positive, found {views[-1].scale.tolist()}")
-        first = records[indices[0]]
-        joints_3d = _array(first, "joints_3d", (NUM_JOINTS, 3), f"{path} record ({first['image']})")
+        joints_3d = self._world_truth(records, indices, views, path)
         subject, action, subaction, image_id = key
         return Group(
             views=views, joints_3d=joints_3d, subject=subject, action=action, subaction=subaction,

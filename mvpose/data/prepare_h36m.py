@@ -4,17 +4,26 @@ Raw layout, per subject, as the official archives extract (``Poses_D3_Positions_
 
     RAW/S1/MyPoseFeatures/D3_Positions/Directions 1.cdf               world joints, one file per take
     RAW/S1/MyPoseFeatures/D3_Positions_mono/Directions 1.54138969.cdf camera-frame joints, per camera
+    RAW/S1/MyPoseFeatures/D3_Positions_mono_universal/Directions 1.54138969.cdf   the same, universal skeleton
     RAW/S1/MyPoseFeatures/D2_Positions/Directions 1.54138969.cdf      image joints, per camera
     RAW/S1/Videos/Directions 1.54138969.mp4
 
 The h36m-fetch layout (``RAW/S1/Poses_D3_Positions/...``) is accepted too. Each CDF holds a ``Pose``
 variable of shape ``(1, frames, 32 * d)``.
 
-Output, as the H36M-Toolbox ``generate_labels.py`` writes it (schema in DESIGN.md): action ids and
+Output, as the H36M-Toolbox ``generate_labels.py`` writes it (every field in docs/data.md): action ids and
 subaction numbers follow the official ``metadata.xml`` (:data:`ACTION_NAMES`, :data:`RAW_TAKES`), the 17
-joints are :data:`H36M_32_TO_17` of the 32, ``joints_3d`` comes from ``D3_Positions``,
-``joints_3d_camera`` from ``D3_Positions_mono``, ``joints_2d`` from ``D2_Positions``, and the box is
-the root +-1 m horizontally, -0.9 m / +1.1 m vertically in the camera frame, projected without distortion.
+joints are :data:`H36M_32_TO_17` of the 32, ``joints_3d`` comes from ``D3_Positions_mono_universal``
+(the pose retargeted to the universal skeleton, camera frame: NOT the world pose), ``joints_3d_camera``
+from ``D3_Positions_mono`` (the real pose, camera frame, mm), ``joints_2d`` from ``D2_Positions``, and
+the box is the root +-1 m horizontally, -0.9 m / +1.1 m vertically in the camera frame, projected
+without distortion. The world pose is ``R^T joints_3d_camera + T`` (what :class:`~mvpose.data.h36m.H36MDataset`
+and the official 3D evaluation use). ``D3_Positions`` (world) serves only to check labels and cameras.
+
+When a take's ``D3_Positions_mono_universal`` file is missing (it is a separate archive), its
+``joints_3d`` holds ``D3_Positions_mono`` instead: the same frame and unit, the subject's own bone
+lengths. The report says how many takes this concerns (``joints_3d_fallback``) and warns; mvpose never
+reads ``joints_3d``.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import cv2
 import numpy as np
 
+from mvpose.resources import h36m_calibration_path
 from mvpose.skeletons import H36M_ACTIONS
 
 __all__ = [
@@ -43,7 +53,6 @@ __all__ = [
     "VALIDATION_SUBJECTS",
     "PrepareError",
     "Take",
-    "default_calibration_path",
     "format_report",
     "infer_boxes",
     "parse_subjects",
@@ -101,6 +110,7 @@ KNOWN_MISSING = {
 _POSE_DIRS = {
     "D3_Positions": ("MyPoseFeatures/D3_Positions", "Poses_D3_Positions"),
     "D3_Positions_mono": ("MyPoseFeatures/D3_Positions_mono", "Poses_D3_Positions_mono"),
+    "D3_Positions_mono_universal": ("MyPoseFeatures/D3_Positions_mono_universal", "Poses_D3_Positions_mono_universal"),
     "D2_Positions": ("MyPoseFeatures/D2_Positions", "Poses_D2_Positions"),
 }
 _SPLITS = {"train": "h36m_train.pkl", "validation": "h36m_validation.pkl"}
@@ -167,11 +177,6 @@ def parse_subjects(values: Iterable[str | int]) -> list[int]:
             if int(text) not in out:
                 out.append(int(text))
     return out
-
-
-def default_calibration_path() -> Path:
-    """``calibration/h36m.json`` of this checkout (the real rig, one rig per subject)."""
-    return Path(__file__).resolve().parents[2] / "calibration" / "h36m.json"
 
 
 def read_cdf_pose(path: Path, dim: int) -> np.ndarray:
@@ -333,9 +338,13 @@ def _run_tasks(tasks: list[_VideoTask], workers: int, progress: bool) -> list[di
 
 
 # ------------------------------------------------------------------------------------ annotations
-def _records(take: Take, frames: np.ndarray, world: np.ndarray, mono: np.ndarray, pose2d: np.ndarray,
+def _records(take: Take, frames: np.ndarray, universal: np.ndarray, mono: np.ndarray, pose2d: np.ndarray,
              camera: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-    """H36M-Toolbox records of ``take`` for 0-based ``frames``; poses are ``(N, 17, d)`` already."""
+    """H36M-Toolbox records of ``take`` for 0-based ``frames``; poses are ``(N, 17, d)`` already.
+
+    ``universal`` is ``D3_Positions_mono_universal`` (camera frame), written as ``joints_3d`` as the
+    toolbox does; ``mono`` is ``D3_Positions_mono``, written as ``joints_3d_camera``.
+    """
     boxes = infer_boxes(mono[:, 0].astype(np.float64), *(float(camera[k][0]) for k in ("fx", "fy", "cx", "cy")))
     out = []
     for i, f in enumerate(frames.tolist()):
@@ -343,7 +352,7 @@ def _records(take: Take, frames: np.ndarray, world: np.ndarray, mono: np.ndarray
         out.append({
             "image": take.image(f + 1),
             "joints_2d": pose2d[i],
-            "joints_3d": world[i],
+            "joints_3d": universal[i],
             "joints_3d_camera": mono[i],
             "joints_vis": np.ones((17, 3)),
             "video_id": take.video_id,
@@ -427,7 +436,8 @@ def prepare_h36m(
         actions: action ids 2..16 to prepare (default all).
         every: keep frames 1, 1 + every, ... (1 keeps all, as published).
         workers: processes decoding videos (default min(4, cores); 0 or 1 decodes in this process).
-        calibration: camera file with rigs ``S1``..``S11`` (default :func:`default_calibration_path`).
+        calibration: camera file with rigs ``S1``..``S11`` (default: the shipped ``mvpose/calibration/h36m.json``,
+            :func:`mvpose.resources.h36m_calibration_path`).
         progress: show a tqdm progress bar.
 
     Frames already on disk are not decoded again; the pickles are replaced atomically at the end.
@@ -447,7 +457,7 @@ def prepare_h36m(
     if not raw.is_dir():
         raise PrepareError(f"{raw}: raw Human3.6M folder not found")
     workers = min(4, os.cpu_count() or 1) if workers is None else int(workers)
-    calibration = Path(calibration) if calibration is not None else default_calibration_path()
+    calibration = Path(calibration) if calibration is not None else h36m_calibration_path()
     cameras = _camera_dicts(calibration, subjects)
     subject_dirs = {s: _subject_dir(raw, s) for s in subjects}
     idx17 = list(H36M_32_TO_17)
@@ -457,6 +467,7 @@ def prepare_h36m(
     skipped: list[str] = []
     warnings: list[str] = []
     checks: dict[Take, dict[str, Any]] = {}
+    no_universal: list[str] = []
     present = 0
     for s in subjects:
         sdir = subject_dirs[s]
@@ -476,6 +487,15 @@ def prepare_h36m(
                     video = _video_file(sdir, f"{stem}.{take.camera_name}")
                     mono_all, d2_all = read_cdf_pose(mono_file, 3), read_cdf_pose(d2_file, 2)
                     counts = {world_file: len(world_all), mono_file: len(mono_all), d2_file: len(d2_all)}
+                    try:
+                        universal_file = _pose_file(sdir, "D3_Positions_mono_universal", f"{stem}.{take.camera_name}")
+                        universal_all = read_cdf_pose(universal_file, 3)
+                        counts[universal_file] = len(universal_all)
+                    except PrepareError as err:
+                        if not str(err).startswith("missing "):
+                            raise
+                        no_universal.append(str(err))
+                        universal_all = mono_all
                     n = min(counts.values())
                     if len(set(counts.values())) > 1:
                         warnings.append(f"{take}: frame counts differ between CDF files "
@@ -486,7 +506,8 @@ def prepare_h36m(
                     pose2d = d2_all[frames][:, idx17]
                     camera = cameras[s][c]
                     split = "train" if s in TRAIN_SUBJECTS else "validation"
-                    splits[split].extend(_records(take, frames, world, mono, pose2d, camera))
+                    universal = universal_all[frames][:, idx17]
+                    splits[split].extend(_records(take, frames, universal, mono, pose2d, camera))
                     checks[take] = _reprojection(take, camera, world, pose2d, mono)
                     checks[take]["cdf_frames"] = n
 
@@ -496,6 +517,12 @@ def prepare_h36m(
                     present += len(frames) - len(needed)
                     tasks.append(_VideoTask(take, str(video), str(d2_file), n, str(folder), needed, int(jpeg_quality)))
 
+    if no_universal:
+        warnings.append(
+            f"{len(no_universal)} take(s) lack their D3_Positions_mono_universal file ({no_universal[0]}): their "
+            "joints_3d holds D3_Positions_mono (real pose, camera frame) instead of the universal-skeleton pose; "
+            "mvpose reads the world pose from joints_3d_camera, so training and evaluation are unaffected"
+        )
     log.info("%d videos, %d frames to write, %d already present", len(tasks), sum(len(t.needed) for t in tasks), present)
     results = _run_tasks(tasks, workers, progress)
 
@@ -510,7 +537,9 @@ def prepare_h36m(
             continue
         _write_pickle(path, records)
         written_files.append(str(path))
-    return _report(out, subjects, actions, every, splits, results, checks, skipped, warnings, present, written_files)
+    report = _report(out, subjects, actions, every, splits, results, checks, skipped, warnings, present, written_files)
+    report["joints_3d_fallback"] = len(no_universal)
+    return report
 
 
 def _report(out, subjects, actions, every, splits, results, checks, skipped, warnings, present, files) -> dict[str, Any]:
@@ -570,6 +599,8 @@ def format_report(report: Mapping[str, Any], max_warnings: int = 5) -> str:
         f"  2D labels vs projected 3D labels: median {rp['median_px']:.3f} px, max {rp['max_px']:.3f} px"
         + (f" ({rp['worst']['image']}, {rp['worst']['joint']})" if "worst" in rp else ""),
         f"  camera-frame 3D labels vs R (X - C): max {r['camera_3d_max_mm']:.3f} mm",
+        "  joints_3d: D3_Positions_mono_universal (universal skeleton, camera frame; world = R^T joints_3d_camera + T)"
+        + (f"; D3_Positions_mono for {r['joints_3d_fallback']} take(s) lacking it" if r.get("joints_3d_fallback") else ""),
     ]
     lines += [f"  skipped {s}" for s in r["skipped"]]
     warnings = r["warnings"]

@@ -194,6 +194,8 @@ class SkiPoseDataset(MultiViewDataset):
     Group fields: ``subject`` = ``subj``, ``subaction`` = ``seq``, ``frame`` = ``frame``, ``action`` 0.
     """
 
+    breakdown: str | None = "sequence"  # no actions: MPJPE per sequence in evaluation reports
+
     def __init__(
         self,
         root: str | Path,

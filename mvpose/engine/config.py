@@ -12,7 +12,7 @@ from typing import Any, Iterable
 
 import yaml
 
-PIPELINES_DIR = Path(__file__).resolve().parents[2] / "pipelines"
+from mvpose.resources import pipelines_dir
 
 DEFAULTS: dict[str, Any] = {
     "name": "run",
@@ -30,6 +30,9 @@ DEFAULTS: dict[str, Any] = {
         "augment": True,
         # Overrides of mvpose.data.transforms.AugmentConfig (scale_factor, rotation_factor, ...).
         "augment_config": {},
+        # 3D PE rays through the token centres: "exact" (undistorted, the crop's own map) or "official"
+        # (the official multi-view PPT formula, mvpose.data.rays).
+        "rays": "exact",
     },
     "model": {"name": "mv_ppt_s"},
     "train": {
@@ -72,13 +75,21 @@ def deep_update(base: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
 
 
 def resolve_pipeline(path: str | Path) -> Path:
-    """A pipeline path as given, or a name under ``pipelines/`` (with or without ``.yaml``)."""
+    """A pipeline file path as given, or the name of a shipped pipeline (with or without ``.yaml``).
+
+    Shipped pipelines are package data in ``mvpose/pipelines/`` (:func:`mvpose.resources.pipelines_dir`),
+    so names work from a wheel install as from a checkout.
+
+    Raises:
+        ConfigError: neither a file nor a shipped name; the message lists the shipped names.
+    """
     p = Path(path)
-    for cand in (p, PIPELINES_DIR / p, PIPELINES_DIR / f"{p}.yaml"):
+    shipped = pipelines_dir()
+    for cand in (p, shipped / p, shipped / f"{p}.yaml"):
         if cand.is_file():
             return cand
-    known = sorted(q.stem for q in PIPELINES_DIR.glob("*.yaml"))
-    raise ConfigError(f"pipeline {str(path)!r} not found (as a file or in {PIPELINES_DIR}); known: {known}")
+    known = sorted(q.stem for q in shipped.glob("*.yaml"))
+    raise ConfigError(f"pipeline {str(path)!r} not found (as a file or in {shipped}); known: {known}")
 
 
 def load_pipeline(path: str | Path) -> dict[str, Any]:

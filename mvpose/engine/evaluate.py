@@ -109,11 +109,11 @@ def predict(
             None: no flip test.
 
     Returns arrays: ``pred2d (N, V, J, 2)`` original pixels, ``conf (N, V, J)``, ``gt2d``, ``vis (N, V, J)``,
-    ``action (N,)``, ``subject (N,)``; with 3D ground truth ``pred3d (N, J, 3)`` world mm, ``gt3d``,
+    ``action (N,)``, ``subaction (N,)`` (Ski-Pose: the sequence), ``subject (N,)``; with 3D ground truth ``pred3d (N, J, 3)`` world mm, ``gt3d``,
     ``reproj (N, V, J)``; the reader's ids ``image_id`` / ``annotation_id`` ``(N,)`` where given (COCO).
     """
     model.eval()
-    keys = ["pred2d", "conf", "gt2d", "vis", "action", "subject"]
+    keys = ["pred2d", "conf", "gt2d", "vis", "action", "subaction", "subject"]
     acc: dict[str, list] = {}
     has_3d = None
     for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not progress, leave=False):
@@ -134,6 +134,7 @@ def predict(
         acc["gt2d"].append(batch["joints_2d"].double().numpy())
         acc["vis"].append(batch["joints_vis"].numpy().astype(bool))
         acc["action"].append(np.asarray(batch["action"]).reshape(-1))
+        acc["subaction"].append(np.asarray(batch["subaction"]).reshape(-1))
         acc["subject"].append(np.asarray(batch["subject"]).reshape(-1))
         for key in ("image_id", "annotation_id"):
             if key in acc:
@@ -152,8 +153,45 @@ def predict(
 NO_3D_NOTE = "no 3D ground truth in this dataset: MPJPE / PA-MPJPE not computed (null); JDR counts labelled joints only"
 
 
-def build_report(pred: dict[str, np.ndarray], joint_names: list[str], jdr_head_size: float = 25.6, jdr_factor: float = 0.5) -> dict[str, Any]:
-    """Metrics from :func:`predict` arrays: JDR (overall, per joint), MPJPE (overall, per action, per joint), PA-MPJPE.
+BREAKDOWNS = ("action", "sequence", None)
+
+
+def breakdown_of(dataset: Any) -> str | None:
+    """How a dataset's MPJPE is broken down: ``"action"`` (Human3.6M), ``"sequence"`` (Ski-Pose) or None.
+
+    Read from the reader's ``breakdown`` attribute (through a single-view wrapper's ``base``).
+    """
+    value = getattr(getattr(dataset, "base", dataset), "breakdown", None)
+    if value not in BREAKDOWNS:
+        raise ValueError(f"dataset {type(dataset).__name__}: breakdown {value!r} is not one of {BREAKDOWNS}")
+    return value
+
+
+def mpjpe_breakdown(pred: dict[str, np.ndarray], valid: np.ndarray, breakdown: str | None) -> dict[str, dict[str, float]]:
+    """``{"per_action": ...}`` (Human3.6M action names), ``{"per_sequence": ...}`` (``seq_NNN``) or ``{}``."""
+    if breakdown is None:
+        return {}
+    if breakdown == "action":
+        actions = [H36M_ACTIONS.get(int(a), str(a)) if str(a).lstrip("-").isdigit() else str(a) for a in pred["action"]]
+        per = metrics.mpjpe_per_action(pred["pred3d"], pred["gt3d"], actions, valid=valid)
+        return {"per_action": {k: float(v) for k, v in per.items()}}
+    if breakdown == "sequence":
+        seqs = np.asarray(pred["subaction"]).astype(int)
+        out = {}
+        for seq in sorted(set(seqs.tolist())):
+            sel = seqs == seq
+            out[f"seq_{seq:03d}"] = float(metrics.mpjpe(pred["pred3d"][sel], pred["gt3d"][sel], valid=valid[sel]))
+        return {"per_sequence": out}
+    raise ValueError(f"breakdown {breakdown!r}: expected one of {BREAKDOWNS}")
+
+
+def build_report(pred: dict[str, np.ndarray], joint_names: list[str], jdr_head_size: float = 25.6, jdr_factor: float = 0.5,
+                 breakdown: str | None = "action") -> dict[str, Any]:
+    """Metrics from :func:`predict` arrays: JDR (overall, per joint), MPJPE (overall, per joint, broken down), PA-MPJPE.
+
+    ``breakdown`` (see :func:`breakdown_of`): ``"action"`` adds ``mpjpe_mm.per_action`` (Human3.6M
+    action names), ``"sequence"`` adds ``mpjpe_mm.per_sequence`` (Ski-Pose ``seq_NNN``), None neither.
+    ``mpjpe_mm.breakdown`` names which.
 
     Without 3D ground truth (no ``pred3d``, e.g. COCO) the 3D metrics are None, ``has_3d`` is False
     and ``note`` says so; the JDR then counts labelled joints only (COCO's ``v = 0`` means "not
@@ -188,12 +226,11 @@ def build_report(pred: dict[str, np.ndarray], joint_names: list[str], jdr_head_s
     n_missing = int((~valid3d).sum())
     if n_missing:
         log.warning("%d of %d joints could not be triangulated (fewer than 2 usable views)", n_missing, valid3d.size)
-    actions = [H36M_ACTIONS.get(int(a), str(a)) if str(a).lstrip("-").isdigit() else str(a) for a in pred["action"]]
-    per_action = metrics.mpjpe_per_action(pred["pred3d"], pred["gt3d"], actions, valid=valid3d)
     report.update(
         mpjpe_mm={
             "overall": float(metrics.mpjpe(pred["pred3d"], pred["gt3d"], valid=valid3d)),
-            "per_action": {k: float(v) for k, v in per_action.items()},
+            "breakdown": breakdown,
+            **mpjpe_breakdown(pred, valid3d, breakdown),
             "per_joint": {n: float(v) for n, v in zip(joint_names, metrics.per_joint_mpjpe(pred["pred3d"], pred["gt3d"], valid=valid3d))},
         },
         pa_mpjpe_mm=float(metrics.pa_mpjpe(np.nan_to_num(pred["pred3d"]), pred["gt3d"], valid=valid3d)),
@@ -252,8 +289,9 @@ def report_csv(report: dict[str, Any]) -> str:
         w.writerow(["jdr_per_joint", k, v])
     if report.get("mpjpe_mm") is not None:
         w.writerow(["mpjpe_mm", "overall", report["mpjpe_mm"]["overall"]])
-        for k, v in report["mpjpe_mm"]["per_action"].items():
-            w.writerow(["mpjpe_per_action_mm", k, v])
+        for group in ("per_action", "per_sequence"):
+            for k, v in report["mpjpe_mm"].get(group, {}).items():
+                w.writerow([f"mpjpe_{group}_mm", k, v])
         for k, v in report["mpjpe_mm"]["per_joint"].items():
             w.writerow(["mpjpe_per_joint_mm", k, v])
         w.writerow(["pa_mpjpe_mm", "overall", report["pa_mpjpe_mm"]])

@@ -11,20 +11,25 @@ import torch
 from torch.utils.data import DataLoader
 
 from mvpose.engine.checkpoint import load_checkpoint
-from mvpose.engine.evaluate import (build_report, evaluate_coco, forward_views, joint_names_for, output_kind, predict,
-                                     write_report)
+from mvpose.engine.evaluate import (breakdown_of, build_report, evaluate_coco, forward_views, joint_names_for, output_kind,
+                                     predict, write_report)
 
 log = logging.getLogger(__name__)
 
 
-def load_model(checkpoint: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild a model from a checkpoint (its own config) and load the weights."""
+def load_model(checkpoint: str | Path, device: torch.device | str = "cpu",
+               trust: bool | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild a model from a checkpoint (its own config) and load the weights (see :func:`mvpose.load_model`). The file is read
+    without running code from it unless ``trust`` (see :func:`mvpose.engine.checkpoint.load_checkpoint`)."""
     from mvpose.engine.train import build_model_from_config
 
-    ckpt = load_checkpoint(checkpoint, map_location=device)
+    ckpt = load_checkpoint(checkpoint, map_location=device, trust=trust)
     cfg = ckpt["config"]
     model = build_model_from_config(cfg, load_pretrained=False)
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as err:
+        raise ValueError(f"{checkpoint}: the weights do not fit the model of its config ({err})") from err
     return model.to(device).eval(), cfg
 
 
@@ -41,6 +46,8 @@ def evaluate_checkpoint(
     device: str | None = None,
     flip_test: bool | None = None,
     progress: bool = True,
+    rays: str | None = None,
+    trust: bool | None = None,
 ) -> tuple[dict[str, Any], tuple[Path, Path]]:
     """Evaluate a checkpoint; writes ``name.json`` / ``name.csv`` and returns the report and paths.
 
@@ -48,13 +55,16 @@ def evaluate_checkpoint(
     (``AP``, ``AP50``, ``AP75``, ``APm``, ``APl``, ``AR``, ...) of the results written to
     ``name_coco_results.json``; data without 3D ground truth has no MPJPE (null, see ``note``).
     ``flip_test`` (default: the config's ``eval.flip_test``, off) averages in the flipped crops;
-    ``progress`` shows a progress bar.
+    ``progress`` shows a progress bar; ``rays`` ("exact" / "official", default the checkpoint's
+    ``dataset.rays``) chooses the 3D PE ray formula (:mod:`mvpose.data.rays`); ``trust=True``
+    (``--trust-checkpoint``) loads a checkpoint that asks for more than tensors and plain values in
+    full, running any code it holds.
     """
     from mvpose.data import collate
     from mvpose.engine.train import build_datasets
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, cfg = load_model(checkpoint, dev)
+    model, cfg = load_model(checkpoint, dev, trust=trust)
     cfg = copy.deepcopy(cfg)
     if model_name and cfg["model"]["name"] != model_name:
         raise ValueError(f"{checkpoint}: holds model {cfg['model']['name']!r}, not {model_name!r}")
@@ -68,6 +78,8 @@ def evaluate_checkpoint(
         cfg["dataset"]["root"] = data_root
     if every is not None:
         cfg["dataset"]["eval_every"] = every
+    if rays is not None:
+        cfg["dataset"]["rays"] = rays
     ds = build_datasets(cfg, splits=(split,), token_grid=getattr(model, "token_grid", None), target_type=output_kind(model))[split]
     loader = DataLoader(ds, batch_size=int(cfg["eval"]["batch_size"]), shuffle=False, num_workers=0, collate_fn=collate)
     if flip_test is None:
@@ -75,9 +87,10 @@ def evaluate_checkpoint(
     pred = predict(model, loader, dev, decode=cfg["eval"]["decode"], min_confidence=cfg["eval"].get("min_confidence", 0.0),
                    flip_index=ds.skeleton.flip_index if flip_test else None, progress=progress)
     names = joint_names_for(cfg["dataset"]["name"], pred["pred2d"].shape[2])
-    report = build_report(pred, names, cfg["eval"]["jdr_head_size"], cfg["eval"]["jdr_factor"])
+    report = build_report(pred, names, cfg["eval"]["jdr_head_size"], cfg["eval"]["jdr_factor"], breakdown=breakdown_of(ds))
     report.update(model=cfg["model"]["name"], label=cfg.get("name", cfg["model"]["name"]), dataset=cfg["dataset"]["name"],
-                  checkpoint=str(checkpoint), split=split, flip_test=bool(flip_test))
+                  checkpoint=str(checkpoint), split=split, flip_test=bool(flip_test),
+                  rays=cfg["dataset"].get("rays", "exact"))
     out_dir = Path(out_dir or Path(checkpoint).parent)
     coco_gt = getattr(ds, "coco", None)
     if coco_gt is not None:

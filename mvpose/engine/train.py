@@ -20,10 +20,11 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from mvpose.engine.checkpoint import atomic_save, atomic_write_text, load_checkpoint
+from mvpose.engine.checkpoint import atomic_write_text, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from mvpose.engine.distributed import DistInfo, all_reduce_mean, cleanup_distributed, init_distributed
-from mvpose.engine.evaluate import build_report, forward_views, joint_names_for, output_kind, predict
-from mvpose.engine.runtime import cpu_threads, keep_freed_memory
+from mvpose.engine.evaluate import breakdown_of, build_report, forward_views, joint_names_for, output_kind, predict
+from mvpose.engine.runtime import available_cpus, cpu_threads, keep_freed_memory
+from mvpose.safe_load import UntrustedFileError
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,7 @@ def build_datasets(cfg: dict[str, Any], splits=("train", "val"), token_grid=None
         sigma=d.get("sigma", 2.0),
         seed=cfg.get("seed", 0),
         target_type=target_type,
+        rays=d.get("rays", "exact"),
     )
     if d.get("augment_config"):
         common["augment_config"] = dict(d["augment_config"])
@@ -125,7 +127,10 @@ def build_datasets(cfg: dict[str, Any], splits=("train", "val"), token_grid=None
 
 def build_model_from_config(cfg: dict[str, Any], load_pretrained: bool = True) -> torch.nn.Module:
     """Build ``cfg['model']`` from the registry; ``pretrained: PATH`` loads matching weights from a
-    checkpoint or state dict (e.g. a COCO PPT-S for multi-view fine-tuning, as the paper does).
+    checkpoint or state dict (e.g. a COCO PPT-S for multi-view fine-tuning, as the paper does), an
+    mvpose checkpoint or an official PPT / TokenPose file (converted on the fly). Starting Human3.6M
+    training from COCO weights maps the 17 keypoint tokens to the Human3.6M joint order, as the
+    official multi-view code does (:data:`mvpose.models.convert.COCO_TO_H36M_TOKENS`).
     Rebuilding a trained model from its checkpoint passes ``load_pretrained=False``: its own weights
     replace them anyway, and the pretrained file need not exist any more. The same holds for a
     ViTransPose guide's ``guide_checkpoint``: the guide's weights are part of the model's own.
@@ -146,8 +151,20 @@ def build_model_from_config(cfg: dict[str, Any], load_pretrained: bool = True) -
     except ValueError as err:
         raise ConfigError(f"model {name!r}: {err}") from err
     if pretrained and load_pretrained:
-        state = torch.load(pretrained, map_location="cpu", weights_only=False)
-        state = state.get("model", state) if isinstance(state, dict) else state
+        from mvpose.models.convert import COCO_TO_H36M_TOKENS, map_coco_tokens_to_h36m, pretrained_state_dict
+
+        try:
+            state, source = pretrained_state_dict(pretrained)
+        except UntrustedFileError:  # stays itself: the CLI names the refused global and the opt-in
+            raise
+        except ValueError as err:  # a missing file stays a FileNotFoundError
+            raise ConfigError(f"model.pretrained: {err}") from err
+        if source == "coco" and d["name"] == "h36m":
+            # The official multi-view code's COCO -> Human3.6M keypoint-token mapping (init_weights).
+            for k in [k for k in state if k.endswith("keypoint_tokens") and state[k].shape[1] == 17]:
+                state[k] = map_coco_tokens_to_h36m(state[k])
+                log.info("pretrained %s: %s mapped from COCO to Human3.6M order %s", pretrained, k,
+                         list(COCO_TO_H36M_TOKENS))
         own = model.state_dict()
         # A single-view PPT's keys sit under ``ppt.`` in the multi-view model.
         if not any(k in own for k in state) and any(f"ppt.{k}" in own for k in state):
@@ -180,6 +197,28 @@ def _check_replicas(model: torch.nn.Module, out_dir: Path, dinfo: DistInfo) -> l
     return every
 
 
+def loader_workers(requested: int, processes: int = 1, cpus: int | None = None) -> int:
+    """DataLoader workers per process: ``requested``, at most the cores left after one per training process.
+
+    ``min(requested, cpus // processes - 1)``, never below 0 (0 loads in the training process). On a
+    2-core machine a config's 4 workers become 1, so PyTorch's "more workers than CPUs" warning never fires.
+    """
+    cpus = available_cpus() if cpus is None else int(cpus)
+    return max(0, min(int(requested), cpus // max(1, processes) - 1))
+
+
+def _save_epoch(model, cfg, optimizer, scheduler, scaler, epoch: int, step: int, best_jdr: float, path: Path) -> dict[str, Any]:
+    core = getattr(model, "module", model)
+    ckpt = {
+        "model": core.state_dict(), "config": cfg, "model_config": getattr(core, "config", None),
+        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+        "epoch": epoch, "step": step, "best_jdr": best_jdr,
+        "rng": rng_state(),
+    }
+    save_checkpoint(ckpt, path)
+    return ckpt
+
+
 class CSVLog:
     """One row per epoch, appended and flushed so an interrupted run keeps its history."""
 
@@ -192,6 +231,17 @@ class CSVLog:
     def write(self, row: dict[str, Any]) -> None:
         with open(self.path, "a", newline="") as fh:
             csv.writer(fh).writerow([row.get(k, "") for k in self.fields])
+
+
+def _announce_duration(seconds_per_step: float, steps: int, cfg: dict[str, Any]) -> None:
+    """Log the measured speed and the expected training time (a warning when it exceeds 15 minutes)."""
+    total = seconds_per_step * steps
+    text = (f"{cfg['model']['name']} on {cfg['dataset']['name']}: {seconds_per_step:.2f} s per step measured; "
+            f"{steps} steps to go, about {total / 60:.0f} min (validation not counted)")
+    if total > 15 * 60:
+        log.warning("%s. For a run of minutes: --pipeline demo_mv_ppt, or `mvpose demo`", text)
+    else:
+        log.info(text)
 
 
 def train(cfg: dict[str, Any], out_dir: str | Path, resume: bool = False, device: str | None = None, progress: bool = True) -> dict[str, Any]:
@@ -213,7 +263,7 @@ def train(cfg: dict[str, Any], out_dir: str | Path, resume: bool = False, device
             # Same computation, faster on CPU: reuse freed memory instead of page-faulting it
             # in again every step, and leave the DataLoader workers their cores (see runtime).
             keep_freed_memory()
-            workers = int(cfg["train"].get("workers", 0))
+            workers = loader_workers(int(cfg["train"].get("workers", 0)), dinfo.world_size)
             wanted = cfg["train"].get("threads") or cpu_threads(workers, dinfo.world_size)
             torch.set_num_threads(min(threads, int(wanted)))
             log.info("CPU training: %d intra-op threads beside %d data workers", torch.get_num_threads(), workers)
@@ -246,14 +296,20 @@ def _train(cfg, out_dir: Path, resume: bool, dinfo: DistInfo, progress: bool, ya
     from mvpose.data import collate
 
     sampler = DistributedSampler(datasets["train"], num_replicas=dinfo.world_size, rank=dinfo.rank, shuffle=True, seed=seed, drop_last=True)
-    workers = int(tcfg.get("workers", 0))
+    requested = int(tcfg.get("workers", 0))
+    workers = loader_workers(requested, dinfo.world_size)
+    if workers != requested:
+        log.info("DataLoader workers: %d (train.workers=%d, %d CPU cores for %d process(es))",
+                 workers, requested, available_cpus(), dinfo.world_size)
     loader = DataLoader(
         datasets["train"], batch_size=int(tcfg["batch_size"]), sampler=sampler, num_workers=workers,
         collate_fn=collate, drop_last=True, persistent_workers=workers > 0, pin_memory=dinfo.device.type == "cuda",
         worker_init_fn=_init_worker if workers > 0 else None,
     )
     if len(loader) == 0:
-        raise ValueError(
+        from mvpose.engine.config import ConfigError
+
+        raise ConfigError(
             f"training set has {len(datasets['train'])} samples, fewer than one batch of {tcfg['batch_size']} "
             f"per process; lower train.batch_size or dataset.train_every"
         )
@@ -276,9 +332,7 @@ def _train(cfg, out_dir: Path, resume: bool, dinfo: DistInfo, progress: bool, ya
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt.get("scaler", {}))
         start_epoch, best_jdr, step = ckpt["epoch"] + 1, ckpt.get("best_jdr", -1.0), ckpt.get("step", 0)
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        np.random.set_state(ckpt["rng"]["numpy"])
-        random.setstate(ckpt["rng"]["python"])
+        restore_rng_state(ckpt["rng"])
         log.info("resumed from %s at epoch %d", last_path, start_epoch)
 
     if dinfo.enabled:
@@ -332,6 +386,8 @@ def _train(cfg, out_dir: Path, resume: bool, dinfo: DistInfo, progress: bool, ya
             loss_sum += loss.detach() * n
             bar.set_postfix(loss=f"{loss.item():.2e}", sps=f"{seen * dinfo.world_size / (time.perf_counter() - t0):.1f}")
             bar.update(1)
+            if i == 1 and epoch == start_epoch and dinfo.is_main:
+                _announce_duration((time.perf_counter() - t0) / 2, steps_per_epoch * (epochs - start_epoch), cfg)
         bar.close()
         scheduler.step()
         train_loss = float(all_reduce_mean(loss_sum / max(seen, 1)))
@@ -342,29 +398,33 @@ def _train(cfg, out_dir: Path, resume: bool, dinfo: DistInfo, progress: bool, ya
             "train_loss": train_loss, "samples_per_s": round(sps, 2),
         }
         is_val_epoch = (epoch + 1) % int(tcfg.get("val_every_epochs", 1)) == 0 or epoch + 1 == epochs
+        if dinfo.is_main:
+            # The trained epoch is on disk before validation runs: a failing validation loses nothing.
+            _save_epoch(model, cfg, optimizer, scheduler, scaler, epoch, step, best_jdr, last_path)
         if dinfo.is_main and is_val_epoch:
             core = getattr(model, "module", model)
-            pred = predict(core, val_loader, dinfo.device, decode=cfg["eval"]["decode"], progress=progress)
-            rep = build_report(pred, joint_names, cfg["eval"]["jdr_head_size"], cfg["eval"]["jdr_factor"])
+            try:
+                pred = predict(core, val_loader, dinfo.device, decode=cfg["eval"]["decode"], progress=progress)
+                rep = build_report(pred, joint_names, cfg["eval"]["jdr_head_size"], cfg["eval"]["jdr_factor"],
+                                   breakdown=breakdown_of(datasets["val"]))
+            except Exception:
+                log.error("epoch %d: validation failed; the trained epoch is saved in %s (continue with --resume)",
+                          epoch + 1, last_path)
+                row["seconds"] = round(time.perf_counter() - t0, 2)
+                csv_log.write(row)
+                raise
             # Data without 3D ground truth (COCO) has no MPJPE: the column stays empty.
             row["val_jdr"], row["val_mpjpe_mm"] = rep["jdr"]["overall"], (rep["mpjpe_mm"] or {}).get("overall", "")
             log.info("epoch %d: loss %.3e JDR %.3f MPJPE %s mm", epoch + 1, train_loss, row["val_jdr"], row["val_mpjpe_mm"])
         row["seconds"] = round(time.perf_counter() - t0, 2)
 
         if dinfo.is_main:
-            core = getattr(model, "module", model)
-            ckpt = {
-                "model": core.state_dict(), "config": cfg, "model_config": getattr(core, "config", None),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "epoch": epoch, "step": step, "best_jdr": best_jdr,
-                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
-            }
             if "val_jdr" in row and row["val_jdr"] > best_jdr:
                 best_jdr = row["val_jdr"]
-                ckpt["best_jdr"] = best_jdr
-                atomic_save(ckpt, out_dir / "best.pt")
+                _save_epoch(model, cfg, optimizer, scheduler, scaler, epoch, step, best_jdr, out_dir / "best.pt")
                 summary["best_epoch"] = epoch + 1
-            atomic_save(ckpt, last_path)
+            if is_val_epoch:  # again, with best_jdr and the RNG state after validation (exact --resume)
+                _save_epoch(model, cfg, optimizer, scheduler, scaler, epoch, step, best_jdr, last_path)
             csv_log.write(row)
             if tb is not None:
                 for k in ("train_loss", "val_jdr", "val_mpjpe_mm", "lr"):

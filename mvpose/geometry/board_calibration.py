@@ -17,7 +17,8 @@ same colour at opposite corners), so two cameras facing each other could number 
 Extrinsics therefore need a board whose square counts sum to an odd number (e.g. 9 x 6), or a ChArUco board;
 corners are renumbered from the colour of the first square.
 
-Units: the board's square size is in millimetres, so translations are millimetres (DESIGN.md).
+Units: the board's square size is in millimetres, so translations are millimetres, mvpose's unit
+(``mvpose/calibration/README.md``).
 """
 
 from __future__ import annotations

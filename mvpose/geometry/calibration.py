@@ -1,12 +1,13 @@
 """Calibration files: read the formats practitioners and datasets use, write three of them.
 
 Every reader returns ``{rig_name: [camera params]}`` (rig name ``""`` for single-rig files). One
-camera's params are plain numpy in mvpose's convention (DESIGN.md)::
+camera's params are plain numpy in mvpose's convention (OpenCV's pinhole model, as ``cv2.projectPoints``;
+``mvpose/calibration/README.md``)::
 
     {"name": str, "size": (2,) [width, height] px, "K": (3, 3), "dist": (5,) k1 k2 p1 p2 k3,
      "R": (3, 3) world-to-camera, "t": (3,) millimetres, x_cam = R X + t}
 
-Formats (layouts and units in ``calibration/README.md``):
+Formats (layouts and units in ``mvpose/calibration/README.md``):
 
 - ``mvpose``   JSON or TOML, ``format = "mvpose-calibration"``, mm, one or several rigs; read/write.
 - ``pose2sim`` Pose2Sim / anipose ``Calib.toml``: ``[cam_1] name size matrix distortions rotation
@@ -26,10 +27,15 @@ import json
 import logging
 import math
 import os
-import tomllib
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, published as tomli
+    import tomli as tomllib
 
 import cv2
 import numpy as np
@@ -348,7 +354,7 @@ def write_mvpose_calibration(
 
 
 # -------------------------------------------------------------------------- Pose2Sim / anipose
-def read_pose2sim_calibration(path: str | Path, units: str = "m") -> dict[str, list[dict[str, Any]]]:
+def read_pose2sim_calibration(path: str | Path, units: str | None = None) -> dict[str, list[dict[str, Any]]]:
     """Read a Pose2Sim / anipose ``Calib.toml`` into ``{"": [camera params]}``.
 
     Each camera is a table (``[cam_1]``, or any name) with ``name``, ``size`` [W, H], ``matrix`` (3x3),
@@ -356,17 +362,29 @@ def read_pose2sim_calibration(path: str | Path, units: str = "m") -> dict[str, l
     ``translation`` (world-to-camera, ``units``) and ``fisheye``; tables without camera fields
     (``[metadata]``, anipose's board sections) are skipped.
 
+    The format does not fix the unit of ``translation``: Pose2Sim writes metres; anipose uses the unit of
+    its board's square size (often mm). A ``units = "mm"`` key at the top level or in ``[metadata]`` (an
+    mvpose extension) states it in the file.
+
     Args:
-        units: length unit of ``translation``: Pose2Sim writes metres; anipose uses the unit of its
-            board's square size (often mm).
+        units: length unit of ``translation`` (``m``, ``cm``, ``mm``); None: the file's ``units``, else metres.
+
+    Raises:
+        CalibrationError: unreadable file or field, or ``units`` contradicting the file's own ``units``.
     """
     path = Path(path)
-    scale = _units_scale(units, f"{path}: units")
     text = _read_text(path)
     try:
         doc = tomllib.loads(text)
     except ValueError as err:
         raise CalibrationError(f"{path}: not valid TOML: {err}") from err
+    meta = doc.get("metadata") if isinstance(doc.get("metadata"), Mapping) else {}
+    declared = doc.get("units", meta.get("units"))
+    field = "units" if "units" in doc else "[metadata] units"
+    if declared is not None:
+        _units_scale(str(declared), f"{path}: field '{field}'")
+    units = _agree_units(units, None if declared is None else str(declared), f"{path}: field '{field}'") or "m"
+    scale = _units_scale(units, f"{path}: units")
     params = []
     for key, table in doc.items():
         if not isinstance(table, Mapping) or not any(k in table for k in POSE2SIM_CAMERA_KEYS):
@@ -391,7 +409,6 @@ def read_pose2sim_calibration(path: str | Path, units: str = "m") -> dict[str, l
             f"{path}: no camera tables (tables with fields {list(POSE2SIM_CAMERA_KEYS)}); found tables {tables}"
         )
     _check_unique_names(params, str(path))
-    _warn_if_units_look_wrong(params, path, units)
     return {"": params}
 
 
@@ -401,13 +418,45 @@ def _units_scale(units: str, where: str) -> float:
     return UNITS_MM[units]
 
 
-def _warn_if_units_look_wrong(params: list[dict[str, Any]], path: Path, units: str) -> None:
-    centres = np.stack([-p["R"].T @ p["t"] for p in params])
-    spread = np.linalg.norm(centres - centres.mean(0), axis=1).max() if len(params) > 1 else np.linalg.norm(centres[0])
-    if spread > 200_000:  # cameras hundreds of metres apart: almost surely a unit mix-up
-        logger.warning(
-            "%s: cameras lie up to %.0f m apart with units=%r; is the file in other units?", path, spread / 1000, units
-        )
+def _agree_units(given: str | None, declared: str | None, where: str) -> str | None:
+    """The unit to read with: the caller's and the file's must agree when both are stated."""
+    if given is not None:
+        _units_scale(given, "units")
+    if given is not None and declared is not None and given != declared:
+        raise CalibrationError(f"{where}: the file states {declared!r}, but units {given!r} were requested; "
+                               "omit the requested unit or correct the file")
+    return given or declared
+
+
+# A capture rig's cameras lie this far (mm) from their centre: a few decimetres (a desk) to a stadium.
+RIG_SPREAD_MM = (150.0, 100_000.0)
+RIG_SPREAD_TYPICAL_MM = 3000.0  # a room-sized rig: the unit giving the spread nearest to it is named
+
+
+def rig_units_hint(params: Sequence[Mapping[str, Any]], units: str) -> str | None:
+    """A sentence when the camera positions of a rig read in ``units`` look like another unit; None when plausible.
+
+    The spread (largest camera distance from the cameras' mean centre; from the origin for one camera) must
+    lie in :data:`RIG_SPREAD_MM`; when it does not, the unit among ``m``, ``cm``, ``mm`` that would bring it
+    there (nearest to a room-sized rig when two would) is named.
+    """
+    centres = np.stack([-np.asarray(p["R"]).T @ np.asarray(p["t"]) for p in params])
+    spread = float(np.linalg.norm(centres - centres.mean(0), axis=1).max() if len(params) > 1
+                   else np.linalg.norm(centres[0]))
+    lo, hi = RIG_SPREAD_MM
+    if lo <= spread <= hi or spread == 0.0:
+        return None
+    text = f"cameras lie up to {_length(spread)} from the rig centre with translations read in {units!r}"
+    alts = {u: spread * UNITS_MM[u] / UNITS_MM[units] for u in UNITS_MM if u != units}
+    fits = [u for u, alt in alts.items() if lo <= alt <= hi]
+    if fits:
+        u = min(fits, key=lambda u: abs(math.log(alts[u] / RIG_SPREAD_TYPICAL_MM)))
+        return f"{text}; read in {u!r} they would lie {_length(alts[u])} from it: the file is likely in {u}"
+    return f"{text}, an implausible size for a capture rig"
+
+
+def _length(mm: float) -> str:
+    return f"{mm / 1000:.3g} m" if mm >= 1000 else f"{mm:.3g} mm"
 
 
 def write_pose2sim_calibration(path: str | Path, rig: Cameras | Sequence[Mapping[str, Any]], units: str = "m") -> None:
@@ -511,18 +560,24 @@ def _opencv_camera(node: Mapping[str, Any], where: str, default_name: str, scale
     return _checked_camera(where, name, K, dist, R, t, size, fields)
 
 
-def read_opencv_calibration(path: str | Path) -> dict[str, list[dict[str, Any]]]:
+def read_opencv_calibration(path: str | Path, units: str | None = None) -> dict[str, list[dict[str, Any]]]:
     """Read a ``cv2.FileStorage`` YAML or XML calibration into ``{"": [camera params]}``.
 
     Layouts: a ``cameras`` sequence with one map per camera (what :func:`write_opencv_calibration`
     writes), or a single camera's fields at the top level (OpenCV's calibration sample). A top-level
     ``units`` (``mm``, ``cm`` or ``m``; default ``mm``) gives the unit of every ``tvec``.
+
+    Args:
+        units: unit of ``tvec`` for a file without ``units``; must match the file's when it has one.
     """
     path = Path(path)
     root = _open_filestorage(path)
     if not isinstance(root, Mapping):
         raise CalibrationError(f"{path}: top level must be a map of named nodes")
-    units = root.get("units", "mm")
+    declared = None if root.get("units") is None else str(root["units"])
+    if declared is not None:
+        _units_scale(declared, f"{path}: field 'units'")
+    units = _agree_units(units, declared, f"{path}: field 'units'") or "mm"
     scale = _units_scale(str(units), f"{path}: field 'units'")
     if "cameras" in root:
         cams = root["cameras"]
@@ -841,13 +896,19 @@ def detect_format(path: str | Path) -> str:
     )
 
 
-def read_calibration(path: str | Path, fmt: str | None = None) -> dict[str, list[dict[str, Any]]]:
+def read_calibration(path: str | Path, fmt: str | None = None, units: str | None = None) -> dict[str, list[dict[str, Any]]]:
     """Read any supported calibration file into ``{rig_name: [camera params]}``.
 
+    A rig whose camera positions look like another length unit (:func:`rig_units_hint`) is logged as a warning.
+
     Args:
-        fmt: one of ``READ_FORMATS``; detected from suffix and content when omitted. Pose2Sim files
-            are read in metres and OpenCV files in their declared ``units`` (call the format's own
-            reader for other options).
+        fmt: one of ``READ_FORMATS``; detected from suffix and content when omitted.
+        units: length unit of the translations (``m``, ``cm``, ``mm``) for formats that do not fix it:
+            Pose2Sim / anipose TOML (default: the file's ``units`` key, else metres) and OpenCV files
+            without ``units`` (default mm). mvpose and Qualisys files are in mm; another unit is an error.
+
+    Raises:
+        CalibrationError: unreadable file, or ``units`` contradicting the unit the file states.
     """
     fmt = fmt or detect_format(path)
     readers = {
@@ -858,7 +919,33 @@ def read_calibration(path: str | Path, fmt: str | None = None) -> dict[str, list
     }
     if fmt not in readers:
         raise CalibrationError(f"{path}: unknown calibration format {fmt!r}; expected one of {list(readers)}")
-    return readers[fmt](path)
+    if fmt in ("pose2sim", "opencv"):
+        rigs = readers[fmt](path, units=units)
+    else:
+        _agree_units(units, "mm", f"{path}: {fmt} calibrations are in mm")
+        rigs = readers[fmt](path)
+    used = calibration_units(path, fmt, units)
+    for name, params in rigs.items():
+        hint = rig_units_hint(params, used) if params else None
+        if hint:
+            rig = f" rig {name!r}" if name else ""
+            logger.warning("%s%s: %s (state the unit: units='m'|'cm'|'mm', `--calibration-units`)", path, rig, hint)
+    return rigs
+
+
+def calibration_units(path: str | Path, fmt: str | None = None, units: str | None = None) -> str:
+    """The unit :func:`read_calibration` reads the translations of ``path`` in: ``units`` when given, else the
+    unit the file states, else its format's default (Pose2Sim metres, the others mm)."""
+    fmt = fmt or detect_format(path)
+    if units is not None or fmt not in ("pose2sim", "opencv"):
+        return units or "mm"
+    if fmt == "opencv":
+        value = _open_filestorage(Path(path)).get("units")
+    else:
+        doc = tomllib.loads(_read_text(Path(path)))
+        meta = doc.get("metadata") if isinstance(doc.get("metadata"), Mapping) else {}
+        value = doc.get("units", meta.get("units"))
+    return str(value) if value is not None else ("m" if fmt == "pose2sim" else "mm")
 
 
 def _select_rig(rigs: Mapping[str, list], path: str | Path, rig: str | None, why: str = "choose one") -> tuple[str, list]:
@@ -871,14 +958,16 @@ def _select_rig(rigs: Mapping[str, list], path: str | Path, rig: str | None, why
     return rig, rigs[rig]
 
 
-def load_calibration(path: str | Path, rig: str | None = None, dtype=None) -> Cameras:
+def load_calibration(path: str | Path, rig: str | None = None, dtype=None, units: str | None = None) -> Cameras:
     """Load one rig from a calibration file as ``Cameras`` of batch shape ``(V,)``.
 
     Args:
         path: calibration file, any format of :func:`read_calibration`.
-        rig: rig name for multi-rig files (e.g. ``"S9"`` in ``calibration/h36m.json``).
+        rig: rig name for multi-rig files (e.g. ``"S9"`` in ``mvpose/calibration/h36m.json``).
+        units: length unit of the file's translations where its format does not fix it (see
+            :func:`read_calibration`).
     """
-    _, params = _select_rig(read_calibration(path), path, rig)
+    _, params = _select_rig(read_calibration(path, units=units), path, rig)
     return cameras_from_params(params, dtype=dtype)
 
 

@@ -1,7 +1,9 @@
 """One camera model for every dataset and calibration format.
 
-Convention (DESIGN.md): world-to-camera ``x_cam = R X + t`` with ``t = -R C``; pixel
-``u = K @ [distort(x_cam[:2] / x_cam[2]), 1]``; OpenCV distortion order ``(k1, k2, p1, p2, k3)``.
+Convention (OpenCV's pinhole model, as ``cv2.projectPoints``: OpenCV calib3d documentation, "Camera
+Calibration and 3D Reconstruction"; units in ``mvpose/calibration/README.md``): world-to-camera
+``x_cam = R X + t`` with ``t = -R C``; pixel ``u = K @ [distort(x_cam[:2] / x_cam[2]), 1]``; OpenCV
+distortion order ``(k1, k2, p1, p2, k3)``.
 
 ``K`` is kept as a general 3x3 matrix (not only ``fx, fy, cx, cy``): an affine crop with rotation or a
 horizontal flip turns ``K`` into ``A @ K``, which has off-diagonal terms, and the projection stays exact

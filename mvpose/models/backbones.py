@@ -28,13 +28,16 @@ class ConvBN(nn.Sequential):
     into the convolution (``w * gamma / sqrt(var + eps)``, bias ``beta - mean * gamma /
     sqrt(var + eps)``), recomputed from the current parameters at every call, so the
     activation map is written once instead of three times; the result equals the unfolded
-    modules up to float rounding (about 1e-6 relative).
+    modules up to float rounding (about 1e-6 relative). Modules with forward hooks (FLOP
+    counters) run unfolded, so the hooks see their calls.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, Cin, H, W) -> (B, Cout, H / stride, W / stride)."""
         conv, bn = self[0], self[1]
-        if self.training or bn.running_var is None or bn.weight is None:
+        # Module-hook counters (thop, mvpose.models.flops.count_paper_code) must see the modules run.
+        hooked = any(m._forward_hooks or m._forward_pre_hooks for m in self)
+        if self.training or hooked or bn.running_var is None or bn.weight is None:
             return super().forward(x)
         scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
         weight = conv.weight * scale.view(-1, 1, 1, 1)

@@ -158,6 +158,9 @@ class MultiViewPPT(nn.Module):
         self, images: torch.Tensor, rays: torch.Tensor | None, view_mask: torch.Tensor | None, keep_ratio: float | None
     ) -> dict[str, torch.Tensor | tuple]:
         b, v = images.shape[:2]
+        # Attention needs no mask when every camera is there (the same attention, and on CUDA
+        # the fused kernels take no mask). A meta tensor (FLOP counting) cannot be inspected.
+        all_views = view_mask is None or (view_mask.device.type != "meta" and bool(view_mask.all()))
         if view_mask is None:
             view_mask = torch.ones(b, v, dtype=torch.bool, device=images.device)
         else:
@@ -182,7 +185,7 @@ class MultiViewPPT(nn.Module):
             pos_3d = torch.zeros_like(pos)
         missing = ~view_mask
         padding = None
-        if bool(missing.any()):  # no mask at all when every camera is there (the same attention)
+        if not all_views:
             padding = torch.cat(
                 [missing.repeat_interleave(j, dim=1), missing.repeat_interleave(k, dim=1)], dim=1
             )  # (B, V*J + V*K), same order as the fused tokens

@@ -39,6 +39,7 @@ from mvpose.models.blocks import TransformerBlock, init_transformer_weights
 from mvpose.models.lite_hrnet import heatmap_argmax
 from mvpose.models.patch_selection import distance_to_keypoints, select_patches, selected_token_index
 from mvpose.models.ppt import gather_tokens, select_human_tokens
+from mvpose.safe_load import UntrustedFileError, read_torch_file, unwrap_state_dict
 from mvpose.skeletons import get_skeleton
 
 __all__ = ["ViTransPose", "HeatmapDecoder", "load_guide_weights"]
@@ -50,12 +51,15 @@ SELECTIONS = ("none", "neighbors", "skeleton", "joint_tokens")
 
 def load_guide_weights(guide: nn.Module, name: str, path: str | Path) -> None:
     """Load a trained guide from ``path``: an mvpose checkpoint (``{"model": ..., "config": ...}``, as
-    ``mvpose train --model lite_hrnet_tiny`` writes) or a raw state dict.
+    ``mvpose train --model lite_hrnet_tiny`` writes) or a state dict in any layout
+    :func:`mvpose.safe_load.unwrap_state_dict` accepts; read without running code from the file
+    (:func:`mvpose.safe_load.read_torch_file`).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
         ValueError: naming ``path``, when it is not a checkpoint, holds another model than ``name``,
             or its tensors do not fit the guide's architecture.
+        mvpose.safe_load.UntrustedFileError: (a ValueError) the file asks for a global outside the allowlist.
     """
     path = Path(path)
     if not path.is_file():
@@ -64,16 +68,20 @@ def load_guide_weights(guide: nn.Module, name: str, path: str | Path) -> None:
             f"mvpose train --model {name} ... --out {path.parent}"
         )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # torch raises many types for corrupt files
-        raise ValueError(f"guide_checkpoint {path}: not a readable checkpoint ({err})") from err
-    if isinstance(state, dict) and "model" in state:
-        held = ((state.get("config") or {}).get("model") or {}).get("name")
-        if held is not None and held != name:
-            raise ValueError(f"guide_checkpoint {path}: holds model {held!r}, but the guide is {name!r} (model.guide)")
-        state = state["model"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"guide_checkpoint {path}: expected an mvpose checkpoint or a state dict of {name!r}")
+        ckpt = read_torch_file(path)  # refuses code in the file unless --trust-checkpoint
+    except UntrustedFileError:
+        raise
+    except ValueError as err:
+        raise ValueError(f"guide_checkpoint {err}") from err
+    held = (((ckpt.get("config") or {}).get("model") or {}).get("name")
+            if isinstance(ckpt, dict) and isinstance(ckpt.get("config"), dict) else None)
+    if held is not None and held != name:
+        raise ValueError(f"guide_checkpoint {path}: holds model {held!r}, but the guide is {name!r} (model.guide)")
+    try:
+        state = unwrap_state_dict(ckpt, path)
+    except ValueError as err:
+        raise ValueError(f"guide_checkpoint {path}: expected an mvpose checkpoint or a state dict of {name!r} "
+                         f"({err})") from err
     own = guide.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

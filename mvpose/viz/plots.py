@@ -22,42 +22,66 @@ ACTION_SHORT = {
 }
 
 
+GROUP_KEYS = ("per_action", "per_sequence")
+
+
+def report_groups(rep: dict) -> tuple[str, dict]:
+    """``("per_action", {...})`` (Human3.6M), ``("per_sequence", {...})`` (Ski-Pose) or ``("overall", {})``."""
+    mp = rep.get("mpjpe_mm") or {}
+    for key in GROUP_KEYS:
+        if isinstance(mp.get(key), dict):
+            return key, mp[key]
+    return "overall", {}
+
+
 def load_report(path: str | Path) -> dict:
-    """Read an evaluation report JSON and check it has per-action MPJPE."""
+    """Read an evaluation report JSON and check it has an MPJPE (broken down per action / sequence or not).
+
+    Raises ValueError naming the file when it is unreadable or has no ``mpjpe_mm.overall`` (e.g. COCO).
+    """
     path = Path(path)
     try:
         rep = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise ValueError(f"{path}: cannot read evaluation report ({err})") from err
-    per_action = rep.get("mpjpe_mm", {}).get("per_action") if isinstance(rep, dict) else None
-    if not isinstance(per_action, dict):
-        raise ValueError(f"{path}: field 'mpjpe_mm.per_action' missing; is this an `mvpose evaluate` report?")
+    mp = rep.get("mpjpe_mm") if isinstance(rep, dict) else None
+    if not isinstance(mp, dict) or not isinstance(mp.get("overall"), (int, float)):
+        note = rep.get("note") if isinstance(rep, dict) else None
+        raise ValueError(f"{path}: field 'mpjpe_mm.overall' missing" + (f" ({note})" if note else "; is this an `mvpose evaluate` report?"))
     return rep
 
 
 def plot_mpjpe_per_action(reports: Sequence[dict], labels: Sequence[str], out: str | Path, title: str | None = None) -> Path:
-    """Grouped bars of MPJPE per action (plus the average) for several methods.
+    """Grouped bars of MPJPE per action (Human3.6M) or per sequence (Ski-Pose), plus the average.
 
     Args:
-        reports: evaluation reports (``mpjpe_mm.per_action`` and ``mpjpe_mm.overall``).
+        reports: evaluation reports (``mpjpe_mm.overall`` and ``mpjpe_mm.per_action`` or ``per_sequence``;
+            with neither only the average is drawn).
         labels: one legend label per report.
         out: PNG path.
+
+    Raises ValueError when the reports mix breakdowns (actions and sequences).
     """
-    order = [a for a in H36M_ACTIONS.values() if any(a in r["mpjpe_mm"]["per_action"] for r in reports)]
-    extra = sorted({a for r in reports for a in r["mpjpe_mm"]["per_action"]} - set(order))
+    kinds = {report_groups(r)[0] for r in reports}
+    if len(kinds) > 1:
+        raise ValueError(f"reports mix MPJPE breakdowns {sorted(kinds)}: plot Human3.6M and Ski-Pose reports separately")
+    kind = kinds.pop() if kinds else "overall"
+    groups = [report_groups(r)[1] for r in reports]
+    order = [a for a in H36M_ACTIONS.values() if any(a in g for g in groups)] if kind == "per_action" else []
+    extra = sorted({a for g in groups for a in g} - set(order))
     actions = order + extra
     cols = [ACTION_SHORT.get(a, a) for a in actions] + ["Avg"]
     n = len(reports)
     width = 0.8 / max(n, 1)
     x = np.arange(len(cols))
     fig, ax = plt.subplots(figsize=(max(8, 0.7 * len(cols) * max(1, n / 2)), 4.2))
-    for i, (rep, label) in enumerate(zip(reports, labels)):
-        vals = [rep["mpjpe_mm"]["per_action"].get(a, np.nan) for a in actions] + [rep["mpjpe_mm"]["overall"]]
+    for i, (rep, group, label) in enumerate(zip(reports, groups, labels)):
+        vals = [group.get(a, np.nan) for a in actions] + [rep["mpjpe_mm"]["overall"]]
         bars = ax.bar(x - 0.4 + width * (i + 0.5), vals, width, label=label)
         ax.bar_label(bars, labels=[f"{v:.0f}" if np.isfinite(v) else "" for v in vals], fontsize=6, padding=1)
     ax.set_xticks(x, cols, rotation=45, ha="right")
     ax.set_ylabel("MPJPE (mm)")
-    ax.set_title(title or "MPJPE per action")
+    ax.set_title(title or {"per_action": "MPJPE per action", "per_sequence": "MPJPE per sequence"}.get(kind, "MPJPE"))
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -168,7 +168,7 @@ def generate(
             sequence). Output bytes do not depend on it.
         preview: also write ``out/preview.png``.
         frame_step: source frames (50 Hz) between written frames; image ids are 1, 1 + step, ...
-        calibration: Human3.6M rig file (default ``calibration/h36m.json`` of the checkout).
+        calibration: Human3.6M rig file (default: the shipped ``mvpose/calibration/h36m.json``).
         jpeg_quality: Human3.6M JPEG quality.
         runs: Ski-Pose sequences per skier.
 

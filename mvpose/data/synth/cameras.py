@@ -2,8 +2,9 @@
 
 The renderer runs inside worker processes, so it works in numpy rather than through the torch
 :class:`mvpose.geometry.Cameras` (no torch thread pools across ``fork``). The model is the same
-(DESIGN.md): ``x_cam = R X + t``, pixel ``u = K [distort(x/z, y/z), 1]``, OpenCV distortion
-``(k1, k2, p1, p2, k3)``, pixel centres at integer coordinates; the tests check that both agree.
+(OpenCV's pinhole model, as ``cv2.projectPoints``): ``x_cam = R X + t``, pixel
+``u = K [distort(x/z, y/z), 1]``, OpenCV distortion ``(k1, k2, p1, p2, k3)``, pixel centres at integer
+coordinates; the tests check that both agree.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mvpose.resources import h36m_calibration_path
+
 __all__ = [
     "View",
     "distort",
@@ -21,7 +24,6 @@ __all__ = [
     "h36m_rig",
     "capture_center",
     "look_at",
-    "default_calibration_path",
     "ptz_positions",
     "ptz_views",
 ]
@@ -124,11 +126,6 @@ class View:
         return self._world_rays
 
 
-def default_calibration_path() -> Path:
-    """``calibration/h36m.json`` of the source checkout (the project's shipped rig file)."""
-    return Path(__file__).resolve().parents[3] / "calibration" / "h36m.json"
-
-
 @functools.lru_cache(maxsize=4)
 def _read_rigs(path: str) -> dict:
     from mvpose.geometry.calibration import read_calibration
@@ -148,7 +145,7 @@ def h36m_rig(subject: int, image_size: int, calibration: str | Path | None = Non
 
 @functools.lru_cache(maxsize=16)
 def _h36m_rig(subject: int, image_size: int, calibration: str | None) -> list[View]:
-    path = Path(calibration) if calibration is not None else default_calibration_path()
+    path = Path(calibration) if calibration is not None else h36m_calibration_path()
     if not path.is_file():
         raise FileNotFoundError(f"{path}: Human3.6M calibration file not found (pass calibration=PATH)")
     rigs = _read_rigs(str(path))

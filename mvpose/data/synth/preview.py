@@ -7,12 +7,12 @@ joints (``joints_vis`` 0) hollow. Drawing from the written files checks writers 
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from mvpose.safe_load import load_pickle
 from mvpose.skeletons import H36M
 
 __all__ = ["write_preview", "draw_skeleton"]
@@ -63,8 +63,7 @@ def _h36m_rows(root: Path, rows: int, tile: int) -> list[np.ndarray]:
     for name in ("h36m_train.pkl", "h36m_validation.pkl"):
         path = root / "annot" / name
         if path.is_file():
-            with open(path, "rb") as f:
-                records += pickle.load(f)
+            records += load_pickle(path)
     groups: dict = {}
     for rec in records:
         groups.setdefault((rec["subject"], rec["action"], rec["subaction"], rec["image_id"]), {})[rec["camera_id"]] = rec

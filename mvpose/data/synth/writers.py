@@ -228,6 +228,37 @@ def _h36m_motion(task: H36MTask, rng: np.random.Generator, shape, views: list[Vi
     return place, track, pose
 
 
+# Bone lengths (mm) of the stand-in universal skeleton, per (parent, child) limb of skeleton "h36m":
+# one fixed body for every subject, as Human3.6M's D3_Positions_mono_universal has (values near the
+# Human3.6M subjects' means; the real universal skeleton is not published as a table).
+UNIVERSAL_BONES_MM = {
+    (0, 1): 133.0, (1, 2): 454.0, (2, 3): 450.0, (0, 4): 133.0, (4, 5): 454.0, (5, 6): 450.0,
+    (0, 7): 233.0, (7, 8): 257.0, (8, 9): 121.0, (9, 10): 115.0,
+    (8, 11): 151.0, (11, 12): 279.0, (12, 13): 250.0, (8, 14): 151.0, (14, 15): 279.0, (15, 16): 250.0,
+}
+
+
+def universal_stand_in(joints_cam: np.ndarray) -> np.ndarray:
+    """A stand-in for ``D3_Positions_mono_universal``: the pose retargeted to one fixed skeleton.
+
+    Args:
+        joints_cam: ``(..., 17, 3)`` camera-frame joints (mm) in the order of skeleton "h36m".
+
+    Returns:
+        ``(..., 17, 3)`` camera-frame joints (mm): the root kept, every bone's direction kept, its
+        length set to :data:`UNIVERSAL_BONES_MM`. This is what the H36M-Toolbox stores in ``joints_3d``
+        (``generate_labels.py`` reads ``Poses_D3_Positions_mono_universal``): not the world pose, and
+        not the subject's own bone lengths.
+    """
+    src = np.asarray(joints_cam, dtype=np.float64)
+    out = src.copy()
+    for (parent, child), length in UNIVERSAL_BONES_MM.items():  # parents come before their children
+        bone = src[..., child, :] - src[..., parent, :]
+        norm = np.linalg.norm(bone, axis=-1, keepdims=True)
+        out[..., child, :] = out[..., parent, :] + bone / np.maximum(norm, 1e-9) * length
+    return out
+
+
 def render_h36m_sequence(task: H36MTask) -> list[dict]:
     """Render one Human3.6M sequence (4 cameras x ``frames``) and return its pickle records."""
     from mvpose.geometry.calibration import h36m_camera_dict
@@ -284,7 +315,7 @@ def render_h36m_sequence(task: H36MTask) -> list[dict]:
                 {
                     "image": f"{subdir}/{name}",
                     "joints_2d": joints_2d.astype(np.float64),
-                    "joints_3d": pose.joints[k].astype(np.float64),
+                    "joints_3d": universal_stand_in(joints_cam),  # toolbox semantics: not the world pose
                     "joints_3d_camera": joints_cam.astype(np.float64),
                     "joints_vis": np.repeat(vis.astype(np.float64)[:, None], 3, axis=1),
                     "video_id": h36m_video_id(task.subject, task.action, task.subaction, c),

@@ -1,0 +1,53 @@
+"""Files shipped inside the mvpose package, found with :mod:`importlib.resources`.
+
+They are package data, so a wheel install (``pip install .``) finds them without a source checkout:
+
+* ``mvpose/pipelines/*.yaml``: the training recipes ``mvpose train --pipeline NAME`` takes by name;
+* ``mvpose/calibration/h36m.json``: the Human3.6M rigs ``S1``..``S11`` (mvpose calibration format);
+* ``mvpose/calibration/examples/``: one 4-camera rig in every supported calibration format.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+__all__ = ["resource_path", "pipelines_dir", "h36m_calibration_path", "calibration_examples_dir"]
+
+
+def resource_path(*parts: str) -> Path:
+    """File-system path of a file or folder shipped in the mvpose package.
+
+    Args:
+        parts: path components below the package folder, e.g. ``("calibration", "h36m.json")``.
+
+    Returns:
+        The path inside the installed package (the checkout's ``mvpose/`` when run from source).
+
+    Raises:
+        FileNotFoundError: the resource is missing, e.g. a wheel built without its package data or an
+            install that is not on a file system (a zip archive).
+    """
+    node = files("mvpose")
+    for part in parts:
+        node = node.joinpath(part)
+    path = Path(str(node))
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: package data {'/'.join(parts)!r} is missing from the installed mvpose "
+                                f"package (expected a wheel built with its package data, installed as files)")
+    return path
+
+
+def pipelines_dir() -> Path:
+    """Folder of the shipped pipeline YAMLs (``mvpose/pipelines``)."""
+    return resource_path("pipelines")
+
+
+def h36m_calibration_path() -> Path:
+    """The shipped Human3.6M camera file, rigs ``S1``..``S11`` (``mvpose/calibration/h36m.json``)."""
+    return resource_path("calibration", "h36m.json")
+
+
+def calibration_examples_dir() -> Path:
+    """Folder of the example 4-camera rig in every supported format (``mvpose/calibration/examples``)."""
+    return resource_path("calibration", "examples")
