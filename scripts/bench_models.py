@@ -2,8 +2,8 @@
 """CPU (or GPU) speed of the PPT models, optionally against the official multi-view PPT code.
 
 Measures, in one run, with random weights (latency does not depend on them):
-  * the matrix-multiplication rate of this machine (a 2048x2048 float32 matmul), the yardstick of
-    the GFLOPS figures;
+  * the matrix-multiplication rate of this machine (a 2048x2048 float32 matmul, timed in the same
+    rounds as the models), the yardstick of the GFLOPS figures;
   * single-view PPT-S at 256x256: MACs and latency with keep ratio 1 (TokenPose-S) and 0.7;
   * multi-view PPT-S, 4 views at 256x256, inference at each ``--batches`` size, and one training
     step (forward, MSE loss on heatmaps, backward, Adam) at ``--train-batch``.
@@ -11,8 +11,9 @@ Measures, in one run, with random weights (latency does not depend on them):
 With ``--reference PATH`` (a checkout of github.com/HowieMa/PPT, its ``multi-view-PPT`` folder or
 the ``multiview_ppt.py`` file itself; never part of mvpose) the official ``TokenPose_S_base_multi``
 in its own configuration (10 per-view layers, 2 fusion layers, HTI after layers 3/6/9) is timed
-beside mvpose's ``mv_ppt_s`` built in the same configuration and loaded with the official model's
-weights (so both compute the same function: the largest heatmap difference is printed). Without
+beside mvpose's ``mv_ppt_s`` converted from it by :func:`mvpose.models.convert.convert_state_dict`
+(same configuration, same weights, so both compute the same function: the largest heatmap
+difference is printed). Without
 it the reference is mvpose itself, run one view at a time (no cross-view fusion). The two are
 timed alternately, round by round, so that load from other processes hits both alike; figures
 are medians over the rounds, and the ratios are medians of the per-round ratios. Peak memory is
@@ -50,6 +51,7 @@ from torch import nn
 
 from mvpose.engine.runtime import keep_freed_memory
 from mvpose.models import build_model
+from mvpose.models.convert import convert_state_dict
 from mvpose.models.flops import count_macs
 
 log = logging.getLogger("bench_models")
@@ -100,41 +102,6 @@ def official_model(module: types.ModuleType) -> nn.Module:
     )
     logging.disable(logging.NOTSET)
     return model
-
-
-def official_to_mvpose(official: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename an official TokenPose_S_base_multi state dict to mvpose's MultiViewPPT."""
-    layer1 = {"conv1": "body.0.0", "bn1": "body.0.1", "conv2": "body.1.0", "bn2": "body.1.1",
-              "conv3": "body.2.0", "bn3": "body.2.1", "downsample.0": "shortcut.0", "downsample.1": "shortcut.1"}
-    block = {"0.norm": "norm1", "0.fn.to_qkv": "attn.qkv", "0.fn.to_out.0": "attn.proj",
-             "1.fn.norm": "norm2", "1.fn.fn.net.0": "mlp.fc1", "1.fn.fn.net.3": "mlp.fc2"}
-    out = {}
-    for key, value in official.items():
-        parts = key.split(".")
-        if key == "pos_embedding":
-            continue  # the fixed sine encoding, a buffer in mvpose
-        if key == "keypoint_token":
-            out["ppt.keypoint_tokens"] = value
-        elif parts[0] == "pos_3d_linear":
-            out[f"pos_3d.{parts[1]}"] = value
-        elif parts[0] == "patch_to_embedding":
-            # Linear over (p1, p2, c)-flattened patches -> Conv2d weight (D, C, p1, p2)
-            out[f"ppt.patch_embed.{parts[1]}"] = (
-                value.view(value.shape[0], 4, 4, -1).permute(0, 3, 1, 2).contiguous() if parts[1] == "weight" else value
-            )
-        elif parts[0] in ("conv1", "bn1", "conv2", "bn2"):
-            index = int(parts[0][-1]) - 1
-            out[f"ppt.backbone.conv.{index}.{0 if parts[0].startswith('conv') else 1}.{parts[1]}"] = value
-        elif parts[0] == "layer1":
-            name = ".".join(parts[2:-1])
-            out[f"ppt.backbone.layer1.{parts[1]}.{layer1[name]}.{parts[-1]}"] = value
-        elif parts[0] == "transformer":
-            out[f"ppt.layers.{parts[2]}.{block['.'.join(parts[3:-1])]}.{parts[-1]}"] = value
-        elif parts[0] == "mlp_head":
-            out[f"ppt.head.{parts[1]}.{parts[2]}"] = value
-        else:
-            raise KeyError(f"official_to_mvpose: unexpected key {key!r}")
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,27 +169,20 @@ def ratio(times: dict[str, list[float]], num: str, den: str) -> float:
     return statistics.median(a / b for a, b in zip(times[num], times[den]))
 
 
-def matmul_gflops(dev: torch.device, repeats: int, cuda: bool) -> float:
-    a = torch.randn(2048, 2048, device=dev)
-    b = torch.randn(2048, 2048, device=dev)
-    t = statistics.median(interleaved({"mm": lambda: a @ b}, 1, repeats, cuda)["mm"])
-    return 2 * 2048**3 / t / 1e9
-
-
 # --------------------------------------------------------------------------------------------
 
 
 def build_pair(reference: Path | None, dev: torch.device) -> tuple[nn.Module, nn.Module | None]:
     """mvpose's mv_ppt_s in the official configuration and, with ``reference``, the official model
     whose weights it is given."""
-    mv = build_model("mv_ppt_s", fusion_layers=2, prune_layers=(3, 6, 9)).to(dev).eval()
     if reference is None:
-        return mv, None
-    official = official_model(load_official(reference)).to(dev).eval()
-    missing, unexpected = mv.load_state_dict(official_to_mvpose(official.state_dict()), strict=False)
-    if missing or unexpected:
-        raise SystemExit(f"weight conversion: missing {missing}, unexpected {unexpected}")
-    return mv, official
+        return build_model("mv_ppt_s", fusion_layers=2, prune_layers=(3, 6, 9)).to(dev).eval(), None
+    official = official_model(load_official(reference)).eval()
+    # As in the official checkpoints, the model's keys sit under ``features.`` (TokenPose_S).
+    state, cfg, _ = convert_state_dict({f"features.{k}": v for k, v in official.state_dict().items()}, keep_ratio=0.7)
+    mv = build_model(**cfg)
+    mv.load_state_dict(state)
+    return mv.to(dev).eval(), official.to(dev)
 
 
 def make_calls(mv: nn.Module, official: nn.Module | None, b: int, dev: torch.device, train: bool) -> dict[str, Callable]:
@@ -297,8 +257,6 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     log.info("torch %s, device %s, %d threads, allocator keeps freed memory: %s", torch.__version__, dev,
              args.threads, not args.default_malloc)
-    rate = matmul_gflops(dev, args.repeats, cuda)
-    log.info("2048x2048 float32 matmul: %.1f GFLOPS", rate)
 
     if not args.skip_single_view:
         sv = dict(image_size=(256, 256), heatmap_size=(64, 64), patch_size=(4, 4))
@@ -321,7 +279,11 @@ def main() -> None:
         if official is not None and b == args.batches[0]:
             diff = (calls["official"]() - calls["mvpose"]()).abs().max().item()
             log.info("official vs mvpose heatmaps, batch %d: max abs difference %.2e", b, diff)
-        times = interleaved(calls, args.warmup, args.repeats, cuda)
+        # The matmul yardstick joins every round, so it sees the same load as the models.
+        a, c = torch.randn(2048, 2048, device=dev), torch.randn(2048, 2048, device=dev)
+        times = interleaved({**calls, "matmul": lambda: a @ c}, args.warmup, args.repeats, cuda)
+        rate = 2 * 2048**3 / statistics.median(times.pop("matmul")) / 1e9
+        log.info("batch %d rounds: 2048x2048 float32 matmul %.1f GFLOPS", b, rate)
         h, w = mv.ppt.image_size
         gflop = 2 * count_macs(mv, torch.zeros(b, 4, 3, h, w, device=dev),
                                rays=torch.ones(b, 4, mv.ppt.num_tokens, 3, device=dev))["total"] / 1e9
