@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mvpose.engine.runtime import cpu_threads, keep_freed_memory
+from mvpose.engine.runtime import keep_freed_memory
 from mvpose.models import build_model
 from mvpose.models.backbones import Bottleneck, ConvBN, StemNet
 from mvpose.models.ppt import gather_tokens, select_human_tokens
@@ -168,14 +168,6 @@ def test_multiview_training_step_equals_reference():
     assert g.keys() == ref_g.keys() and len(g) > 50
     for n in g:
         torch.testing.assert_close(g[n], ref_g[n], rtol=1e-4, atol=1e-6, msg=n)
-
-
-def test_cpu_threads_leave_the_workers_their_cores(monkeypatch):
-    monkeypatch.setattr("mvpose.engine.runtime.available_cpus", lambda: 8)
-    assert cpu_threads(workers=2) == 6
-    assert cpu_threads(workers=2, processes=2) == 2
-    assert cpu_threads(workers=0) == 8
-    assert cpu_threads(workers=100) == 1
 
 
 def test_keep_freed_memory(monkeypatch):

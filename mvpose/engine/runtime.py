@@ -1,6 +1,6 @@
-"""Process settings for fast CPU training and inference: allocator and thread counts.
+"""Process settings for fast CPU training and inference.
 
-Neither changes a result; both change how fast the same computation runs.
+They change how fast the same computation runs, never its result.
 
 * :func:`keep_freed_memory`: glibc returns large freed blocks to the kernel (every block above
   the mmap threshold, and the top of the heap above the trim threshold), so each training step
@@ -8,9 +8,6 @@ Neither changes a result; both change how fast the same computation runs.
   is measured on, that made a training step of ``mv_ppt_tiny`` 1.7x slower in wall time
   (``scripts/bench_models.py``, README "Speed"). Keeping the freed memory for reuse removes it;
   the process keeps its peak heap size instead of shrinking after each step.
-* :func:`cpu_threads`: DataLoader workers and the intra-op threads of the main process share the
-  cores; more busy threads than cores make every OpenMP barrier wait for a descheduled thread
-  (2 workers + 2 threads on 2 cores: 2x slower than 2 workers + 1 thread).
 """
 
 from __future__ import annotations
@@ -54,24 +51,3 @@ def keep_freed_memory() -> bool:
     _applied = bool(ok)
     log.debug("keep_freed_memory: %s", "on" if ok else "mallopt refused")
     return _applied
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def cpu_threads(workers: int, processes: int = 1) -> int:
-    """Intra-op threads for a training process on CPU: the cores left after its data workers.
-
-    Args:
-        workers: DataLoader worker processes of this training process.
-        processes: training processes sharing the machine (DDP on CPU).
-
-    Returns:
-        ``max(1, available_cpus() // processes - workers)``.
-    """
-    return max(1, available_cpus() // max(1, processes) - max(0, workers))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import random
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ from tqdm import tqdm
 from mvpose.engine.checkpoint import atomic_write_text, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from mvpose.engine.distributed import DistInfo, all_reduce_mean, cleanup_distributed, init_distributed
 from mvpose.engine.evaluate import breakdown_of, build_report, forward_views, joint_names_for, output_kind, predict
-from mvpose.engine.runtime import available_cpus, cpu_threads, keep_freed_memory
+from mvpose.engine.runtime import keep_freed_memory
 from mvpose.safe_load import UntrustedFileError
 
 log = logging.getLogger(__name__)
@@ -197,6 +198,14 @@ def _check_replicas(model: torch.nn.Module, out_dir: Path, dinfo: DistInfo) -> l
     return every
 
 
+def available_cpus() -> int:
+    """CPU cores this process may run on (the affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def loader_workers(requested: int, processes: int = 1, cpus: int | None = None) -> int:
     """DataLoader workers per process: ``requested``, at most the cores left after one per training process.
 
@@ -260,13 +269,11 @@ def train(cfg: dict[str, Any], out_dir: str | Path, resume: bool = False, device
     threads = torch.get_num_threads()
     try:
         if dinfo.device.type == "cpu":
-            # Same computation, faster on CPU: reuse freed memory instead of page-faulting it
-            # in again every step, and leave the DataLoader workers their cores (see runtime).
+            # Same computation, faster on CPU: freed memory is reused instead of being
+            # page-faulted in again every step (mvpose.engine.runtime).
             keep_freed_memory()
-            workers = loader_workers(int(cfg["train"].get("workers", 0)), dinfo.world_size)
-            wanted = cfg["train"].get("threads") or cpu_threads(workers, dinfo.world_size)
-            torch.set_num_threads(min(threads, int(wanted)))
-            log.info("CPU training: %d intra-op threads beside %d data workers", torch.get_num_threads(), workers)
+            if cfg["train"].get("threads"):
+                torch.set_num_threads(int(cfg["train"]["threads"]))
         return _train(cfg, out_dir, resume, dinfo, progress, yaml)
     finally:
         torch.set_num_threads(threads)
