@@ -436,9 +436,10 @@ def synth(out, fmt, subjects, actions, frames, image_size, seed, preview, worker
 @click.option("--images", type=click.Path(exists=True, file_okay=False), default=None,
               help="Folder with one image folder per camera (for --checkpoint and --render).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
-@click.option("--joints", type=click.Choice(["body25", "coco", "halpe26", "h36m"]), default=None,
-              help="Joint set of the keypoints (default: from the count, 17 reads as COCO, and the report names "
-                   "h36m when the bones fit it better; with --checkpoint: from the model's training data).")
+@click.option("--joints", type=click.Choice(["body25", "body25b", "coco", "halpe26", "h36m"]), default=None,
+              help="Joint set of the keypoints (default: from the count, 17 reads as COCO, 25 as BODY_25, and the report "
+                   "names h36m / body25b (OpenPose BODY_25B, Pose2Sim's default) when the bones fit it better; with "
+                   "--checkpoint: from the model's training data).")
 @click.option("--offsets", default=None, metavar="CAM=N,...",
               help="Frame offsets: capture frame i uses frame i+N of camera CAM.")
 @click.option("--mode", type=click.Choice(["drop_worst", "ransac", "dlt"]), default="drop_worst", show_default=True,

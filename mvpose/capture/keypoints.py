@@ -12,7 +12,8 @@ Two layouts are read:
   frame number is ``image_id`` (or the last digits of a string id).
 
 Joint sets (:mod:`mvpose.skeletons`) are named with ``joints`` or recognised from the count: 25 is BODY_25,
-26 HALPE-26, 17 COCO-17 (Human3.6M-17 also has 17: name it with ``joints="h36m"``).
+26 HALPE-26, 17 COCO-17 (Human3.6M-17 also has 17: name it with ``joints="h36m"``; OpenPose BODY_25B also
+has 25: ``joints="body25b"``).
 
 An unreadable or malformed file does not stop the capture: its frame counts as missing for that camera and
 the reason (file, field, what was expected) is kept in :attr:`CameraKeypoints.issues`.
@@ -117,6 +118,8 @@ def resolve_joint_set(num_joints: int, joints: str | None, where: str) -> str:
     name = JOINT_SETS_BY_COUNT[num_joints]
     if num_joints == 17:
         log.info("%s: 17 keypoints per person read as COCO-17 (use joints='h36m' for Human3.6M order)", where)
+    if num_joints == 25:
+        log.info("%s: 25 keypoints per person read as BODY_25 (use joints='body25b' for BODY_25B order)", where)
     return name
 
 

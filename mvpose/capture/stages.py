@@ -140,7 +140,11 @@ def synchronise(
 
 
 def check_image_bounds(people: np.ndarray, cameras: Cameras, names: Sequence[str], issues: IssueLog) -> None:
-    """Warn when many keypoints fall outside a camera's calibrated image size (calibration of another size?)."""
+    """Warn when many keypoints fall outside a camera's calibrated image size (calibration of another size?).
+
+    The message gives the span of the keypoints on both axes: keypoints beyond the far edges point to a
+    calibration of a smaller size, negative ones to a detector that extrapolates joints beyond the border.
+    """
     size = cameras.image_size.cpu().numpy()  # (V, 2)
     xy = people[..., :2]
     seen = (people[..., 2] > 0) & np.isfinite(xy).all(axis=-1)  # (T, V, P, J)
@@ -152,7 +156,8 @@ def check_image_bounds(people: np.ndarray, cameras: Cameras, names: Sequence[str
             pts = xy[:, v][seen[:, v]]
             issues.add(
                 f"camera {name}: {100 * n_out[v] / n_seen[v]:.0f}% of keypoints fall outside the calibrated image "
-                f"{size[v, 0]:.0f}x{size[v, 1]:.0f} (keypoints reach x {pts[:, 0].max():.0f}, y {pts[:, 1].max():.0f}); "
+                f"{size[v, 0]:.0f}x{size[v, 1]:.0f} (keypoints span x {pts[:, 0].min():.0f}..{pts[:, 0].max():.0f}, "
+                f"y {pts[:, 1].min():.0f}..{pts[:, 1].max():.0f}); "
                 "is the calibration for another resolution?", "calibration", int(n_out[v]),
             )
 

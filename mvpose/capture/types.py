@@ -24,7 +24,7 @@ class CaptureOptions:
     """Processing options (the CLI flags of ``mvpose triangulate``).
 
     Attributes:
-        joints: joint set of the keypoints (``body25``, ``coco``, ``halpe26``, ``h36m``); None: from the count.
+        joints: joint set of the keypoints (``body25``, ``body25b``, ``coco``, ``halpe26``, ``h36m``); None: from the count.
         calibration_units: length unit of the calibration's translations (``m``, ``cm``, ``mm``) for formats
             that do not fix it (Pose2Sim / anipose TOML, OpenCV without ``units``); None: the file's own.
         mode: ``"drop_worst"`` / ``"ransac"`` (robust, see :func:`triangulate_robust`) or ``"dlt"`` (plain).

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from mvpose.engine.checkpoint import atomic_write_text, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from mvpose.engine.distributed import DistInfo, all_reduce_mean, cleanup_distributed, init_distributed, unwrap
 from mvpose.engine.evaluate import breakdown_of, build_report, forward_views, joint_names_for, predict
+from mvpose.engine.runtime import keep_freed_memory
 from mvpose.models.base import PoseModel
 from mvpose.safe_load import UntrustedFileError
 
@@ -216,10 +217,26 @@ def train(cfg: dict[str, Any], out_dir: str | Path, resume: bool = False, device
 
     dinfo: DistInfo = init_distributed(device)
     out_dir = Path(out_dir)
+    threads = torch.get_num_threads()
     try:
+        if dinfo.device.type == "cpu":
+            # Same computation, faster on CPU: freed memory is reused instead of being
+            # page-faulted in again every step (mvpose.engine.runtime).
+            keep_freed_memory()
+            if cfg["train"].get("threads"):
+                torch.set_num_threads(int(cfg["train"]["threads"]))
         return _train(cfg, out_dir, resume, dinfo, progress, yaml)
     finally:
+        torch.set_num_threads(threads)
         cleanup_distributed()
+
+
+def _init_worker(worker_id: int) -> None:
+    """DataLoader worker start: OpenCV's own thread pool would compete with the other workers and
+    the training process for the cores (torch already runs one thread in a worker)."""
+    import cv2
+
+    cv2.setNumThreads(1)
 
 
 @dataclass
@@ -283,6 +300,7 @@ def _setup(cfg: dict[str, Any], out_dir: Path, dinfo: DistInfo, yaml) -> _Run:
     loader = DataLoader(
         datasets["train"], batch_size=int(tcfg["batch_size"]), sampler=sampler, num_workers=workers,
         collate_fn=collate, drop_last=True, persistent_workers=workers > 0, pin_memory=dinfo.device.type == "cuda",
+        worker_init_fn=_init_worker if workers > 0 else None,
     )
     if len(loader) == 0:
         from mvpose.engine.config import ConfigError

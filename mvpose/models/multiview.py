@@ -160,6 +160,9 @@ class MultiViewPPT(PoseModel):
         self, images: torch.Tensor, rays: torch.Tensor | None, view_mask: torch.Tensor | None, keep_ratio: float | None
     ) -> dict[str, torch.Tensor | tuple]:
         b, v = images.shape[:2]
+        # Attention needs no mask when every camera is there (the same attention, and on CUDA
+        # the fused kernels take no mask). A meta tensor (FLOP counting) cannot be inspected.
+        all_views = view_mask is None or (view_mask.device.type != "meta" and bool(view_mask.all()))
         if view_mask is None:
             view_mask = torch.ones(b, v, dtype=torch.bool, device=images.device)
         else:
@@ -183,22 +186,23 @@ class MultiViewPPT(PoseModel):
         else:
             pos_3d = torch.zeros_like(pos)
         missing = ~view_mask
-        padding = torch.cat(
-            [missing.repeat_interleave(j, dim=1), missing.repeat_interleave(k, dim=1)], dim=1
-        )  # (B, V*J + V*K), same order as the fused tokens
+        padding = None
+        if not all_views:
+            padding = torch.cat(
+                [missing.repeat_interleave(j, dim=1), missing.repeat_interleave(k, dim=1)], dim=1
+            )  # (B, V*J + V*K), same order as the fused tokens
 
-        pos_2d = pos.reshape(b, v * k, d)
         pos_3d = pos_3d.reshape(b, v * k, d)
+        # Encodings padded with zeros for the keypoint tokens, so adding them is one op.
+        zeros = pos_3d.new_zeros(b, v * j, d)
+        both = torch.cat([zeros, pos.reshape(b, v * k, d) + pos_3d], dim=1) if ppt.pe_every_layer else None
+        only_3d = torch.cat([zeros, pos_3d], dim=1)
         x = torch.cat([keypoints, visual], dim=1)
         for n, idx in enumerate(range(depth - self.fusion_layers, depth)):
             if ppt.pe_every_layer and idx > 0:
-                add = pos_2d + pos_3d
+                x = x + both
             elif n == 0:  # the 3D encoding reaches fusion even without per-layer encodings
-                add = pos_3d
-            else:
-                add = None
-            if add is not None:
-                x = torch.cat([x[:, : v * j], x[:, v * j :] + add], dim=1)
+                x = x + only_3d
             x = ppt.layers[idx](x, key_padding_mask=padding)
 
         heatmaps = ppt.heatmaps(x[:, : v * j].reshape(b, v, j, d))
