@@ -92,7 +92,7 @@ def random_official_state(seed: int) -> dict[str, torch.Tensor]:
 
 def stats(v: np.ndarray) -> str:
     v = np.asarray(v, dtype=np.float64).reshape(-1)
-    return f"{v.mean():12.5f}{np.percentile(v, 95):12.5f}{v.max():12.5f}"
+    return f"{v.mean():12.3g}{np.percentile(v, 95):12.3g}{v.max():12.3g}"
 
 
 @torch.no_grad()

@@ -372,7 +372,10 @@ def convert_file(
     The output is the engine's checkpoint format (``model``, ``config``, ``model_config``) plus
     ``converted_from``; plain Python types and tensors only, so it loads with
     ``torch.load(weights_only=True)`` and in :func:`mvpose.load_model`, ``mvpose evaluate``,
-    ``mvpose plot tokens``, ``mvpose triangulate --checkpoint`` and ``model.pretrained``.
+    ``mvpose plot tokens``, ``mvpose triangulate --checkpoint`` and ``model.pretrained``. A
+    multi-view model's config says ``dataset.rays: official``: the official multi-view PPT formula
+    of its 3D PE rays (:mod:`mvpose.data.rays`), the one it was trained with (``mvpose evaluate
+    --rays exact`` overrides it; ``scripts/compare_rays_heatmaps.py`` measures the difference).
 
     Returns:
         the ``converted_from`` record: ``file``, ``architecture``, ``dataset``, ``model`` (registry name),
@@ -390,7 +393,9 @@ def convert_file(
     cfg = deep_update(DEFAULTS, {
         "name": f"converted_{src.stem}",
         "dataset": {"name": info["dataset"], "views": 4 if multiview else 1, "image_size": model_cfg["image_size"],
-                    "heatmap_size": model_cfg["heatmap_size"], "token_grid": grid},
+                    "heatmap_size": model_cfg["heatmap_size"], "token_grid": grid,
+                    # a multi-view model sees the 3D PE rays it was trained with (mvpose.data.rays)
+                    "rays": "official" if multiview else "exact"},
         "model": model_cfg,
     })
     record = {"file": str(src), "architecture": info["architecture"], "dataset": info["dataset"],
