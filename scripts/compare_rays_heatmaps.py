@@ -14,7 +14,8 @@ script checks that the images are identical). Printed, over all heatmaps (sample
 - after the confidence-weighted DLT (UDP joints, as ``mvpose evaluate``): the 3D shift per joint and the
   MPJPE of each run against the ground truth;
 - for scale, the same differences when each view gets the exact rays of another view (rolled by one):
-  what wrong geometry does to this model.
+  what wrong geometry does to this model; and the heatmap difference between two different samples of
+  a batch (how much the heatmaps depend on the input at all).
 
 The model is either ``--checkpoint`` (any mvpose multi-view checkpoint: a converted official model or a
 trained one) or, by default, the official multi-view PPT-S of the published Human3.6M config (256x256,
@@ -119,6 +120,7 @@ def run(model: torch.nn.Module, cfg: dict, batch_size: int, limit: int | None) -
         diff = (he - ho).abs()
         rows = {"rel_max": diff.amax((-2, -1)) / rng, "rel_mean": diff.mean((-2, -1)) / rng,
                 "ref_rel_max": (he - hr).abs().amax((-2, -1)) / rng,
+                "ref_sample_rel_max": (he - he.roll(1, dims=0)).abs().amax((-2, -1)) / rng if len(he) > 1 else rng[:0],
                 "ray_deg": torch.rad2deg(torch.acos((be["rays"].double() * bo["rays"].double()).sum(-1).clamp(-1, 1)))}
         affine = be["affine"].double()
         for method in ("argmax", "soft", "udp"):
@@ -184,7 +186,9 @@ def main() -> None:
         rows += [(f"{name} joint shift, crop px", f"{method}_crop"), (f"{name} joint shift, original px", f"{method}_orig")]
     rows += [("3D joint shift after DLT (UDP), mm", "shift3d"),
              ("reference: rays of another view (rolled)", None),
-             ("  heatmap max|diff| / heatmap range", "ref_rel_max"), ("  UDP joint shift, crop px", "ref_udp_crop")]
+             ("  heatmap max|diff| / heatmap range", "ref_rel_max"), ("  UDP joint shift, crop px", "ref_udp_crop"),
+             ("reference: another sample (other images)", None),
+             ("  heatmap max|diff| / heatmap range", "ref_sample_rel_max")]
     for text, key in rows:
         print(f"  {text:<42}{stats(r[key]) if key else ''}")
     print(f"  argmax pixel changed: {100 * r['argmax_moved'].mean():.2f} % of joints")
