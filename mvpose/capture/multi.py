@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from mvpose.capture.association import associate_people
-from mvpose.capture.checks import check_person
+from mvpose.capture.checks import check_person, check_quality
 from mvpose.capture.issues import CaptureError, IssueLog
 from mvpose.capture.pipeline import KeypointFiles
 from mvpose.capture.stages import frame_rate, h5_contents, run_job, timed, triangulate_frames
@@ -323,11 +323,9 @@ class _PeopleModel:
 
 # --------------------------------------------------------------------------------------------- outputs
 def _people_summary(result: PeopleResult) -> dict[str, Any]:
-    from mvpose.capture.report import build_summary
+    from mvpose.capture.report import build_summary, summary_head
 
     cap = result.capture
-    from mvpose.capture.checks import check_quality
-
     shared = ("issues", "issue_counts", "calibration_units", "sources", "options", "timings_s", "cameras",
               "joint_set", "joints", "fps", "first_frame", "last_frame", "frames")
     persons = {}
@@ -342,15 +340,8 @@ def _people_summary(result: PeopleResult) -> dict[str, Any]:
                          "first_seen": int(cap.frame_index[seen.argmax()]) if seen.any() else None,
                          "last_seen": int(cap.frame_index[len(seen) - 1 - seen[::-1].argmax()]) if seen.any() else None,
                          **{k: v for k, v in s.items() if k not in shared}}
-    T = len(cap.frame_index)
     return {
-        "frames": T,
-        "first_frame": int(cap.frame_index[0]) if T else None,
-        "last_frame": int(cap.frame_index[-1]) if T else None,
-        "fps": result.fps,
-        "cameras": list(cap.names),
-        "joint_set": cap.joint_set,
-        "joints": list(get_skeleton(cap.joint_set).joints),
+        **summary_head(result),
         "people": list(result.ids),
         "association": result.association,
         "persons": persons,
@@ -365,7 +356,7 @@ def _people_summary(result: PeopleResult) -> dict[str, Any]:
 
 
 def _people_report(summary: dict[str, Any]) -> str:
-    from mvpose.capture.report import format_report
+    from mvpose.capture.report import format_report, issue_lines
 
     a = summary["association"]
     ppf = ", ".join(f"{c} in {n}" for c, n in sorted(a["people_per_frame"].items(), key=lambda x: int(x[0])))
@@ -380,9 +371,7 @@ def _people_report(summary: dict[str, Any]) -> str:
         f"{a['tracks_joined']} joined",
     ]
     if summary["issues"]:
-        counts = ", ".join(f"{k} {n}" for k, n in summary["issue_counts"].items())
-        lines += ["", f"issues ({len(summary['issues'])}; counts by kind: {counts}):"]
-        lines += [f"  - [{i['kind']}, {i['count']}] {i['message']}" for i in summary["issues"]]
+        lines += ["", *issue_lines(summary)]
     for name, p in summary["persons"].items():
         body = {**{k: summary[k] for k in ("frames", "first_frame", "last_frame", "cameras", "joint_set")},
                 **p, "issues": [], "issue_counts": {}}

@@ -37,7 +37,7 @@ from typing import ClassVar, Sequence
 import numpy as np
 import torch
 
-from mvpose.capture.checks import check_person
+from mvpose.capture.checks import check_person, check_quality
 from mvpose.capture.issues import CaptureError, IssueLog
 from mvpose.capture.keypoints import (
     PLACEHOLDERS,
@@ -236,7 +236,6 @@ def _process_capture(capture: Capture, options: CaptureOptions, fps: float | Non
 # --------------------------------------------------------------------------------------------- outputs
 def write_outputs(result: CaptureResult, out_dir: str | Path) -> dict[str, Path]:
     """Write ``poses3d.h5``, ``poses3d.trc``, ``summary.json`` and ``report.txt`` into ``out_dir``."""
-    from mvpose.capture.checks import check_quality
     from mvpose.capture.io import write_h5, write_json, write_text, write_trc
     from mvpose.capture.report import build_summary, format_report
 
