@@ -24,6 +24,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from model_inputs import quarter_rig, tiny_checkpoint
 from mvpose.capture import detect
 from mvpose.capture.detect import read_box_file
 from mvpose.capture.io import read_trc
@@ -31,15 +32,10 @@ from mvpose.capture.render import draw_overlay
 from mvpose.capture.synthetic import project_keypoints, rig_floor_center, synthetic_motion
 from mvpose.cli import main
 from mvpose.data.transforms import IMAGENET_MEAN, IMAGENET_STD, affine_points, box_to_center_scale, token_centers
-from mvpose.engine.checkpoint import atomic_save
-from mvpose.engine.config import load_pipeline
-from mvpose.engine.train import build_model_from_config
-from mvpose.geometry.calibration import load_calibration, params_from_cameras, write_mvpose_calibration
 from mvpose.metrics import mpjpe
 from mvpose.skeletons import get_skeleton
 
 REPO = Path(__file__).resolve().parents[2]
-RIG = REPO / "mvpose" / "calibration" / "examples" / "rig4.json"
 FPS = 30.0
 LEVEL0, LEVEL_STEP = 20, 14  # background grey of camera frame f: LEVEL0 + LEVEL_STEP * f (mp4 keeps +-5)
 
@@ -48,23 +44,11 @@ LEVEL0, LEVEL_STEP = 20, 14  # background grey of camera frame f: LEVEL0 + LEVEL
 def setup(tmp_path_factory):
     """Quarter-size rig, the motion, and randomly initialised tiny single- and multi-view checkpoints."""
     tmp = tmp_path_factory.mktemp("capture_model")
-    params = params_from_cameras(load_calibration(RIG))
-    for p in params:
-        p["K"] = np.diag([0.25, 0.25, 1.0]) @ p["K"]
-        p["size"] = p["size"] / 4
-    calib = tmp / "rig.json"
-    write_mvpose_calibration(calib, params)
-    cams = load_calibration(calib)
+    calib, cams = quarter_rig(tmp)
     X = synthetic_motion(12, FPS, "h36m", center=rig_floor_center(cams), radius=700.0, seed=3)
     uv, inside = project_keypoints(X, cams)
     assert inside.all()
-    ckpts = {}
-    for pipeline in ("demo_sv_ppt", "demo_mv_ppt"):
-        cfg = load_pipeline(pipeline)
-        torch.manual_seed(0)
-        model = build_model_from_config(cfg, load_pretrained=False)
-        ckpts[pipeline] = tmp / f"{pipeline}.pt"
-        atomic_save({"model": model.state_dict(), "config": cfg}, ckpts[pipeline])
+    ckpts = {p: tiny_checkpoint(p, tmp / f"{p}.pt") for p in ("demo_sv_ppt", "demo_mv_ppt")}
     return {"calib": calib, "cams": cams, "X": X, "uv": uv, "ckpt": ckpts}
 
 

@@ -1,6 +1,6 @@
 """`mvpose triangulate --checkpoint --people`: two people followed by a model from box files with a person id.
 
-As in tests/test_capture_model.py, each camera frame is a grey image whose level encodes the frame number, and
+As in tests/capture/test_capture_model.py, each camera frame is a grey image whose level encodes the frame number, and
 a stand-in forward answers with exact Gaussian heatmaps; here it answers for the person whose true 2D centre is
 nearest to the crop's centre, so a crop around the wrong person gives that person's joints.
 """
@@ -8,7 +8,6 @@ nearest to the crop's centre, so a crop around the wrong person gives that perso
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import cv2
 import h5py
@@ -17,20 +16,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from model_inputs import quarter_rig, tiny_checkpoint
 from mvpose.capture import detect
 from mvpose.capture.detect import box_file_people, read_box_file
 from mvpose.capture.pipeline import CaptureError
 from mvpose.capture.synthetic import project_keypoints, rig_floor_center, synthetic_motion
 from mvpose.cli import main
 from mvpose.data.transforms import IMAGENET_MEAN, IMAGENET_STD, affine_points
-from mvpose.engine.checkpoint import atomic_save
-from mvpose.engine.config import load_pipeline
-from mvpose.engine.train import build_model_from_config
-from mvpose.geometry.calibration import load_calibration, params_from_cameras, write_mvpose_calibration
 from mvpose.metrics import mpjpe
 
-REPO = Path(__file__).resolve().parents[2]
-RIG = REPO / "mvpose" / "calibration" / "examples" / "rig4.json"
 T = 10
 LEVEL0, LEVEL_STEP = 20, 14
 
@@ -38,13 +32,7 @@ LEVEL0, LEVEL_STEP = 20, 14
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("people_model")
-    params = params_from_cameras(load_calibration(RIG))
-    for p in params:
-        p["K"] = np.diag([0.25, 0.25, 1.0]) @ p["K"]
-        p["size"] = p["size"] / 4
-    calib = tmp / "rig.json"
-    write_mvpose_calibration(calib, params)
-    cams = load_calibration(calib)
+    calib, cams = quarter_rig(tmp)
     c = rig_floor_center(cams)
     X = np.stack([synthetic_motion(T, 30.0, "h36m", center=c + [-600.0, 0, 0], radius=300.0, seed=3),
                   synthetic_motion(T, 30.0, "h36m", center=c + [600.0, 0, 0], radius=300.0, seed=4)], axis=1)
@@ -57,11 +45,7 @@ def setup(tmp_path_factory):
         (images / name).mkdir(parents=True)
         for f in range(T):
             cv2.imwrite(str(images / name / f"{f:06d}.png"), np.full((H, W, 3), LEVEL0 + LEVEL_STEP * f, np.uint8))
-    cfg = load_pipeline("demo_sv_ppt")
-    torch.manual_seed(0)
-    ckpt = tmp / "sv.pt"
-    atomic_save({"model": build_model_from_config(cfg, load_pretrained=False).state_dict(), "config": cfg}, ckpt)
-    return {"calib": calib, "cams": cams, "X": X, "uv": uv, "images": images, "ckpt": ckpt}
+    return {"calib": calib, "cams": cams, "X": X, "uv": uv, "images": images, "ckpt": tiny_checkpoint("demo_sv_ppt", tmp / "sv.pt")}
 
 
 def _oracle(uv: np.ndarray):
