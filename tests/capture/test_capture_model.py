@@ -24,20 +24,19 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from model_inputs import quarter_rig, tiny_checkpoint
+from model_inputs import LEVEL0, LEVEL_STEP, heatmap_oracle, quarter_rig, tiny_checkpoint
 from mvpose.capture import detect
 from mvpose.capture.detect import read_box_file
 from mvpose.capture.io import read_trc
 from mvpose.capture.render import draw_overlay
 from mvpose.capture.synthetic import project_keypoints, rig_floor_center, synthetic_motion
 from mvpose.cli import main
-from mvpose.data.transforms import IMAGENET_MEAN, IMAGENET_STD, affine_points, box_to_center_scale, token_centers
+from mvpose.data.transforms import box_to_center_scale, token_centers
 from mvpose.metrics import mpjpe
 from mvpose.skeletons import get_skeleton
 
 REPO = Path(__file__).resolve().parents[2]
 FPS = 30.0
-LEVEL0, LEVEL_STEP = 20, 14  # background grey of camera frame f: LEVEL0 + LEVEL_STEP * f (mp4 keeps +-5)
 
 
 @pytest.fixture(scope="module")
@@ -90,33 +89,12 @@ def _oracle(setup, lead: dict | None = None, names: list[str] | None = None, cal
     index = [list(cams.names).index(n) for n in names]
     uv = setup["uv"][:, index]  # (T, V, J, 2) of the cameras used
     shift = np.array([(lead or {}).get(n, 0) for n in names])
-    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    h, w = 32, 32
 
-    def forward(model, batch, device):
-        if calls is not None:
-            calls.append(batch)
-        images = batch["image"]
-        N, V, _, H, W = images.shape
-        pixels = ((images * std + mean) * 255).mean(dim=2)  # (N, V, H, W) grey level
-        heatmaps = np.zeros((N, V, 17, h, w), np.float32)
-        ys, xs = np.mgrid[0:h, 0:w]
-        for n in range(N):
-            for v in range(V):
-                lit = pixels[n, v][pixels[n, v] > LEVEL0 / 2]  # the crop's black border is no frame content
-                if not batch["view_mask"][n, v] or lit.numel() == 0:
-                    continue
-                t = int(round((float(lit.median()) - LEVEL0) / LEVEL_STEP)) - shift[v]
-                if not 0 <= t < len(uv):
-                    continue
-                crop = affine_points(uv[t, v], batch["affine"][n, v].numpy())  # (J, 2) crop pixels
-                inside = (crop >= 0).all(-1) & (crop[:, 0] <= W - 1) & (crop[:, 1] <= H - 1)
-                hm = crop * [(w - 1) / (W - 1), (h - 1) / (H - 1)]
-                g = np.exp(-((xs - hm[:, :1, None]) ** 2 + (ys - hm[:, 1:, None]) ** 2) / (2 * 2.0 ** 2))
-                heatmaps[n, v] = g * inside[:, None, None]
-        return {"heatmaps": torch.from_numpy(heatmaps)}
+    def joints_at(t, v, affine, W, H):
+        t = t - shift[v]
+        return uv[t, v] if 0 <= t < len(uv) else None
 
-    return forward
+    return heatmap_oracle(joints_at, calls)
 
 
 def _run(args: list[str]) -> str:
