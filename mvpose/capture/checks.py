@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,7 +31,10 @@ from mvpose.capture.issues import CaptureError, IssueLog
 from mvpose.geometry.calibration import UNITS_MM
 from mvpose.skeletons import SKELETONS, get_skeleton
 
-__all__ = ["SKELETON_FIT_MAX", "TYPICAL_BONE_MM", "check_quality", "check_skeleton", "check_views", "frame_ranges",
+if TYPE_CHECKING:
+    from mvpose.capture.types import Capture, CaptureOptions
+
+__all__ = ["SKELETON_FIT_MAX", "TYPICAL_BONE_MM", "check_person", "check_quality", "check_skeleton", "check_views", "frame_ranges",
            "likely_unit", "skeleton_fit"]
 
 # Typical adult keypoint distances (mm) by canonical joint names; the order of a pair does not matter.
@@ -278,3 +281,28 @@ def check_quality(summary: dict[str, Any], person: np.ndarray, detected: np.ndar
     if never:
         issues.add(f"QUALITY: {len(never)} joint(s) never triangulated: {', '.join(never)}", kind="quality",
                    count=len(never))
+
+
+def usable_keypoints(keypoints: np.ndarray, options: "CaptureOptions") -> np.ndarray:
+    """(..., J) bool: keypoints ``(..., J, 3)`` with a finite position and confidence >= ``options.min_confidence``
+    (those triangulation may use)."""
+    return (keypoints[..., 2] >= options.min_confidence) & np.isfinite(keypoints[..., :2]).all(axis=-1)
+
+
+def check_person(capture: "Capture", keypoints: np.ndarray, points: np.ndarray, options: "CaptureOptions",
+                 detected: np.ndarray, issues: Any) -> dict[str, Any]:
+    """The views and skeleton checks (:func:`check_views`, :func:`check_skeleton`) of one person's triangulation.
+
+    Args:
+        keypoints: (T, V, J, 3) the person's detections; points: (T, J, 3) its per-frame 3D joints (mm).
+        detected: (T, V, J) bool, keypoints with confidence > 0 of anyone (single person: before the person
+            choice) or of this person (several people), as :func:`check_views` takes it.
+        issues: where the findings go (an :class:`~mvpose.capture.issues.IssueLog` or one with its ``add``).
+
+    Returns:
+        ``{"views": ..., "skeleton": ...}``.
+    """
+    joints = get_skeleton(capture.joint_set).joints
+    views = check_views(usable_keypoints(keypoints, options), points, capture.names, joints, options.min_views,
+                        options.min_confidence, detected, keypoints[..., 2] > 0, issues, capture.frame_index)
+    return {"views": views, "skeleton": check_skeleton(points, capture.joint_set, issues, units=capture.units)}

@@ -23,16 +23,17 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
 import torch
 
 from mvpose.capture.association import associate_people
+from mvpose.capture.checks import check_person, check_quality
 from mvpose.capture.issues import CaptureError, IssueLog
-from mvpose.capture.pipeline import load_capture
-from mvpose.capture.stages import timed, triangulate_frames, video_fps
-from mvpose.capture.temporal import fill_gaps, lowpass
+from mvpose.capture.pipeline import KeypointFiles
+from mvpose.capture.stages import frame_rate, h5_contents, run_job, timed, triangulate_frames
+from mvpose.capture.temporal import smooth
 from mvpose.capture.tracking import track_people
 from mvpose.capture.types import Capture, CaptureOptions, CaptureResult
 from mvpose.geometry.triangulation import reprojection_error
@@ -158,16 +159,9 @@ class _PersonIssues:
 
 def _check_person(capture: Capture, result: PeopleResult, m: int) -> dict[str, Any]:
     """Views and skeleton checks (:mod:`mvpose.capture.checks`) of identity ``m``; issues named after it."""
-    from mvpose.capture.checks import check_skeleton, check_views
-
-    opts, kp = result.options, result.keypoints[:, m]
-    issues = _PersonIssues(capture.issues, result.ids[m])
-    usable = (kp[..., 2] >= opts.min_confidence) & np.isfinite(kp[..., :2]).all(axis=-1)
-    chosen = kp[..., 2] > 0
-    joints = get_skeleton(capture.joint_set).joints
-    return {"views": check_views(usable, result.raw3d[:, m], capture.names, joints, opts.min_views, opts.min_confidence,
-                                 chosen, chosen, issues, capture.frame_index),
-            "skeleton": check_skeleton(result.raw3d[:, m], capture.joint_set, issues, units=capture.units)}
+    kp = result.keypoints[:, m]
+    return check_person(capture, kp, result.raw3d[:, m], result.options, kp[..., 2] > 0,
+                        _PersonIssues(capture.issues, result.ids[m]))
 
 
 def process_people(
@@ -193,9 +187,7 @@ def _process_people(capture: Capture, options: CaptureOptions, people_options: P
     po = people_options or PeopleOptions()
     po.check()
     timings: dict[str, float] = {}
-    fps = options.fps or fps
-    if options.cutoff_hz is not None and fps is None:
-        raise CaptureError("the low-pass filter needs the frame rate: pass fps (--fps), or videos to read it from")
+    fps = frame_rate(options, fps)
     cameras = capture.cameras.to(dtype=torch.float64)
     people = capture.people
     T, V, P, J, _ = people.shape
@@ -233,9 +225,7 @@ def _process_people(capture: Capture, options: CaptureOptions, people_options: P
         used_m = np.where(seen[..., None, None], used[t, k], False)
         det_m = np.where(seen[..., None], groups[t, k], -1)
     with timed(timings, "temporal"):
-        points, filled = fill_gaps(raw, options.max_gap)
-        if options.cutoff_hz is not None:
-            points = lowpass(points, fps, options.cutoff_hz, options.filter_order)
+        points, filled = smooth(raw, options, fps)
         err = reprojection_error(torch.from_numpy(points.reshape(T * M, J, 3)),
                                  torch.from_numpy(kp_m.reshape(T * M, V, J, 3)[..., :2]), cameras)
         err = err.numpy().reshape(T, M, V, J)
@@ -311,13 +301,31 @@ def _identity_names(who: Sequence[str]) -> list[str]:
     return [f"person{p}" if p.isdigit() else p for p in who]
 
 
+@dataclass
+class _PeopleModel:
+    """The model path for several people as a :class:`~mvpose.capture.types.KeypointSource`: :func:`detect_people`
+    with these model options; writes :func:`write_people_detection` (ids as :func:`process_people` names them)."""
+
+    detect: "DetectOptions"
+    stage: ClassVar[str] = "detect"
+
+    def load(self, calibration: str | Path, options: CaptureOptions, *, rig: str | None = None,
+             videos: str | Path | None = None, images: str | Path | None = None,
+             timings: dict[str, float] | None = None, issues: IssueLog | None = None) -> Capture:
+        return detect_people(calibration, self.detect, options, rig=rig, videos=videos, images=images,
+                             timings=timings, issues=issues)
+
+    def write(self, capture: Capture, out_dir: str | Path) -> dict[str, Path]:
+        if not isinstance(capture.detection, dict):
+            return {}
+        return write_people_detection(capture.detection, _identity_names(list(capture.detection)), out_dir)
+
+
 # --------------------------------------------------------------------------------------------- outputs
 def _people_summary(result: PeopleResult) -> dict[str, Any]:
-    from mvpose.capture.report import build_summary
+    from mvpose.capture.report import build_summary, summary_head
 
     cap = result.capture
-    from mvpose.capture.checks import check_quality
-
     shared = ("issues", "issue_counts", "calibration_units", "sources", "options", "timings_s", "cameras",
               "joint_set", "joints", "fps", "first_frame", "last_frame", "frames")
     persons = {}
@@ -332,15 +340,8 @@ def _people_summary(result: PeopleResult) -> dict[str, Any]:
                          "first_seen": int(cap.frame_index[seen.argmax()]) if seen.any() else None,
                          "last_seen": int(cap.frame_index[len(seen) - 1 - seen[::-1].argmax()]) if seen.any() else None,
                          **{k: v for k, v in s.items() if k not in shared}}
-    T = len(cap.frame_index)
     return {
-        "frames": T,
-        "first_frame": int(cap.frame_index[0]) if T else None,
-        "last_frame": int(cap.frame_index[-1]) if T else None,
-        "fps": result.fps,
-        "cameras": list(cap.names),
-        "joint_set": cap.joint_set,
-        "joints": list(get_skeleton(cap.joint_set).joints),
+        **summary_head(result),
         "people": list(result.ids),
         "association": result.association,
         "persons": persons,
@@ -355,7 +356,7 @@ def _people_summary(result: PeopleResult) -> dict[str, Any]:
 
 
 def _people_report(summary: dict[str, Any]) -> str:
-    from mvpose.capture.report import format_report
+    from mvpose.capture.report import format_report, issue_lines
 
     a = summary["association"]
     ppf = ", ".join(f"{c} in {n}" for c, n in sorted(a["people_per_frame"].items(), key=lambda x: int(x[0])))
@@ -370,9 +371,7 @@ def _people_report(summary: dict[str, Any]) -> str:
         f"{a['tracks_joined']} joined",
     ]
     if summary["issues"]:
-        counts = ", ".join(f"{k} {n}" for k, n in summary["issue_counts"].items())
-        lines += ["", f"issues ({len(summary['issues'])}; counts by kind: {counts}):"]
-        lines += [f"  - [{i['kind']}, {i['count']}] {i['message']}" for i in summary["issues"]]
+        lines += ["", *issue_lines(summary)]
     for name, p in summary["persons"].items():
         body = {**{k: summary[k] for k in ("frames", "first_frame", "last_frame", "cameras", "joint_set")},
                 **p, "issues": [], "issue_counts": {}}
@@ -394,20 +393,8 @@ def write_people_outputs(result: PeopleResult, out_dir: str | Path) -> dict[str,
     out.mkdir(parents=True, exist_ok=True)
     cap = result.capture
     skeleton = get_skeleton(cap.joint_set)
-    fps = result.fps
-    if fps is None:
-        fps = 30.0
-        cap.issues.add("frame rate unknown (no --fps, no videos): the TRC time column assumes 30 fps", "options")
-    attrs = {"joint_set": cap.joint_set, "joints": list(skeleton.joints), "cameras": list(cap.names), "units": "mm",
-             "fps": fps, "people": list(result.ids), "options": asdict(result.options),
-             "people_options": asdict(result.people_options),
-             # Issues known before writing (all but the quality checks), as in the single-person file.
-             "issues": {"counts": cap.issues.counts(), "list": cap.issues.as_dicts()}}
-    arrays = {
-        "poses3d": result.points3d, "points2d": result.keypoints[..., :2], "confidence": result.keypoints[..., 2],
-        "reprojection_error": result.reprojection_error, "used": result.used, "filled": result.filled,
-        "person": result.person, "frame_index": cap.frame_index,
-    }
+    fps, arrays, attrs = h5_contents(result, people=list(result.ids), options=asdict(result.options),
+                                     people_options=asdict(result.people_options))
     with timed(result.timings, "write"):
         paths = {"h5": write_h5(out / "poses3d.h5", arrays, attrs)}
         for m, name in enumerate(result.ids):
@@ -465,29 +452,10 @@ def run_people_capture(
     options.check()
     po = people_options or PeopleOptions()
     po.check()
-    timings: dict[str, float] = {}
-    issues = IssueLog()
-    with timed(timings, "total"), issues.capture_logging():
-        if detect is not None:
-            with timed(timings, "detect"):
-                capture = detect_people(calibration, detect, options, rig=rig, videos=videos, images=images,
-                                        timings=timings, issues=issues)
-        else:
-            with timed(timings, "read"):
-                capture = load_capture(calibration, keypoints_dir, joints=options.joints, offsets=options.offsets,
-                                       rig=rig, workers=options.workers, progress=options.progress,
-                                       units=options.calibration_units, issues=issues)
-        fps = video_fps(videos, capture.names)
-        result = process_people(capture, options, po, fps)
-        result.timings = {**timings, **result.timings}
-        write_people_outputs(result, out_dir)
-        if isinstance(capture.detection, dict):
-            result.paths.update(write_people_detection(capture.detection, result.ids, out_dir))
-        if render:
-            from mvpose.capture.render import render_people
-
-            with timed(result.timings, "render"):
-                result.paths.update(render_people(result, Path(out_dir) / "render", videos=videos, images=images,
-                                                  plot_frames=plot_frames, every=render_every))
-    result.timings.update(timings)
-    return result
+    source = _PeopleModel(detect) if detect is not None else KeypointFiles(keypoints_dir)
+    render_fn = None
+    if render:
+        from mvpose.capture.render import render_people as render_fn
+    return run_job(source, calibration, out_dir, options, lambda capture, fps: process_people(capture, options, po, fps),
+                   write_people_outputs, render_fn, rig=rig, videos=videos, images=images, plot_frames=plot_frames,
+                   render_every=render_every)

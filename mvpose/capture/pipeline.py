@@ -37,6 +37,7 @@ from typing import ClassVar, Sequence
 import numpy as np
 import torch
 
+from mvpose.capture.checks import check_person, check_quality
 from mvpose.capture.issues import CaptureError, IssueLog
 from mvpose.capture.keypoints import (
     PLACEHOLDERS,
@@ -51,14 +52,16 @@ from mvpose.capture.people import select_person
 from mvpose.capture.stages import (
     check_image_bounds,
     check_offsets,
+    frame_rate,
+    h5_contents,
     match_cameras,
     parse_offsets,
+    run_job,
     synchronise,
     timed,
     triangulate_frames,
-    video_fps,
 )
-from mvpose.capture.temporal import fill_gaps, lowpass
+from mvpose.capture.temporal import smooth
 from mvpose.capture.types import MODES, Capture, CaptureOptions, CaptureResult, KeypointSource
 from mvpose.geometry.calibration import calibration_units, load_calibration
 from mvpose.geometry.camera import Cameras
@@ -208,27 +211,10 @@ def process_capture(capture: Capture, options: CaptureOptions, fps: float | None
         return _process_capture(capture, options, fps)
 
 
-def _check_result(capture: Capture, keypoints: torch.Tensor, X: torch.Tensor, options: CaptureOptions) -> None:
-    """Views and skeleton checks (:mod:`mvpose.capture.checks`) into ``capture.issues`` / ``capture.checks``."""
-    from mvpose.capture.checks import check_skeleton, check_views
-
-    kp = keypoints.numpy()
-    usable = (kp[..., 2] >= options.min_confidence) & np.isfinite(kp[..., :2]).all(axis=-1)
-    detected = (capture.people[..., 2] > 0).any(axis=2)
-    joints = get_skeleton(capture.joint_set).joints
-    points = X.numpy()
-    capture.checks["views"] = check_views(usable, points, capture.names, joints, options.min_views,
-                                          options.min_confidence, detected, kp[..., 2] > 0, capture.issues,
-                                          capture.frame_index)
-    capture.checks["skeleton"] = check_skeleton(points, capture.joint_set, capture.issues, units=capture.units)
-
-
 def _process_capture(capture: Capture, options: CaptureOptions, fps: float | None) -> CaptureResult:
     options.check()
     timings: dict[str, float] = {}
-    fps = options.fps or fps
-    if options.cutoff_hz is not None and fps is None:
-        raise CaptureError("the low-pass filter needs the frame rate: pass fps (--fps), or videos to read it from")
+    fps = frame_rate(options, fps)
     cameras = capture.cameras.to(dtype=torch.float64)
     with timed(timings, "select"):
         people = torch.from_numpy(capture.people)
@@ -236,13 +222,12 @@ def _process_capture(capture: Capture, options: CaptureOptions, fps: float | Non
                                           threshold_px=options.person_threshold_px)
     with timed(timings, "triangulate"):
         X, used = triangulate_frames(keypoints, cameras, options)
-    with timed(timings, "check"):
-        _check_result(capture, keypoints, X, options)
+    with timed(timings, "check"):  # views and skeleton checks into capture.issues / capture.checks
+        capture.checks.update(check_person(capture, keypoints.numpy(), X.numpy(), options,
+                                           (capture.people[..., 2] > 0).any(axis=2), capture.issues))
     with timed(timings, "temporal"):
         raw = X.numpy()
-        points, filled = fill_gaps(raw, options.max_gap)
-        if options.cutoff_hz is not None:
-            points = lowpass(points, fps, options.cutoff_hz, options.filter_order)
+        points, filled = smooth(raw, options, fps)
         kp = keypoints.numpy()
         err = _reprojection_errors(points, kp, cameras, options.chunk_frames)
     return CaptureResult(capture, points, raw, kp, person.numpy(), err, used.numpy(), filled, fps, options, timings)
@@ -251,7 +236,6 @@ def _process_capture(capture: Capture, options: CaptureOptions, fps: float | Non
 # --------------------------------------------------------------------------------------------- outputs
 def write_outputs(result: CaptureResult, out_dir: str | Path) -> dict[str, Path]:
     """Write ``poses3d.h5``, ``poses3d.trc``, ``summary.json`` and ``report.txt`` into ``out_dir``."""
-    from mvpose.capture.checks import check_quality
     from mvpose.capture.io import write_h5, write_json, write_text, write_trc
     from mvpose.capture.report import build_summary, format_report
 
@@ -259,19 +243,7 @@ def write_outputs(result: CaptureResult, out_dir: str | Path) -> dict[str, Path]
     out.mkdir(parents=True, exist_ok=True)
     cap = result.capture
     skeleton = get_skeleton(cap.joint_set)
-    fps = result.fps
-    if fps is None:
-        fps = 30.0
-        cap.issues.add("frame rate unknown (no --fps, no videos): the TRC time column assumes 30 fps", "options")
-    opts = asdict(result.options)
-    # Issues known before writing (all but the quality checks), so a wrong unit is flagged in the h5 file too.
-    attrs = {"joint_set": cap.joint_set, "joints": list(skeleton.joints), "cameras": list(cap.names), "units": "mm",
-             "fps": fps, "options": opts, "issues": {"counts": cap.issues.counts(), "list": cap.issues.as_dicts()}}
-    arrays = {
-        "poses3d": result.points3d, "points2d": result.keypoints[..., :2], "confidence": result.keypoints[..., 2],
-        "reprojection_error": result.reprojection_error, "used": result.used, "filled": result.filled,
-        "person": result.person, "frame_index": cap.frame_index,
-    }
+    fps, arrays, attrs = h5_contents(result, options=asdict(result.options))
     with timed(result.timings, "write"):
         paths = {"h5": write_h5(out / "poses3d.h5", arrays, attrs)}
         paths["trc"] = write_trc(out / "poses3d.trc", result.points3d, skeleton.joints, fps, cap.frame_index)
@@ -322,23 +294,10 @@ def run_capture(
     """
     options = options or CaptureOptions()
     options.check()
-    timings: dict[str, float] = {}
-    issues = IssueLog()
     source: KeypointSource = detect if detect is not None else KeypointFiles(keypoints_dir)
-    with timed(timings, "total"), issues.capture_logging():
-        with timed(timings, source.stage):
-            capture = source.load(calibration, options, rig=rig, videos=videos, images=images, timings=timings,
-                                  issues=issues)
-        fps = video_fps(videos, capture.names)
-        result = process_capture(capture, options, fps)
-        result.timings = {**timings, **result.timings}
-        write_outputs(result, out_dir)
-        result.paths.update(source.write(capture, out_dir))
-        if render:
-            from mvpose.capture.render import render_capture
-
-            with timed(result.timings, "render"):
-                result.paths.update(render_capture(result, Path(out_dir) / "render", videos=videos, images=images,
-                                                   plot_frames=plot_frames, every=render_every))
-    result.timings.update(timings)
-    return result
+    render_fn = None
+    if render:
+        from mvpose.capture.render import render_capture as render_fn
+    return run_job(source, calibration, out_dir, options, lambda capture, fps: process_capture(capture, options, fps),
+                   write_outputs, render_fn, rig=rig, videos=videos, images=images, plot_frames=plot_frames,
+                   render_every=render_every)

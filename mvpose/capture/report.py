@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mvpose.capture.checks import usable_keypoints
 from mvpose.skeletons import get_skeleton
 
 if TYPE_CHECKING:
     from mvpose.capture.types import CaptureResult
 
-__all__ = ["bone_lengths", "build_summary", "error_stats", "format_report"]
+__all__ = ["bone_lengths", "build_summary", "error_stats", "format_report", "issue_lines", "summary_head"]
 
 
 def _nan_stat(fn, values: np.ndarray, axis) -> np.ndarray:
@@ -62,6 +63,22 @@ def _pick(stats: dict[str, Any], i) -> dict[str, Any]:
     return {k: v[i] for k, v in stats.items()}
 
 
+def summary_head(result: Any) -> dict[str, Any]:
+    """The first keys of ``summary.json``, the same for one and for several people: ``frames``, ``first_frame``,
+    ``last_frame`` (capture frame numbers, None without frames), ``fps``, ``cameras``, ``joint_set``, ``joints``."""
+    cap = result.capture
+    T = len(cap.frame_index)
+    return {
+        "frames": T,
+        "first_frame": int(cap.frame_index[0]) if T else None,
+        "last_frame": int(cap.frame_index[-1]) if T else None,
+        "fps": result.fps,
+        "cameras": list(cap.names),
+        "joint_set": cap.joint_set,
+        "joints": list(get_skeleton(cap.joint_set).joints),
+    }
+
+
 def build_summary(result: "CaptureResult") -> dict[str, Any]:
     """Numbers of ``summary.json`` (see :func:`format_report` for their meaning)."""
     from dataclasses import asdict
@@ -73,7 +90,7 @@ def build_summary(result: "CaptureResult") -> dict[str, Any]:
     ok_final = np.isfinite(result.points3d).all(axis=-1)  # (T, J)
     ok_raw = np.isfinite(result.raw3d).all(axis=-1)
     used = used & ok_raw[:, None, :] & np.isfinite(err)
-    usable = (kp[..., 2] >= result.options.min_confidence) & np.isfinite(kp[..., :2]).all(axis=-1)
+    usable = usable_keypoints(kp, result.options)
     candidates = usable & ok_raw[:, None, :]  # views that could have entered a triangulated joint
     excluded = candidates & ~used
     overall = error_stats(err, used)
@@ -82,15 +99,8 @@ def build_summary(result: "CaptureResult") -> dict[str, Any]:
     cam_excluded = excluded.sum(axis=(0, 2)) / np.maximum(candidates.sum(axis=(0, 2)), 1)
     mean, std, frames = bone_lengths(result.points3d, skeleton.limbs)
     names = skeleton.joints
-    T = len(cap.frame_index)
     return {
-        "frames": T,
-        "first_frame": int(cap.frame_index[0]) if T else None,
-        "last_frame": int(cap.frame_index[-1]) if T else None,
-        "fps": result.fps,
-        "cameras": list(cap.names),
-        "joint_set": cap.joint_set,
-        "joints": list(names),
+        **summary_head(result),
         "reprojection_error_px": {
             **{k: overall[k] for k in ("median", "mean", "p90")},
             "count": int(overall["count"]),
@@ -120,6 +130,16 @@ def _num(x: Any, fmt: str = "6.1f") -> str:
     return "-".rjust(len(format(0.0, fmt))) if x is None or not np.isfinite(x) else format(float(x), fmt)
 
 
+def issue_lines(summary: dict[str, Any]) -> list[str]:
+    """The issues of a summary as report lines: a heading with the counts by kind, then one line each
+    (nothing when there is no issue)."""
+    if not summary["issues"]:
+        return []
+    counts = ", ".join(f"{k} {n}" for k, n in summary["issue_counts"].items())
+    return [f"issues ({len(summary['issues'])}; counts by kind: {counts}):",
+            *(f"  - [{i['kind']}, {i['count']}] {i['message']}" for i in summary["issues"])]
+
+
 def format_report(summary: dict[str, Any]) -> str:
     """A plain-text report of a summary: errors per camera and joint, exclusions, missing joints, bones."""
     rep = summary["reprojection_error_px"]
@@ -128,10 +148,7 @@ def format_report(summary: dict[str, Any]) -> str:
         f"{len(summary['cameras'])} cameras, joint set {summary['joint_set']}",
     ]
     if summary["issues"]:
-        counts = ", ".join(f"{k} {n}" for k, n in summary["issue_counts"].items())
-        lines += [f"issues ({len(summary['issues'])}; counts by kind: {counts}):"]
-        lines += [f"  - [{i['kind']}, {i['count']}] {i['message']}" for i in summary["issues"]]
-        lines += [""]
+        lines += [*issue_lines(summary), ""]
     lines += [
         f"reprojection error (px, used views): mean {_num(rep['mean'], '.2f')}  median {_num(rep['median'], '.2f')}  "
         f"p90 {_num(rep['p90'], '.2f')}  over {rep['count']} observations",

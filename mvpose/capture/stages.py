@@ -1,5 +1,6 @@
 """The steps every keypoint source and the capture pipeline share: timing, matching sources to the
-calibration's cameras, one frame axis, the image-bounds check and per-frame triangulation.
+calibration's cameras, one frame axis, the image-bounds check, per-frame triangulation, the frame rate, the
+``poses3d.h5`` contents and the job around them (:func:`run_job`).
 
 Used by :mod:`mvpose.capture.pipeline`, :mod:`mvpose.capture.detect` and :mod:`mvpose.capture.multi`;
 imports none of them.
@@ -11,7 +12,7 @@ import contextlib
 import logging
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -19,14 +20,16 @@ from tqdm import tqdm
 
 from mvpose.capture.issues import CaptureError, IssueLog
 from mvpose.capture.keypoints import CameraKeypoints, find_camera_sources
-from mvpose.capture.types import CaptureOptions
+from mvpose.capture.types import Capture, CaptureOptions, KeypointSource
 from mvpose.frames import VIDEO_SUFFIXES
 from mvpose.geometry.camera import Cameras
 from mvpose.geometry.triangulation import refine_points, triangulate, triangulate_robust
+from mvpose.skeletons import get_skeleton
 
 __all__ = [
-    "OUTSIDE_WARN_FRACTION", "check_image_bounds", "check_offsets", "cpu_seconds", "frame_axis", "match_cameras", "parse_offsets", "synchronise",
-    "timed", "triangulate_frames", "video_fps",
+    "OUTSIDE_WARN_FRACTION", "check_image_bounds", "check_offsets", "cpu_seconds", "frame_axis", "frame_rate",
+    "h5_contents", "match_cameras", "parse_offsets", "run_job", "synchronise", "timed", "triangulate_frames",
+    "video_fps",
 ]
 
 log = logging.getLogger(__name__)
@@ -216,3 +219,95 @@ def video_fps(videos: str | Path | None, names: Sequence[str]) -> float | None:
             if fps and fps > 0:
                 return float(fps)
     return None
+
+
+# --------------------------------------------------------------------------------------------- after triangulation
+def frame_rate(options: CaptureOptions, fps: float | None) -> float | None:
+    """The frame rate to use: ``options.fps`` over the one read from the videos (``fps``; None: unknown).
+
+    Raises:
+        CaptureError: a low-pass filter (``options.cutoff_hz``) is asked for and no frame rate is known.
+    """
+    fps = options.fps or fps
+    if options.cutoff_hz is not None and fps is None:
+        raise CaptureError("the low-pass filter needs the frame rate: pass fps (--fps), or videos to read it from")
+    return fps
+
+
+# --------------------------------------------------------------------------------------------- outputs
+def h5_contents(result: Any, **attrs: Any) -> tuple[float, dict[str, np.ndarray], dict[str, Any]]:
+    """The TRC frame rate and the arrays and attributes of ``poses3d.h5`` for a single- or several-people result.
+
+    A result without a frame rate gets 30 fps, with an issue. The attributes hold ``joint_set``, ``joints``,
+    ``cameras``, ``units`` (mm), ``fps``, then ``attrs``, then the issues known so far (all but the quality
+    checks, so a wrong unit is flagged in the h5 file too).
+
+    Returns:
+        fps, arrays (``poses3d``, ``points2d``, ``confidence``, ``reprojection_error``, ``used``, ``filled``,
+        ``person``, ``frame_index``), attributes.
+    """
+    cap = result.capture
+    fps = result.fps
+    if fps is None:
+        fps = 30.0
+        cap.issues.add("frame rate unknown (no --fps, no videos): the TRC time column assumes 30 fps", "options")
+    head = {"joint_set": cap.joint_set, "joints": list(get_skeleton(cap.joint_set).joints), "cameras": list(cap.names),
+            "units": "mm", "fps": fps}
+    arrays = {
+        "poses3d": result.points3d, "points2d": result.keypoints[..., :2], "confidence": result.keypoints[..., 2],
+        "reprojection_error": result.reprojection_error, "used": result.used, "filled": result.filled,
+        "person": result.person, "frame_index": cap.frame_index,
+    }
+    return fps, arrays, {**head, **attrs, "issues": {"counts": cap.issues.counts(), "list": cap.issues.as_dicts()}}
+
+
+R = TypeVar("R")
+
+
+def run_job(
+    source: KeypointSource,
+    calibration: str | Path,
+    out_dir: str | Path,
+    options: CaptureOptions,
+    process: Callable[[Capture, float | None], R],
+    write: Callable[[R, str | Path], Any],
+    render: Callable[..., dict[str, Path]] | None = None,
+    *,
+    rig: str | None = None,
+    videos: str | Path | None = None,
+    images: str | Path | None = None,
+    plot_frames: Sequence[int] | None = None,
+    render_every: int = 1,
+) -> R:
+    """One capture job: load from ``source`` (timed as its ``stage``), read the frame rate from ``videos``,
+    ``process`` it, ``write`` the outputs and the source's own files, and render on request.
+
+    Every issue and every warning logged meanwhile go into one :class:`~mvpose.capture.issues.IssueLog`.
+
+    Args:
+        process: (capture, fps from the videos or None) -> a result with ``timings`` and ``paths``.
+        write: (result, out_dir) -> the paths it wrote (also added to ``result.paths``).
+        render: None (no pictures), or the render function of the result (:mod:`mvpose.capture.render`), called as
+            ``render(result, out_dir / "render", videos=, images=, plot_frames=, every=)``.
+
+    Returns:
+        The result, with ``timings`` (``total_s``, the source's stage, the processing steps, ``write_s``,
+        ``render_s``) and ``paths`` filled.
+    """
+    timings: dict[str, float] = {}
+    issues = IssueLog()
+    with timed(timings, "total"), issues.capture_logging():
+        with timed(timings, source.stage):
+            capture = source.load(calibration, options, rig=rig, videos=videos, images=images, timings=timings,
+                                  issues=issues)
+        fps = video_fps(videos, capture.names)
+        result = process(capture, fps)
+        result.timings = {**timings, **result.timings}
+        write(result, out_dir)
+        result.paths.update(source.write(capture, out_dir))
+        if render is not None:
+            with timed(result.timings, "render"):
+                result.paths.update(render(result, Path(out_dir) / "render", videos=videos, images=images,
+                                              plot_frames=plot_frames, every=render_every))
+    result.timings.update(timings)
+    return result

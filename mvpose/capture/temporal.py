@@ -6,11 +6,15 @@ Both work on whole sequences ``(T, ...)`` at once (vectorised over every joint a
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.signal import butter, sosfiltfilt
 
-__all__ = ["fill_gaps", "lowpass"]
+if TYPE_CHECKING:
+    from mvpose.capture.types import CaptureOptions
+
+__all__ = ["fill_gaps", "lowpass", "smooth"]
 
 log = logging.getLogger(__name__)
 
@@ -103,3 +107,20 @@ def lowpass(points: np.ndarray, fps: float, cutoff_hz: float, order: int = 4) ->
     out[:, some] = sosfiltfilt(sos, bridged[:, some], axis=0, padlen=min(padlen, T - 1))
     out[~valid] = np.nan
     return out.reshape(shape)
+
+
+def smooth(raw: np.ndarray, options: "CaptureOptions", fps: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """The temporal step of the capture pipelines: fill gaps of at most ``options.max_gap`` frames,
+    then low-pass at ``options.cutoff_hz`` when that is set.
+
+    Args:
+        raw: (T, ..., J, 3) per-frame points, frames on axis 0, NaN where missing.
+        fps: frame rate (Hz); only used by the low-pass filter (see :func:`mvpose.capture.stages.frame_rate`).
+
+    Returns:
+        points: like ``raw``; filled: (T, ..., J) bool, the joints filled by interpolation.
+    """
+    points, filled = fill_gaps(raw, options.max_gap)
+    if options.cutoff_hz is not None:
+        points = lowpass(points, fps, options.cutoff_hz, options.filter_order)
+    return points, filled

@@ -126,9 +126,11 @@ class CaptureResult:
 
 
 class KeypointSource(Protocol):
-    """Where the 2D keypoints of a capture come from: all :func:`mvpose.capture.pipeline.run_capture` asks of
+    """Where the 2D keypoints of a capture come from: all :func:`mvpose.capture.stages.run_job` (behind
+    :func:`mvpose.capture.pipeline.run_capture` and :func:`mvpose.capture.multi.run_people_capture`) asks of
     them, so the pipeline imports no source. Keypoint files (:class:`mvpose.capture.pipeline.KeypointFiles`)
-    and a model run on the frames (:class:`mvpose.capture.detect.DetectOptions`) are the two there are.
+    and a model run on the frames (:class:`mvpose.capture.detect.DetectOptions`; for several people
+    :func:`mvpose.capture.multi.detect_people` behind one) are the ones there are.
     """
 
     stage: ClassVar[str]  # the timing name of :meth:`load` (``read_s`` / ``detect_s`` in the timings)

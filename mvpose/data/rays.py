@@ -49,20 +49,10 @@ def official_crop_affine(center: np.ndarray, scale: np.ndarray, rotation: np.nda
     Returns:
         (..., 2, 3) float64.
     """
-    center = np.asarray(center, dtype=np.float64)
     scale = np.asarray(scale, dtype=np.float64)
-    theta = np.deg2rad(np.asarray(rotation, dtype=np.float64))
-    lead = np.broadcast_shapes(center.shape[:-1], scale.shape[:-1], theta.shape)
     H, W = (int(v) for v in input_hw)
     s = W / (scale[..., 0] * tf.PIXEL_STD)
-    c, sn = np.cos(theta), np.sin(theta)
-    linear = np.empty(lead + (2, 2))
-    linear[..., 0, 0] = s * c
-    linear[..., 0, 1] = s * sn
-    linear[..., 1, 0] = -s * sn
-    linear[..., 1, 1] = s * c
-    offset = np.array([W / 2.0, H / 2.0]) - np.einsum("...ij,...j->...i", linear, center)
-    return np.concatenate([linear, offset[..., None]], axis=-1)
+    return tf.scaled_rotation_affine(center, rotation, s, s, (W / 2.0, H / 2.0))
 
 
 def official_ray_points(

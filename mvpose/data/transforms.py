@@ -33,6 +33,7 @@ __all__ = [
     "token_centers",
     "box_to_center_scale",
     "crop_affine",
+    "scaled_rotation_affine",
     "hflip_affine",
     "invert_affine",
     "affine_points",
@@ -110,21 +111,39 @@ def crop_affine(
     Returns:
         (..., 2, 3) float64.
     """
-    center = np.asarray(center, dtype=np.float64)
     scale = np.asarray(scale, dtype=np.float64)
-    theta = np.deg2rad(np.asarray(rotation, dtype=np.float64))
-    lead = np.broadcast_shapes(center.shape[:-1], scale.shape[:-1], theta.shape)
     H, W = (int(v) for v in output_hw)
     sx = (W - 1.0) / (scale[..., 0] * PIXEL_STD)
     sy = (H - 1.0) / (scale[..., 1] * PIXEL_STD)
+    return scaled_rotation_affine(center, rotation, sx, sy, ((W - 1.0) / 2.0, (H - 1.0) / 2.0))
+
+
+def scaled_rotation_affine(
+    center: np.ndarray, rotation: np.ndarray | float, sx: np.ndarray | float, sy: np.ndarray | float,
+    crop_center: Sequence[float],
+) -> np.ndarray:
+    """Affine maps ``x_crop = diag(sx, sy) @ Rot(rotation) @ (x - center) + crop_center`` (y pointing down, a
+    positive rotation in degrees turns the content counter-clockwise on screen): the crop maps of
+    :func:`crop_affine` (UDP) and :func:`mvpose.data.rays.official_crop_affine` (HRNet), which differ only in
+    the scales and the crop centre.
+
+    Args:
+        center: (..., 2) box centre, original pixels. rotation: (...,) degrees.
+        sx, sy: (...,) crop pixels per original pixel along x and y. crop_center: ``(x, y)`` crop pixels.
+
+    Returns:
+        (..., 2, 3) float64.
+    """
+    center = np.asarray(center, dtype=np.float64)
+    theta = np.deg2rad(np.asarray(rotation, dtype=np.float64))
+    lead = np.broadcast_shapes(center.shape[:-1], np.shape(sx), np.shape(sy), theta.shape)
     c, s = np.cos(theta), np.sin(theta)
-    # x_crop = diag(sx, sy) @ Rot(theta) @ (x - center) + crop centre, y pointing down.
     linear = np.empty(lead + (2, 2))
     linear[..., 0, 0] = sx * c
     linear[..., 0, 1] = sx * s
     linear[..., 1, 0] = -sy * s
     linear[..., 1, 1] = sy * c
-    offset = np.array([(W - 1.0) / 2.0, (H - 1.0) / 2.0]) - np.einsum("...ij,...j->...i", linear, center)
+    offset = np.array(crop_center, dtype=np.float64) - np.einsum("...ij,...j->...i", linear, center)
     return np.concatenate([linear, offset[..., None]], axis=-1)
 
 

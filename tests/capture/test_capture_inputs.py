@@ -228,15 +228,22 @@ def _coco_results(folder: Path, keypoints: np.ndarray, names) -> None:
         (folder / f"{name}.json").write_text(json.dumps(recs))
 
 
-def test_h36m_order_read_as_coco_is_flagged_with_the_fitting_joint_set(tmp_path, rig):
-    X = synthetic_motion(6, 30.0, "h36m", center=rig_floor_center(rig), seed=0, radius=700.0)
+def _triangulate_motion(tmp_path, rig, joint_set: str):
+    """A motion of ``joint_set`` written as COCO results and triangulated without ``--joints`` into ``o``.
+
+    Returns: the motion (T, J, 3), the CLI arguments naming the inputs, the summary."""
+    X = synthetic_motion(6, 30.0, joint_set, center=rig_floor_center(rig), seed=0, radius=700.0)
     uv, inside = project_keypoints(X, rig)
     kp = np.concatenate([uv, np.where(inside, 0.9, 0.0)[..., None]], axis=-1)
     _coco_results(tmp_path / "kp", kp, rig.names)
     base = ["--calibration", str(RIG), "--keypoints", str(tmp_path / "kp")]
     r = _invoke([*base, "--out", str(tmp_path / "o")])
     assert r.exit_code == 0, r.output
-    s = _summary(tmp_path / "o")
+    return X, base, _summary(tmp_path / "o")
+
+
+def test_h36m_order_read_as_coco_is_flagged_with_the_fitting_joint_set(tmp_path, rig):
+    X, base, s = _triangulate_motion(tmp_path, rig, "h36m")
     sk = s["checks"]["skeleton"]
     assert s["joint_set"] == "coco" and sk["better_joint_set"] == "h36m" and _kinds(s)["skeleton"] == 1
     assert "units" not in _kinds(s)  # the wrong order does not pass for a wrong unit
@@ -251,14 +258,7 @@ def test_h36m_order_read_as_coco_is_flagged_with_the_fitting_joint_set(tmp_path,
 
 def test_body25b_order_read_as_body25_is_flagged_with_body25b(tmp_path, rig):
     # OpenPose BODY_25B (Pose2Sim's demos) has 25 keypoints like BODY_25, in another order.
-    X = synthetic_motion(6, 30.0, "body25b", center=rig_floor_center(rig), seed=0, radius=700.0)
-    uv, inside = project_keypoints(X, rig)
-    kp = np.concatenate([uv, np.where(inside, 0.9, 0.0)[..., None]], axis=-1)
-    _coco_results(tmp_path / "kp", kp, rig.names)
-    base = ["--calibration", str(RIG), "--keypoints", str(tmp_path / "kp")]
-    r = _invoke([*base, "--out", str(tmp_path / "o")])
-    assert r.exit_code == 0, r.output
-    s = _summary(tmp_path / "o")
+    X, base, s = _triangulate_motion(tmp_path, rig, "body25b")
     assert s["joint_set"] == "body25" and s["checks"]["skeleton"]["better_joint_set"] == "body25b"
     assert "rerun with --joints body25b" in (tmp_path / "o" / "report.txt").read_text()
     r = _invoke([*base, "--joints", "body25b", "--out", str(tmp_path / "o2")])

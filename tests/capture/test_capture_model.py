@@ -24,47 +24,30 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from model_inputs import LEVEL0, LEVEL_STEP, heatmap_oracle, quarter_rig, tiny_checkpoint
 from mvpose.capture import detect
 from mvpose.capture.detect import read_box_file
 from mvpose.capture.io import read_trc
 from mvpose.capture.render import draw_overlay
 from mvpose.capture.synthetic import project_keypoints, rig_floor_center, synthetic_motion
 from mvpose.cli import main
-from mvpose.data.transforms import IMAGENET_MEAN, IMAGENET_STD, affine_points, box_to_center_scale, token_centers
-from mvpose.engine.checkpoint import atomic_save
-from mvpose.engine.config import load_pipeline
-from mvpose.engine.train import build_model_from_config
-from mvpose.geometry.calibration import load_calibration, params_from_cameras, write_mvpose_calibration
+from mvpose.data.transforms import box_to_center_scale, token_centers
 from mvpose.metrics import mpjpe
 from mvpose.skeletons import get_skeleton
 
 REPO = Path(__file__).resolve().parents[2]
-RIG = REPO / "mvpose" / "calibration" / "examples" / "rig4.json"
 FPS = 30.0
-LEVEL0, LEVEL_STEP = 20, 14  # background grey of camera frame f: LEVEL0 + LEVEL_STEP * f (mp4 keeps +-5)
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """Quarter-size rig, the motion, and randomly initialised tiny single- and multi-view checkpoints."""
     tmp = tmp_path_factory.mktemp("capture_model")
-    params = params_from_cameras(load_calibration(RIG))
-    for p in params:
-        p["K"] = np.diag([0.25, 0.25, 1.0]) @ p["K"]
-        p["size"] = p["size"] / 4
-    calib = tmp / "rig.json"
-    write_mvpose_calibration(calib, params)
-    cams = load_calibration(calib)
+    calib, cams = quarter_rig(tmp)
     X = synthetic_motion(12, FPS, "h36m", center=rig_floor_center(cams), radius=700.0, seed=3)
     uv, inside = project_keypoints(X, cams)
     assert inside.all()
-    ckpts = {}
-    for pipeline in ("demo_sv_ppt", "demo_mv_ppt"):
-        cfg = load_pipeline(pipeline)
-        torch.manual_seed(0)
-        model = build_model_from_config(cfg, load_pretrained=False)
-        ckpts[pipeline] = tmp / f"{pipeline}.pt"
-        atomic_save({"model": model.state_dict(), "config": cfg}, ckpts[pipeline])
+    ckpts = {p: tiny_checkpoint(p, tmp / f"{p}.pt") for p in ("demo_sv_ppt", "demo_mv_ppt")}
     return {"calib": calib, "cams": cams, "X": X, "uv": uv, "ckpt": ckpts}
 
 
@@ -106,33 +89,12 @@ def _oracle(setup, lead: dict | None = None, names: list[str] | None = None, cal
     index = [list(cams.names).index(n) for n in names]
     uv = setup["uv"][:, index]  # (T, V, J, 2) of the cameras used
     shift = np.array([(lead or {}).get(n, 0) for n in names])
-    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    h, w = 32, 32
 
-    def forward(model, batch, device):
-        if calls is not None:
-            calls.append(batch)
-        images = batch["image"]
-        N, V, _, H, W = images.shape
-        pixels = ((images * std + mean) * 255).mean(dim=2)  # (N, V, H, W) grey level
-        heatmaps = np.zeros((N, V, 17, h, w), np.float32)
-        ys, xs = np.mgrid[0:h, 0:w]
-        for n in range(N):
-            for v in range(V):
-                lit = pixels[n, v][pixels[n, v] > LEVEL0 / 2]  # the crop's black border is no frame content
-                if not batch["view_mask"][n, v] or lit.numel() == 0:
-                    continue
-                t = int(round((float(lit.median()) - LEVEL0) / LEVEL_STEP)) - shift[v]
-                if not 0 <= t < len(uv):
-                    continue
-                crop = affine_points(uv[t, v], batch["affine"][n, v].numpy())  # (J, 2) crop pixels
-                inside = (crop >= 0).all(-1) & (crop[:, 0] <= W - 1) & (crop[:, 1] <= H - 1)
-                hm = crop * [(w - 1) / (W - 1), (h - 1) / (H - 1)]
-                g = np.exp(-((xs - hm[:, :1, None]) ** 2 + (ys - hm[:, 1:, None]) ** 2) / (2 * 2.0 ** 2))
-                heatmaps[n, v] = g * inside[:, None, None]
-        return {"heatmaps": torch.from_numpy(heatmaps)}
+    def joints_at(t, v, affine, W, H):
+        t = t - shift[v]
+        return uv[t, v] if 0 <= t < len(uv) else None
 
-    return forward
+    return heatmap_oracle(joints_at, calls)
 
 
 def _run(args: list[str]) -> str:

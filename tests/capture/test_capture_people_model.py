@@ -1,6 +1,6 @@
 """`mvpose triangulate --checkpoint --people`: two people followed by a model from box files with a person id.
 
-As in tests/test_capture_model.py, each camera frame is a grey image whose level encodes the frame number, and
+As in tests/capture/test_capture_model.py, each camera frame is a grey image whose level encodes the frame number, and
 a stand-in forward answers with exact Gaussian heatmaps; here it answers for the person whose true 2D centre is
 nearest to the crop's centre, so a crop around the wrong person gives that person's joints.
 """
@@ -8,43 +8,28 @@ nearest to the crop's centre, so a crop around the wrong person gives that perso
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import cv2
 import h5py
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
+from model_inputs import LEVEL0, LEVEL_STEP, heatmap_oracle, quarter_rig, tiny_checkpoint
 from mvpose.capture import detect
 from mvpose.capture.detect import box_file_people, read_box_file
 from mvpose.capture.pipeline import CaptureError
 from mvpose.capture.synthetic import project_keypoints, rig_floor_center, synthetic_motion
 from mvpose.cli import main
-from mvpose.data.transforms import IMAGENET_MEAN, IMAGENET_STD, affine_points
-from mvpose.engine.checkpoint import atomic_save
-from mvpose.engine.config import load_pipeline
-from mvpose.engine.train import build_model_from_config
-from mvpose.geometry.calibration import load_calibration, params_from_cameras, write_mvpose_calibration
 from mvpose.metrics import mpjpe
 
-REPO = Path(__file__).resolve().parents[2]
-RIG = REPO / "mvpose" / "calibration" / "examples" / "rig4.json"
 T = 10
-LEVEL0, LEVEL_STEP = 20, 14
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("people_model")
-    params = params_from_cameras(load_calibration(RIG))
-    for p in params:
-        p["K"] = np.diag([0.25, 0.25, 1.0]) @ p["K"]
-        p["size"] = p["size"] / 4
-    calib = tmp / "rig.json"
-    write_mvpose_calibration(calib, params)
-    cams = load_calibration(calib)
+    calib, cams = quarter_rig(tmp)
     c = rig_floor_center(cams)
     X = np.stack([synthetic_motion(T, 30.0, "h36m", center=c + [-600.0, 0, 0], radius=300.0, seed=3),
                   synthetic_motion(T, 30.0, "h36m", center=c + [600.0, 0, 0], radius=300.0, seed=4)], axis=1)
@@ -57,41 +42,19 @@ def setup(tmp_path_factory):
         (images / name).mkdir(parents=True)
         for f in range(T):
             cv2.imwrite(str(images / name / f"{f:06d}.png"), np.full((H, W, 3), LEVEL0 + LEVEL_STEP * f, np.uint8))
-    cfg = load_pipeline("demo_sv_ppt")
-    torch.manual_seed(0)
-    ckpt = tmp / "sv.pt"
-    atomic_save({"model": build_model_from_config(cfg, load_pretrained=False).state_dict(), "config": cfg}, ckpt)
-    return {"calib": calib, "cams": cams, "X": X, "uv": uv, "images": images, "ckpt": ckpt}
+    return {"calib": calib, "cams": cams, "X": X, "uv": uv, "images": images, "ckpt": tiny_checkpoint("demo_sv_ppt", tmp / "sv.pt")}
 
 
 def _oracle(uv: np.ndarray):
-    mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    h, w = 32, 32
+    """Heatmaps of the person whose true 2D centre is nearest to the crop's centre."""
     centres = (uv.min(3) + uv.max(3)) / 2  # (T, V, person, 2)
 
-    def forward(model, batch, device):
-        images = batch["image"]
-        N, V, _, H, W = images.shape
-        pixels = ((images * std + mean) * 255).mean(dim=2)
-        heatmaps = np.zeros((N, V, 17, h, w), np.float32)
-        ys, xs = np.mgrid[0:h, 0:w]
-        for n in range(N):
-            for v in range(V):
-                lit = pixels[n, v][pixels[n, v] > LEVEL0 / 2]
-                if not batch["view_mask"][n, v] or lit.numel() == 0:
-                    continue
-                t = int(round((float(lit.median()) - LEVEL0) / LEVEL_STEP))
-                A = batch["affine"][n, v].numpy()
-                middle = np.linalg.solve(A[:, :2], np.array([(W - 1) / 2, (H - 1) / 2]) - A[:, 2])  # original px
-                who = int(np.linalg.norm(centres[t, v] - middle, axis=-1).argmin())
-                crop = affine_points(uv[t, v, who], A)
-                inside = (crop >= 0).all(-1) & (crop[:, 0] <= W - 1) & (crop[:, 1] <= H - 1)
-                hm = crop * [(w - 1) / (W - 1), (h - 1) / (H - 1)]
-                g = np.exp(-((xs - hm[:, :1, None]) ** 2 + (ys - hm[:, 1:, None]) ** 2) / (2 * 2.0 ** 2))
-                heatmaps[n, v] = g * inside[:, None, None]
-        return {"heatmaps": torch.from_numpy(heatmaps)}
+    def joints_at(t, v, A, W, H):
+        middle = np.linalg.solve(A[:, :2], np.array([(W - 1) / 2, (H - 1) / 2]) - A[:, 2])  # original px
+        who = int(np.linalg.norm(centres[t, v] - middle, axis=-1).argmin())
+        return uv[t, v, who]
 
-    return forward
+    return heatmap_oracle(joints_at)
 
 
 def test_two_people_from_box_files_with_person_ids_then_tracked(tmp_path, setup, monkeypatch):
