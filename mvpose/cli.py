@@ -92,7 +92,7 @@ def train(dataset, views, data_root, pipeline, model_name, overrides, out, resum
       mvpose train --pipeline demo_mv_ppt --set train.epochs=2 --out runs/try
       torchrun --nproc_per_node 2 -m mvpose train --pipeline demo_mv_ppt --device cpu
     """
-    from mvpose.engine.config import ConfigError, apply_overrides, load_pipeline
+    from mvpose.engine.config import ConfigError, apply_overrides, check_model_keys, load_pipeline
     from mvpose.engine.train import train as run_train
 
     try:
@@ -106,6 +106,7 @@ def train(dataset, views, data_root, pipeline, model_name, overrides, out, resum
         if model_name is not None:
             cfg["model"] = {"name": model_name}
         cfg = apply_overrides(cfg, overrides)
+        check_model_keys(cfg)
     except ConfigError as err:
         _fail(err)
     from mvpose.data.dataset import DatasetError

@@ -7,6 +7,8 @@ every checkpoint, so a run can be rebuilt from its checkpoint alone.
 from __future__ import annotations
 
 import copy
+import difflib
+import inspect
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -107,19 +109,96 @@ def load_pipeline(path: str | Path) -> dict[str, Any]:
     return deep_update(DEFAULTS, doc)
 
 
+# Sections whose keys are not fixed by DEFAULTS: ``model`` (the model's constructor arguments, checked
+# by :func:`check_model_keys`) and ``dataset.augment_config`` (AugmentConfig fields).
+OPEN_SECTIONS = ("model", "dataset.augment_config")
+# Keys that may be null although their default is not.
+NULLABLE = ("train.grad_clip", "train.threads", "train.max_steps_per_epoch", "dataset.root")
+# Lower bounds of counts: a value below gives an empty run or a crash deep in the loop.
+MINIMUM = {"train.epochs": 1, "train.batch_size": 1, "eval.batch_size": 1, "dataset.views": 1, "train.workers": 0,
+           "dataset.train_every": 1, "dataset.eval_every": 1, "train.val_every_epochs": 1}
+CHOICES = {"dataset.rays": ("exact", "official"), "eval.decode": ("udp", "argmax", "soft")}
+
+
+def _known_keys(section: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for k, v in section.items():
+        out.append(prefix + k)
+        if isinstance(v, dict) and prefix + k not in OPEN_SECTIONS:
+            out += _known_keys(v, prefix + k + ".")
+    return out
+
+
+def _suggest(key: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def check_value(key: str, value: Any) -> None:
+    """Check one ``key`` (dotted) against the type of its default in :data:`DEFAULTS` and the bounds
+    of :data:`MINIMUM` / :data:`CHOICES`.
+
+    Raises:
+        ConfigError: ``--set KEY: expected <type>, found <value>``.
+    """
+    node: Any = DEFAULTS
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return  # inside an open section
+        node = node[part]
+    default = node
+    if value is None:
+        if default is None or key in NULLABLE:
+            return
+        raise ConfigError(f"--set {key}: expected {_type_name(default)}, found null")
+    if default is None or isinstance(default, dict) and key in OPEN_SECTIONS and isinstance(value, dict):
+        pass
+    elif isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"--set {key}: expected true or false, found {value!r}")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"--set {key}: expected an integer, found {value!r}")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"--set {key}: expected a number, found {value!r}")
+    elif not isinstance(value, type(default)):
+        raise ConfigError(f"--set {key}: expected {_type_name(default)}, found {value!r}")
+    if key in MINIMUM and isinstance(value, (int, float)) and value < MINIMUM[key]:
+        raise ConfigError(f"--set {key}: expected at least {MINIMUM[key]}, found {value!r}")
+    if key in CHOICES and value not in CHOICES[key]:
+        raise ConfigError(f"--set {key}: expected one of {', '.join(CHOICES[key])}, found {value!r}")
+
+
 def apply_overrides(cfg: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Apply ``key.sub=value`` strings; values are parsed as YAML (numbers, lists, null, booleans)."""
+    """Apply ``key.sub=value`` strings; values are parsed as YAML (numbers, lists, null, booleans).
+
+    Keys must be those of :data:`DEFAULTS` (or lie in an open section, :data:`OPEN_SECTIONS`) and
+    values of their default's type (:func:`check_value`).
+
+    Raises:
+        ConfigError: malformed item, unknown key (with the closest known key), value of the wrong type.
+    """
     cfg = copy.deepcopy(cfg)
+    known = _known_keys(DEFAULTS)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.epochs=2")
         key, raw = item.split("=", 1)
+        key = key.strip()
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as err:
             raise ConfigError(f"--set {item!r}: value is not valid YAML: {err}") from err
+        parts = key.split(".")
+        if not any(key == k or key.startswith(k + ".") for k in OPEN_SECTIONS) and key not in known:
+            raise ConfigError(f"--set {key}: unknown key{_suggest(key, known)}")
+        check_value(key, value)
         node = cfg
-        parts = key.strip().split(".")
         for part in parts[:-1]:
             if not isinstance(node.get(part), dict):
                 if part in node:
@@ -128,3 +207,78 @@ def apply_overrides(cfg: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
             node = node[part]
         node[parts[-1]] = value
     return cfg
+
+
+def model_parameters(name: str, own_only: bool = False) -> list[str] | None:
+    """The keyword arguments the registered model ``name`` accepts, or None when it takes any
+    (``**kwargs``; ``own_only``: the named ones all the same). Read with :func:`inspect.signature` from the class of a
+    :func:`mvpose.models.register_config` entry, else from the factory itself.
+
+    Raises:
+        ConfigError: no model is registered under ``name``.
+    """
+    import mvpose.models  # noqa: F401 - importing it registers every model
+    from mvpose.models import registry
+
+    try:
+        factory = registry.model_factory(name)
+    except ValueError as err:
+        raise ConfigError(f"model.name: {err}") from err
+    target = factory
+    for cell in factory.__closure__ or ():
+        if inspect.isclass(cell.cell_contents):
+            target = cell.cell_contents
+    params = inspect.signature(target).parameters.values()
+    if not own_only and any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+
+
+def _all_model_parameters() -> list[str]:
+    """Every constructor argument of the registered models' classes (the candidates of a suggestion)."""
+    from mvpose.models import list_models
+
+    names: set[str] = set()
+    for model in list_models():
+        names.update(model_parameters(model, own_only=True) or ())
+    return sorted(names)
+
+
+def check_model_keys(cfg: dict[str, Any]) -> None:
+    """Check that every ``model.*`` key (besides ``name`` and ``pretrained``) is an argument of the model.
+
+    A model whose constructor passes ``**kwargs`` on (the multi-view PPT to its per-view PPT) is built
+    on the ``meta`` device (no memory, no weights) to let it reject an unknown argument itself.
+
+    Raises:
+        ConfigError: ``--set model.KEY: unknown key for model NAME; did you mean ...?``.
+    """
+    import re
+
+    m = {k: v for k, v in (cfg.get("model") or {}).items() if k != "pretrained"}
+    name = m.pop("name", None)
+    if not isinstance(name, str):
+        raise ConfigError(f"model.name: expected a registered model name, found {name!r}")
+    accepted = model_parameters(name)
+    if accepted is not None:
+        for key in m:
+            if key not in accepted:
+                raise ConfigError(f"--set model.{key}: unknown key for model {name!r}{_suggest(key, accepted)} "
+                                  f"(accepted: {', '.join(sorted(accepted))})")
+        return
+    import torch
+
+    from mvpose.models import build_model
+
+    try:
+        with torch.device("meta"):
+            build_model(name, **m)
+    except TypeError as err:
+        found = re.search(r"unexpected keyword argument '(\w+)'", str(err))
+        if found is None:
+            raise ConfigError(f"model {name!r}: {err}") from err
+        key = found.group(1)
+        raise ConfigError(f"--set model.{key}: unknown key for model {name!r}"
+                          f"{_suggest(key, _all_model_parameters())}") from err
+    except Exception:  # noqa: BLE001 - anything else is for the real build to report
+        return
