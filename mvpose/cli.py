@@ -81,9 +81,11 @@ def _trust_option(fn):
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value, e.g. train.epochs=2.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run folder (default runs/<pipeline name>).")
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.pt exactly where it stopped.")
-@click.option("--device", default=None, help="cpu or cuda (default: cuda when available).")
+@click.option("--overwrite", is_flag=True, help="Start afresh in an OUT that holds a previous run (removes its "
+              "checkpoints and log.csv). Without it or --resume, such an OUT is refused.")
+@click.option("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda when available).")
 @_trust_option
-def train(dataset, views, data_root, pipeline, model_name, overrides, out, resume, device) -> None:
+def train(dataset, views, data_root, pipeline, model_name, overrides, out, resume, overwrite, device) -> None:
     """Train a model (multi-view PPT by default) with checkpoints, CSV log and validation.
 
     \b
@@ -116,8 +118,8 @@ def train(dataset, views, data_root, pipeline, model_name, overrides, out, resum
     out = out or f"runs/{cfg['name']}"
     click.echo(_train_plan(cfg, paper_default=pipeline is None), err=True)
     try:
-        summary = run_train(cfg, out, resume=resume, device=device)
-    except (DatasetError, CalibrationError, ConfigError, FileNotFoundError, UntrustedFileError) as err:
+        summary = run_train(cfg, out, resume=resume, device=device, overwrite=overwrite)
+    except (DatasetError, CalibrationError, ConfigError, FileNotFoundError, FileExistsError, UntrustedFileError) as err:
         _fail(err)
     click.echo(f"best JDR {summary['best_jdr']:.4f}; checkpoints and log.csv in {summary['out_dir']}")
 

@@ -93,7 +93,7 @@ def run_one(label: str, name: str, overrides: dict, args, guide_ckpt: Path | Non
             cfg["train"]["epochs"] = args.epochs
         if args.max_steps:
             cfg["train"]["max_steps_per_epoch"] = args.max_steps
-        train(cfg, out, progress=not args.quiet)
+        train(cfg, out, resume=(out / "last.pt").is_file(), progress=not args.quiet)
         evaluate_checkpoint(out / "last.pt", every=args.every, out_dir=out)  # the end of the budget: no selection on val
     report = json.loads(report_path.read_text())
     return {"label": label, "model": name, "overrides": overrides, "run": str(out),

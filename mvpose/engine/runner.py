@@ -144,7 +144,7 @@ def run_demo(out: str | Path, epochs: int | None = None, device: str | None = No
         if epochs is not None:
             cfg["train"]["epochs"] = epochs
         run_dir = out / pipeline
-        summary = train(cfg, run_dir, device=device)
+        summary = train(cfg, run_dir, device=device, overwrite=True)  # a demo run again starts afresh
         report, (jpath, _) = evaluate_checkpoint(summary["checkpoint"], out_dir=run_dir, device=device)
         report["label"] = label
         reports.append(report)

@@ -204,19 +204,59 @@ def _announce_duration(seconds_per_step: float, steps: int, cfg: dict[str, Any])
         log.info(text)
 
 
-def train(cfg: dict[str, Any], out_dir: str | Path, resume: bool = False, device: str | None = None, progress: bool = True) -> dict[str, Any]:
+# What a training run writes into its folder (besides config.yaml): a fresh run refuses a folder holding any.
+RUN_OUTPUTS = ("last.pt", "best.pt", "log.csv", "tb", "ddp_replicas.json")
+
+
+def check_run_folder(out_dir: str | Path, resume: bool = False, overwrite: bool = False) -> None:
+    """Refuse to start a fresh run in a folder that holds another run's outputs (:data:`RUN_OUTPUTS`);
+    with ``overwrite``, remove them (the main process only: the caller's job under torchrun).
+
+    Raises:
+        FileExistsError: ``out_dir`` holds a previous run and neither ``resume`` nor ``overwrite`` is set;
+            the message names the folder and both options.
+    """
+    import shutil
+
+    out_dir = Path(out_dir)
+    if resume:
+        return
+    found = [name for name in RUN_OUTPUTS if (out_dir / name).exists()]
+    if not found:
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f"{out_dir} already holds a training run ({', '.join(found)}): continue it with --resume, start it "
+            f"again with --overwrite (removes {', '.join(found)}), or give another --out")
+    for name in found:
+        path = out_dir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    log.warning("--overwrite: removed %s from %s", ", ".join(found), out_dir)
+
+
+def train(cfg: dict[str, Any], out_dir: str | Path, resume: bool = False, device: str | None = None, progress: bool = True,
+          overwrite: bool = False) -> dict[str, Any]:
     """Train the configured model; returns a summary dict (best JDR, paths).
 
     Args:
         cfg: merged configuration (see :mod:`mvpose.engine.config`).
         out_dir: run folder: ``last.pt``, ``best.pt``, ``log.csv``, ``config.yaml``, ``report.json``.
         resume: continue from ``out_dir/last.pt``.
-        device: ``"cpu"``, ``"cuda"`` or None (CUDA when available).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or None (CUDA when available).
+        overwrite: start afresh in a folder that holds a previous run, removing its outputs.
+
+    Raises:
+        FileExistsError: ``out_dir`` holds a previous run, without ``resume`` or ``overwrite``
+            (:func:`check_run_folder`).
     """
     import yaml
 
-    dinfo: DistInfo = init_distributed(device)
     out_dir = Path(out_dir)
+    if not overwrite:  # every process, before anything is written
+        check_run_folder(out_dir, resume=resume)
+    dinfo: DistInfo = init_distributed(device)
+    if overwrite and dinfo.is_main:
+        check_run_folder(out_dir, resume=resume, overwrite=True)
     threads = torch.get_num_threads()
     try:
         if dinfo.device.type == "cpu":
