@@ -11,7 +11,21 @@ import logging
 import click
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Group(click.Group):
+    """The top-level group: bad input that a command did not turn into a click error itself (a
+    ``ValueError`` -- ConfigError, DatasetError, CalibrationError, UntrustedFileError are ones -- or an
+    ``OSError`` such as FileNotFoundError / FileExistsError) ends as one line ``Error: MESSAGE``, exit
+    status 1, instead of a traceback; ``-vv`` logs the traceback as well."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (ValueError, OSError) as err:
+            logging.getLogger("mvpose.cli").debug("traceback of the error below", exc_info=True)
+            raise click.ClickException(str(err) or type(err).__name__) from err
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 @click.version_option(package_name="mvpose")
 def main(verbose: int) -> None:
@@ -219,7 +233,10 @@ def plot_mpjpe(reports, out, labels, title) -> None:
     if labels and len(labels) != len(reps):
         raise click.UsageError(f"{len(labels)} --label for {len(reps)} reports")
     labels = labels or [r.get("label") or r.get("model", f"report{i}") for i, r in enumerate(reps)]
-    path = plot_mpjpe_per_action(reps, labels, out, title)
+    try:
+        path = plot_mpjpe_per_action(reps, labels, out, title)
+    except ValueError as err:
+        _fail(err)
     click.echo(f"wrote {path}")
 
 

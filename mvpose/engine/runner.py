@@ -63,7 +63,9 @@ def evaluate_checkpoint(
     from mvpose.data import collate
     from mvpose.engine.train import build_datasets
 
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    from mvpose.engine.distributed import check_device
+
+    dev = check_device(device)
     model, cfg = load_model(checkpoint, dev, trust=trust)
     cfg = copy.deepcopy(cfg)
     if model_name and cfg["model"]["name"] != model_name:

@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from mvpose.engine.checkpoint import atomic_write_text, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from mvpose.engine.checkpoint import REQUIRED_FIELDS, atomic_write_text, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from mvpose.engine.distributed import DistInfo, all_reduce_mean, cleanup_distributed, init_distributed, unwrap
 from mvpose.engine.evaluate import breakdown_of, build_report, forward_views, joint_names_for, predict
 from mvpose.engine.runtime import keep_freed_memory
@@ -215,11 +215,14 @@ def check_run_folder(out_dir: str | Path, resume: bool = False, overwrite: bool 
     Raises:
         FileExistsError: ``out_dir`` holds a previous run and neither ``resume`` nor ``overwrite`` is set;
             the message names the folder and both options.
+        FileNotFoundError: ``resume`` and there is no ``out_dir/last.pt``.
     """
     import shutil
 
     out_dir = Path(out_dir)
     if resume:
+        if not (out_dir / "last.pt").is_file():
+            raise FileNotFoundError(f"--resume: {out_dir / 'last.pt'} does not exist (nothing to resume)")
         return
     found = [name for name in RUN_OUTPUTS if (out_dir / name).exists()]
     if not found:
@@ -252,7 +255,7 @@ def train(cfg: dict[str, Any], out_dir: str | Path, resume: bool = False, device
     import yaml
 
     out_dir = Path(out_dir)
-    if not overwrite:  # every process, before anything is written
+    if resume or not overwrite:  # every process, before anything is written
         check_run_folder(out_dir, resume=resume)
     dinfo: DistInfo = init_distributed(device)
     if overwrite and dinfo.is_main:
@@ -358,11 +361,9 @@ def _setup(cfg: dict[str, Any], out_dir: Path, dinfo: DistInfo, yaml) -> _Run:
     return _Run(cfg, out_dir, dinfo, model, model, datasets, sampler, loader, val_loader, optimizer, scheduler, scaler, use_amp)
 
 
-def _resume(run: _Run) -> None:
-    """Continue from ``last.pt``: weights, optimiser, scheduler, scaler, counters and RNG states."""
-    if not run.last_path.exists():
-        raise FileNotFoundError(f"--resume: {run.last_path} does not exist (nothing to resume)")
-    ckpt = load_checkpoint(run.last_path, map_location=run.dinfo.device)
+def _resume(run: _Run, ckpt: dict[str, Any]) -> None:
+    """Continue from ``last.pt`` (read by :func:`_train` before the set-up): weights, optimiser,
+    scheduler, scaler, counters and RNG states."""
     run.core.load_state_dict(ckpt["model"])
     run.optimizer.load_state_dict(ckpt["optimizer"])
     run.scheduler.load_state_dict(ckpt["scheduler"])
@@ -470,9 +471,13 @@ def _end_epoch(run: _Run, epoch: int, row: dict[str, Any], is_val_epoch: bool, s
 
 
 def _train(cfg, out_dir: Path, resume: bool, dinfo: DistInfo, progress: bool, yaml) -> dict[str, Any]:
+    ckpt = None
+    if resume:  # read first: an unreadable last.pt stops the run before anything is built or written
+        ckpt = load_checkpoint(out_dir / "last.pt", map_location=dinfo.device,
+                               required=REQUIRED_FIELDS + ("optimizer", "scheduler", "epoch", "rng"))
     run = _setup(cfg, out_dir, dinfo, yaml)
-    if resume:
-        _resume(run)
+    if ckpt is not None:
+        _resume(run, ckpt)
     if dinfo.enabled:
         run.model = torch.nn.parallel.DistributedDataParallel(run.core, device_ids=[dinfo.local_rank] if dinfo.device.type == "cuda" else None)
     _open_logs(run)

@@ -24,7 +24,11 @@ def test_fresh_run_refuses_a_previous_run(tmp_path):
                                               r"with --resume, start it again with --overwrite"):
         train(load_pipeline("demo_mv_ppt"), run, progress=False)
     assert (run / "best.pt").read_bytes() == b"old best" and (run / "log.csv").read_text() == "epoch\n1\n2\n"
-    check_run_folder(run, resume=True)  # resuming is allowed
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):  # resuming needs a last.pt
+        check_run_folder(run, resume=True)
+    (run / "last.pt").write_bytes(b"x")
+    check_run_folder(run, resume=True)
+    (run / "last.pt").unlink()
     check_run_folder(tmp_path / "new")  # so is a new or empty folder
     check_run_folder(run, overwrite=True)
     assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]  # only the run's own outputs are removed

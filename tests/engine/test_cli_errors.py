@@ -1,0 +1,66 @@
+"""Bad input to the CLI ends in one line `Error: ...` (exit status 1), never a traceback."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from mvpose.cli import main
+from mvpose.engine.distributed import check_device
+
+
+def _run(*args):
+    res = CliRunner().invoke(main, list(args))
+    assert res.exit_code == 1, res.output
+    assert isinstance(res.exception, SystemExit)  # click's error exit, not an escaped exception
+    assert "Traceback" not in res.output
+    return res.output.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("item, message", [
+    ("train.epochs=abc", "Error: --set train.epochs: expected an integer, found 'abc'"),
+    ("train.lr=abc", "Error: --set train.lr: expected a number, found 'abc'"),
+    ("train.batch_size=0", "Error: --set train.batch_size: expected at least 1, found 0"),
+    ("dataset.rays=bogus", "Error: --set dataset.rays: expected one of exact, official, found 'bogus'"),
+])
+def test_bad_values_are_one_line(tmp_path, item, message):
+    assert _run("train", "--pipeline", "demo_mv_ppt", "--out", str(tmp_path / "r"), "--set", item) == message
+    assert not (tmp_path / "r").exists()
+
+
+def test_devices(tmp_path):
+    assert check_device("cpu").type == "cpu" and check_device(None).type in ("cpu", "cuda")
+    for bad in ("tpu", "cpu:3", "cuda:x"):
+        with pytest.raises(ValueError, match=f"--device {bad}: unknown device; expected cpu, cuda, cuda:N or mps"):
+            check_device(bad)
+    line = _run("train", "--pipeline", "demo_mv_ppt", "--out", str(tmp_path / "r"), "--device", "tpu")
+    assert line == "Error: --device tpu: unknown device; expected cpu, cuda, cuda:N or mps"
+    import torch
+
+    if not torch.cuda.is_available():
+        line = _run("train", "--pipeline", "demo_mv_ppt", "--out", str(tmp_path / "r"), "--device", "cuda")
+        assert line.startswith("Error: --device cuda: CUDA is not available")
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            check_device("cuda:1")
+
+
+def test_resume_from_a_truncated_checkpoint(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "last.pt").write_bytes(b"PK\x03\x04 truncated")
+    line = _run("train", "--pipeline", "demo_mv_ppt", "--out", str(run), "--resume")
+    assert line.startswith(f"Error: {run / 'last.pt'}: not a readable checkpoint")
+    assert sorted(p.name for p in run.iterdir()) == ["last.pt"]  # nothing built or written
+    line = _run("train", "--pipeline", "demo_mv_ppt", "--out", str(tmp_path / "none"), "--resume")
+    assert line == f"Error: --resume: {tmp_path / 'none' / 'last.pt'} does not exist (nothing to resume)"
+
+
+def test_plot_refuses_mixed_breakdowns(tmp_path):
+    h36m = {"model": "m", "mpjpe_mm": {"overall": 50.0, "per_action": {"Walking": 50.0}}}
+    ski = {"model": "m", "mpjpe_mm": {"overall": 60.0, "per_sequence": {"seq1": 60.0}}}
+    paths = []
+    for name, rep in (("a", h36m), ("b", ski)):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(rep))
+    line = _run("plot", "mpjpe", *map(str, paths), "-o", str(tmp_path / "p.png"))
+    assert line.startswith("Error: reports mix MPJPE breakdowns ['per_action', 'per_sequence']")
