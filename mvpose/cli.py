@@ -191,6 +191,8 @@ def evaluate(checkpoint, model_name, dataset, views, data_root, split, every, ou
     except (ValueError, FileNotFoundError, KeyError) as err:
         _fail(err)
     click.echo(f"{report['model']} on {report['dataset']} ({report['views']} views, {report['samples']} samples)")
+    if report.get("keep_ratio") is not None:
+        click.echo(f"  keep ratio {report['keep_ratio']:g}")
     click.echo(f"  JDR        {100 * report['jdr']['overall']:.2f} %  (threshold {report['jdr']['threshold_px']:.1f} px)")
     if report["mpjpe_mm"] is not None:
         click.echo(f"  MPJPE      {report['mpjpe_mm']['overall']:.1f} mm")

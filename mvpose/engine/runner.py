@@ -92,7 +92,7 @@ def evaluate_checkpoint(
     report = build_report(pred, names, cfg["eval"]["jdr_head_size"], cfg["eval"]["jdr_factor"], breakdown=breakdown_of(ds))
     report.update(model=cfg["model"]["name"], label=cfg.get("name", cfg["model"]["name"]), dataset=cfg["dataset"]["name"],
                   checkpoint=str(checkpoint), split=split, flip_test=bool(flip_test),
-                  rays=cfg["dataset"].get("rays", "exact"))
+                  rays=cfg["dataset"].get("rays", "exact"), keep_ratio=getattr(model, "scheduled_keep_ratio", None))
     out_dir = Path(out_dir or Path(checkpoint).parent)
     coco_gt = ds.coco
     if coco_gt is not None:

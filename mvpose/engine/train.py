@@ -176,15 +176,24 @@ def loader_workers(requested: int, processes: int = 1, cpus: int | None = None) 
     return max(0, min(int(requested), cpus // max(1, processes) - 1))
 
 
-LOG_FIELDS = ["epoch", "lr", "keep_ratio", "train_loss", "samples_per_s", "val_jdr", "val_mpjpe_mm", "seconds"]
+# keep_ratio: the PPT keep ratio of the epoch's last training step (the schedule's); val_keep_ratio: the one
+# validation ran at, the model's target ratio, as `mvpose evaluate` uses (empty for models that do not prune).
+LOG_FIELDS = ["epoch", "lr", "keep_ratio", "train_loss", "samples_per_s", "val_jdr", "val_mpjpe_mm", "seconds",
+              "val_keep_ratio"]
 
 
 class CSVLog:
-    """One row per epoch, appended and flushed so an interrupted run keeps its history."""
+    """One row per epoch, appended and flushed so an interrupted run keeps its history. A log that
+    exists already (``--resume``) keeps its own header's columns."""
 
     def __init__(self, path: Path, fields: list[str]):
         self.path, self.fields = path, fields
-        if not path.exists():
+        if path.exists():
+            with open(path, newline="") as fh:
+                header = next(csv.reader(fh), None)
+            if header:
+                self.fields = header
+        else:
             with open(path, "w", newline="") as fh:
                 csv.writer(fh).writerow(fields)
 
@@ -434,12 +443,20 @@ def _train_one_epoch(run: _Run, epoch: int, steps_per_epoch: int, progress: bool
 
 
 def _validate(run: _Run, epoch: int, row: dict[str, Any], t0: float, progress: bool) -> None:
-    """Evaluate on the validation split (main process): ``val_jdr`` and ``val_mpjpe_mm`` into ``row``.
+    """Evaluate on the validation split (main process): ``val_jdr``, ``val_mpjpe_mm`` and
+    ``val_keep_ratio`` into ``row``.
 
+    A token-pruning model is validated at its target keep ratio (``model.keep_ratio``), whatever
+    the schedule reached: the ratio its checkpoint is rebuilt with, so `mvpose evaluate` on
+    ``best.pt`` reproduces the logged figures and ``best.pt`` is selected at the ratio it is used at.
     A failing validation writes the row it has and re-raises; the trained epoch is already saved.
     """
     cfg = run.cfg
     joint_names = joint_names_for(cfg["dataset"]["name"], int(cfg["model"].get("num_joints", 17)))
+    target_r = run.core.scheduled_keep_ratio
+    if target_r is not None:  # the next training step sets the scheduled ratio again
+        run.core.set_keep_ratio(target_r)
+        row["val_keep_ratio"] = target_r
     try:
         pred = predict(run.core, run.val_loader, run.dinfo.device, decode=cfg["eval"]["decode"], progress=progress)
         rep = build_report(pred, joint_names, cfg["eval"]["jdr_head_size"], cfg["eval"]["jdr_factor"],

@@ -210,3 +210,20 @@ def test_train_cli_reports_bad_data_without_a_traceback(tmp_path):
                                     "--out", str(tmp_path / "run")])
     assert res.exit_code == 1 and isinstance(res.exception, SystemExit)
     assert "annotation file not found" in res.output and str(tmp_path / "nowhere") in res.output
+
+
+def test_validation_and_evaluate_agree_on_keep_ratio_and_figures(synth_root, tmp_path):
+    """After one epoch of the demo schedule (r = 1 during the warm-up epoch), training validates at the
+    model's target ratio 0.7, as `mvpose evaluate` does: the logged figures are the report's."""
+    import csv
+
+    from mvpose.engine.runner import evaluate_checkpoint
+
+    train(tiny_cfg(synth_root, **{"train.epochs": 1}), tmp_path / "k", progress=False)
+    with open(tmp_path / "k" / "log.csv", newline="") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert float(row["keep_ratio"]) == 1.0 and float(row["val_keep_ratio"]) == 0.7
+    report, _ = evaluate_checkpoint(tmp_path / "k" / "best.pt", progress=False)
+    assert report["keep_ratio"] == 0.7
+    assert report["jdr"]["overall"] == pytest.approx(float(row["val_jdr"]), abs=1e-9)
+    assert report["mpjpe_mm"]["overall"] == pytest.approx(float(row["val_mpjpe_mm"]), rel=1e-6)
