@@ -201,7 +201,9 @@ def evaluate(checkpoint, model_name, dataset, views, data_root, split, every, ou
             for key, v in report["mpjpe_mm"].get(group, {}).items():
                 click.echo(f"    {key:<14}{v:8.1f} mm")
     else:
-        click.echo("  MPJPE      - (no 3D ground truth)")
+        click.echo(f"  MPJPE      - ({report.get('note') or 'no 3D ground truth'})")
+    for issue in report.get("issues", []):
+        click.echo(f"  warning: {issue}")
     for key, v in (report.get("coco") or {}).items():
         click.echo(f"  {key:<10} {v:.4f}")
     if report.get("coco_results"):

@@ -217,6 +217,15 @@ def build_report(pred: dict[str, np.ndarray], joint_names: list[str], jdr_head_s
     n_missing = int((~valid3d).sum())
     if n_missing:
         log.warning("%d of %d joints could not be triangulated (fewer than 2 usable views)", n_missing, valid3d.size)
+    if not valid3d.any():
+        note = (f"no joint could be triangulated ({n_missing} of {valid3d.size}: fewer than 2 usable views each, e.g. "
+                f"confidences below eval.min_confidence or a model that does not fit the data): MPJPE / PA-MPJPE "
+                f"not computed (null)")
+        log.warning(note)
+        report.update(mpjpe_mm=None, pa_mpjpe_mm=None, untriangulated_joints=n_missing, reprojection_error_px=None,
+                      has_3d=True, note=note)
+        report.setdefault("issues", []).append(note)
+        return report
     report.update(
         mpjpe_mm={
             "overall": float(metrics.mpjpe(pred["pred3d"], pred["gt3d"], valid=valid3d)),
@@ -298,6 +307,31 @@ def write_report(report: dict[str, Any], out_dir: str | Path, stem: str = "repor
     atomic_write_text(jpath, json.dumps(report, indent=1) + "\n")
     atomic_write_text(cpath, report_csv(report))
     return jpath, cpath
+
+
+def dataset_joint_names(dataset_name: str) -> list[str] | None:
+    """The joint names of a registered dataset's annotations (None for an unknown name)."""
+    if dataset_name == "skipose":
+        from mvpose.data.skipose import SKIPOSE_SKELETON
+
+        return list(SKIPOSE_SKELETON.joints)
+    try:
+        return list(get_skeleton("h36m" if dataset_name in ("h36m", "synth") else dataset_name).joints)
+    except KeyError:
+        return None
+
+
+def joint_set_issue(trained_on: str, dataset_name: str, data_joints: list[str]) -> str | None:
+    """A sentence when a model trained on ``trained_on`` (a checkpoint's ``dataset.name``, e.g. ``coco`` for
+    a converted COCO PPT) predicts other joints than ``dataset_name``'s ``data_joints``, else None: its
+    joint k is then compared with another joint k of the data (JDR, MPJPE are not meaningful)."""
+    model_joints = dataset_joint_names(trained_on)
+    if model_joints is None or model_joints == list(data_joints):
+        return None
+    diff = [f"{m}/{d}" for m, d in zip(model_joints, data_joints) if m != d][:4]
+    return (f"the model was trained on {trained_on} joints ({len(model_joints)}), the {dataset_name} data has other "
+            f"joints ({len(data_joints)}; model/data: {', '.join(diff)}, ...): its joint k is compared with the data's "
+            f"joint k, so JDR and MPJPE do not measure the model")
 
 
 def joint_names_for(dataset_name: str, num_joints: int) -> list[str]:

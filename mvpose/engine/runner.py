@@ -11,8 +11,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from mvpose.engine.checkpoint import load_checkpoint
-from mvpose.engine.evaluate import (breakdown_of, build_report, evaluate_coco, forward_views, joint_names_for, output_kind,
-                                     predict, write_report)
+from mvpose.engine.evaluate import (breakdown_of, build_report, evaluate_coco, forward_views, joint_names_for, joint_set_issue,
+                                     output_kind, predict, write_report)
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ def evaluate_checkpoint(
     cfg = copy.deepcopy(cfg)
     if model_name and cfg["model"]["name"] != model_name:
         raise ValueError(f"{checkpoint}: holds model {cfg['model']['name']!r}, not {model_name!r}")
+    trained_on = cfg["dataset"]["name"]
     if dataset is not None:
         if dataset != cfg["dataset"]["name"]:
             cfg["dataset"]["root"] = None
@@ -90,6 +91,10 @@ def evaluate_checkpoint(
                    flip_index=ds.skeleton.flip_index if flip_test else None, progress=progress)
     names = joint_names_for(cfg["dataset"]["name"], pred["pred2d"].shape[2])
     report = build_report(pred, names, cfg["eval"]["jdr_head_size"], cfg["eval"]["jdr_factor"], breakdown=breakdown_of(ds))
+    issue = joint_set_issue(trained_on, cfg["dataset"]["name"], list(ds.skeleton.joints))
+    if issue:
+        log.warning("%s: %s", checkpoint, issue)
+        report.setdefault("issues", []).append(issue)
     report.update(model=cfg["model"]["name"], label=cfg.get("name", cfg["model"]["name"]), dataset=cfg["dataset"]["name"],
                   checkpoint=str(checkpoint), split=split, flip_test=bool(flip_test),
                   rays=cfg["dataset"].get("rays", "exact"), keep_ratio=getattr(model, "scheduled_keep_ratio", None))
