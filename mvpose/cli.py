@@ -333,29 +333,36 @@ def demo(out, epochs, device) -> None:
 
 
 @calibrate.command("convert")
-@click.argument("src", type=click.Path(exists=True, dir_okay=False))
+@click.argument("src", type=click.Path(dir_okay=False))
 @click.argument("dst", type=click.Path(dir_okay=False))
 @click.option("--to", "to", type=click.Choice(["mvpose", "pose2sim", "opencv"]), default="mvpose", show_default=True,
               help="Output format: mvpose .json/.toml (mm), Pose2Sim .toml (m), OpenCV FileStorage .yml/.xml (mm).")
-@click.option("--rig", default=None, help="Rig to take from a multi-rig file (e.g. S9 in mvpose/calibration/h36m.json).")
-def calibrate_convert(src, dst, to, rig) -> None:
+@click.option("--rig", default=None, help="Rig to take from a multi-rig file (e.g. S9 of the shipped h36m).")
+@click.option("--calibration-units", type=click.Choice(["m", "cm", "mm"]), default=None,
+              help="Unit of SRC's translations where the format does not fix it (Pose2Sim/anipose TOML: default the "
+                   "file's `units` key, else m; OpenCV files without `units`: mm).")
+def calibrate_convert(src, dst, to, rig, calibration_units) -> None:
     """Convert a calibration file and print a per-camera summary.
 
     The input format is detected: mvpose JSON/TOML, Pose2Sim/anipose Calib.toml, OpenCV
-    FileStorage YAML/XML, Qualisys .qca.txt. See mvpose/calibration/README.md.
+    FileStorage YAML/XML, Qualisys .qca.txt. See mvpose/calibration/README.md. SRC may name a
+    shipped file when no such file exists here: h36m (the Human3.6M rigs S1..S11) or an example
+    rig such as rig4.toml.
 
     \b
     Examples:
       mvpose calibrate convert Calib.toml rig.json
-      mvpose calibrate convert mvpose/calibration/h36m.json s9_calib.toml --to pose2sim --rig S9
+      mvpose calibrate convert h36m s9_calib.toml --to pose2sim --rig S9
+      mvpose calibrate convert rig_mm.toml rig.json --calibration-units mm
       mvpose calibrate convert session.qca.txt rig.yml --to opencv
     """
-    from mvpose.geometry.calibration import CalibrationError, convert_calibration
+    from mvpose.geometry.calibration import convert_calibration
+    from mvpose.resources import resolve_calibration
 
     try:
-        click.echo(convert_calibration(src, dst, to=to, rig=rig))
-    except CalibrationError as err:
-        raise click.ClickException(str(err)) from err
+        click.echo(convert_calibration(resolve_calibration(src), dst, to=to, rig=rig, units=calibration_units))
+    except (ValueError, OSError) as err:
+        _fail(err)
 
 
 @main.group()
@@ -437,8 +444,9 @@ def synth(out, fmt, subjects, actions, frames, image_size, seed, preview, worker
 
 # --- capture pipeline: mvpose triangulate, mvpose calibrate intrinsics / extrinsics ---------------
 @main.command("triangulate")
-@click.option("--calibration", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Calibration file (mvpose, Pose2Sim, OpenCV or Qualisys); camera names name the inputs.")
+@click.option("--calibration", required=True, type=click.Path(dir_okay=False),
+              help="Calibration file (mvpose, Pose2Sim, OpenCV or Qualisys), or a shipped one by name (h36m, "
+                   "rig4.toml); camera names name the inputs.")
 @click.option("--rig", default=None, help="Rig to take from a multi-rig calibration file.")
 @click.option("--calibration-units", type=click.Choice(["m", "cm", "mm"]), default=None,
               help="Unit of the calibration's translations where the format does not fix it (Pose2Sim/anipose "
@@ -523,7 +531,10 @@ def triangulate_cmd(calibration, rig, calibration_units, keypoints, checkpoint, 
         raise click.UsageError("--checkpoint needs the frames: give --videos DIR or --images DIR")
     if checkpoint is None and (boxes is not None or batch_size != 8 or device != "cpu"):
         raise click.UsageError("--boxes, --batch-size and --device go with --checkpoint")
+    from mvpose.resources import resolve_calibration
+
     try:
+        calibration = str(resolve_calibration(calibration))
         options = CaptureOptions(joints=joints, calibration_units=calibration_units, mode=mode, threshold_px=threshold, min_confidence=min_confidence,
                                  min_views=min_views, refine=refine, max_gap=max_gap, cutoff_hz=cutoff,
                                  filter_order=order, fps=fps, offsets=parse_offsets(offsets), workers=workers)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
-__all__ = ["resource_path", "pipelines_dir", "h36m_calibration_path", "calibration_examples_dir"]
+__all__ = ["resource_path", "pipelines_dir", "h36m_calibration_path", "calibration_examples_dir", "resolve_calibration"]
 
 
 def resource_path(*parts: str) -> Path:
@@ -51,3 +51,24 @@ def h36m_calibration_path() -> Path:
 def calibration_examples_dir() -> Path:
     """Folder of the example 4-camera rig in every supported format (``mvpose/calibration/examples``)."""
     return resource_path("calibration", "examples")
+
+
+def resolve_calibration(path: str | Path) -> Path:
+    """A calibration file as given, or, when no such file exists, a shipped one by name: ``h36m`` /
+    ``h36m.json`` (:func:`h36m_calibration_path`) or the name of a file in :func:`calibration_examples_dir`
+    (e.g. ``rig4.toml``). A file of that name in the current folder comes first.
+
+    Raises:
+        FileNotFoundError: neither a file nor a shipped name; the message lists the shipped names.
+    """
+    p = Path(path)
+    if p.exists():
+        return p
+    name = str(path)
+    if name in ("h36m", "h36m.json"):
+        return h36m_calibration_path()
+    examples = calibration_examples_dir()
+    if p.name == name and (examples / name).is_file():
+        return examples / name
+    shipped = ["h36m"] + sorted(q.name for q in examples.iterdir() if q.is_file())
+    raise FileNotFoundError(f"calibration file {name!r} does not exist (nor is it a shipped one: {', '.join(shipped)})")

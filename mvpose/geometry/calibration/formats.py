@@ -158,7 +158,8 @@ def write_calibration(
     (write_pose2sim_calibration if to == "pose2sim" else write_opencv_calibration)(path, rigs)
 
 
-def convert_calibration(src: str | Path, dst: str | Path, to: str = "mvpose", rig: str | None = None) -> str:
+def convert_calibration(src: str | Path, dst: str | Path, to: str = "mvpose", rig: str | None = None,
+                        units: str | None = None) -> str:
     """Convert a calibration file (any readable format) to ``to``, written atomically.
 
     Args:
@@ -166,13 +167,15 @@ def convert_calibration(src: str | Path, dst: str | Path, to: str = "mvpose", ri
         dst: output file; ``.json``/``.toml`` for mvpose, ``.toml`` for pose2sim, ``.yml``/``.xml`` for opencv.
         to: ``"mvpose"``, ``"pose2sim"`` or ``"opencv"``.
         rig: rig to take from a multi-rig file; required when writing a single-rig format.
+        units: length unit of ``src``'s translations where its format does not fix it (as :func:`read_calibration`,
+            ``--calibration-units``); the output is written in its format's own unit.
 
     Returns:
         A summary: what was written, then one table per rig.
     """
     src, dst = Path(src), Path(dst)
     fmt_in = detect_format(src)
-    rigs = read_calibration(src, fmt_in)
+    rigs = read_calibration(src, fmt_in, units=units)
     if rig is not None or to != "mvpose":
         name, params = _select_rig(rigs, src, rig, f"the {to} format holds one rig: choose one with --rig NAME (rig= in Python)")
         rigs = {name: params}
