@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from mvpose.capture.issues import CaptureError, IssueLog
 from mvpose.capture.keypoints import CameraKeypoints, find_camera_sources
-from mvpose.capture.types import Capture, CaptureOptions, KeypointSource
+from mvpose.capture.types import Capture, CaptureOptions, KeypointSource, check_cutoff
 from mvpose.frames import VIDEO_SUFFIXES
 from mvpose.geometry.camera import Cameras
 from mvpose.geometry.triangulation import refine_points, triangulate, triangulate_robust
@@ -226,11 +226,14 @@ def frame_rate(options: CaptureOptions, fps: float | None) -> float | None:
     """The frame rate to use: ``options.fps`` over the one read from the videos (``fps``; None: unknown).
 
     Raises:
-        CaptureError: a low-pass filter (``options.cutoff_hz``) is asked for and no frame rate is known.
+        CaptureError: a low-pass filter (``options.cutoff_hz``) is asked for and no frame rate is known, or
+            the cut-off is not below half the frame rate.
     """
+    source = "--fps" if options.fps else "read from the videos"
     fps = options.fps or fps
     if options.cutoff_hz is not None and fps is None:
         raise CaptureError("the low-pass filter needs the frame rate: pass fps (--fps), or videos to read it from")
+    check_cutoff(options.cutoff_hz, fps, source)
     return fps
 
 

@@ -73,8 +73,24 @@ class CaptureOptions:
             raise CaptureError(f"filter order must be even and >= 2, got {self.filter_order}")
         if self.fps is not None and not self.fps > 0:
             raise CaptureError(f"fps must be > 0, got {self.fps}")
+        check_cutoff(self.cutoff_hz, self.fps)
         if self.calibration_units is not None and self.calibration_units not in UNITS_MM:
             raise CaptureError(f"calibration units must be one of {sorted(UNITS_MM)}, got {self.calibration_units!r}")
+
+
+def check_cutoff(cutoff_hz: float | None, fps: float | None, source: str = "--fps") -> None:
+    """Check the low-pass cut-off against the Nyquist frequency ``fps / 2`` (before any work is done).
+
+    Raises:
+        CaptureError: ``cutoff_hz`` is not in (0, fps / 2); ``source`` says where ``fps`` came from.
+    """
+    if cutoff_hz is None:
+        return
+    if not cutoff_hz > 0:
+        raise CaptureError(f"--cutoff {cutoff_hz:g}: the low-pass cut-off must be > 0 Hz")
+    if fps is not None and not cutoff_hz < fps / 2:
+        raise CaptureError(f"--cutoff {cutoff_hz:g}: must be below the Nyquist frequency {fps / 2:g} Hz of the frame rate "
+                           f"{fps:g} ({source})")
 
 
 @dataclass

@@ -378,6 +378,27 @@ def test_usage_errors(tmp_path, rig):
                                                                           "--joints", "coco"])
 
 
+def test_cutoff_checked_against_the_frame_rate_up_front(tmp_path, rig, monkeypatch):
+    from mvpose.capture import pipeline
+    from mvpose.capture.issues import CaptureError
+    from mvpose.capture.stages import frame_rate
+    from mvpose.capture.types import CaptureOptions
+
+    _capture(tmp_path, rig, frames=3)
+    called = []
+    monkeypatch.setattr(pipeline, "process_capture", lambda *a, **k: called.append(1))
+    out = _fail(["--calibration", str(RIG), "--out", str(tmp_path / "o"), "--keypoints", str(tmp_path / "kp"),
+                 "--fps", "30", "--cutoff", "100"])
+    assert "Error: --cutoff 100: must be below the Nyquist frequency 15 Hz of the frame rate 30 (--fps)" in out
+    assert not called and not (tmp_path / "o").exists()
+    with pytest.raises(CaptureError, match="must be > 0 Hz"):
+        CaptureOptions(cutoff_hz=0.0).check()
+    CaptureOptions(cutoff_hz=14.9, fps=30.0).check()
+    with pytest.raises(CaptureError, match="Nyquist frequency 12.5 Hz of the frame rate 25 \\(read from the videos\\)"):
+        frame_rate(CaptureOptions(cutoff_hz=20.0), 25.0)
+    assert frame_rate(CaptureOptions(cutoff_hz=6.0), 25.0) == 25.0
+
+
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     target = tmp_path / "x.h5"
     with pytest.raises(RuntimeError):
