@@ -282,6 +282,13 @@ def read_skipose(
     camera_ids = select_views(views, SKIPOSE_NUM_CAMERAS, f"Ski-Pose {path}")
     if int(frame_stride) < 1:
         raise DatasetError(f"Ski-Pose: frame_stride must be >= 1, got {frame_stride}")
+    if not path.is_file():
+        from mvpose.data.synth.writers import SKIPOSE_ROOT_NAME
+
+        inner = root / SKIPOSE_ROOT_NAME
+        if (inner / split / "labels.h5").is_file():  # the folder `mvpose synth --format skipose --out` names
+            raise DatasetError(f"{path}: Ski-Pose labels file not found; the dataset root is the folder inside: "
+                               f"--data-root {inner}")
     labels = read_labels(path)
     centers_path = find_centers_file(root)
     centers = read_centers(centers_path)

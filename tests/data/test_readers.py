@@ -289,8 +289,12 @@ def test_skipose_bad_inputs(tmp_path):
         return root
 
     root = make("ok")
-    with pytest.raises(DatasetError, match=r"test/labels\.h5: Ski-Pose labels file not found"):
+    with pytest.raises(DatasetError, match=r"test/labels\.h5: Ski-Pose labels file not found$"):
         SkiPoseDataset(root, "test")
+    # The folder `mvpose synth --format skipose --out` names, given as the root: the real root is suggested.
+    with pytest.raises(DatasetError, match=r"ok/train/labels\.h5: Ski-Pose labels file not found; the dataset root is "
+                                           r"the folder inside: --data-root .*ok/Ski-PosePTZ-CameraDataset-png$"):
+        SkiPoseDataset(root.parent, "train")
     (root.parent / "ski_centers.csv").unlink()
     with pytest.raises(DatasetError, match=r"ski_centers\.csv not found; looked at .*ski_centers\.csv, .*ski_centers\.csv"):
         SkiPoseDataset(root, "train")
