@@ -236,12 +236,26 @@ def plot_mpjpe(reports, out, labels, title) -> None:
         _fail(err)
     if labels and len(labels) != len(reps):
         raise click.UsageError(f"{len(labels)} --label for {len(reps)} reports")
-    labels = labels or [r.get("label") or r.get("model", f"report{i}") for i, r in enumerate(reps)]
+    labels = labels or _report_labels(reps, reports)
     try:
         path = plot_mpjpe_per_action(reps, labels, out, title)
     except ValueError as err:
         _fail(err)
     click.echo(f"wrote {path}")
+
+
+def _report_labels(reps: list[dict], paths: list[str]) -> list[str]:
+    """Default legend labels: each report's ``label`` (else its model); labels that collide get the
+    report's folder name appended (its path when the folders collide too)."""
+    from collections import Counter
+    from pathlib import Path
+
+    base = [r.get("label") or r.get("model") or f"report{i}" for i, r in enumerate(reps)]
+    count = Counter(base)
+    labels = [f"{b} ({Path(p).parent.name or Path(p).resolve().parent.name})" if count[b] > 1 else b
+              for b, p in zip(base, paths)]
+    count = Counter(labels)
+    return [f"{b} ({p})" if count[lab] > 1 else lab for b, p, lab in zip(base, paths, labels)]
 
 
 @plot.command("tokens")

@@ -64,3 +64,22 @@ def test_plot_refuses_mixed_breakdowns(tmp_path):
         paths[-1].write_text(json.dumps(rep))
     line = _run("plot", "mpjpe", *map(str, paths), "-o", str(tmp_path / "p.png"))
     assert line.startswith("Error: reports mix MPJPE breakdowns ['per_action', 'per_sequence']")
+
+
+def test_plot_default_labels_are_distinct(tmp_path, monkeypatch):
+    import mvpose.viz.plots as plots
+
+    seen = {}
+    monkeypatch.setattr(plots, "plot_mpjpe_per_action", lambda reps, labels, out, title: seen.setdefault("labels", labels) and out)
+    rep = {"model": "mv_ppt_tiny", "label": "demo_mv_ppt", "mpjpe_mm": {"overall": 50.0, "per_action": {"Walking": 50.0}}}
+    paths = []
+    for folder in ("A", "B", "C"):
+        (tmp_path / folder).mkdir()
+        paths.append(tmp_path / folder / "report.json")
+        paths[-1].write_text(json.dumps(rep if folder != "C" else {**rep, "label": "other"}))
+    res = CliRunner().invoke(main, ["plot", "mpjpe", *map(str, paths), "-o", str(tmp_path / "p.png")])
+    assert res.exit_code == 0, res.output
+    assert seen["labels"] == ["demo_mv_ppt (A)", "demo_mv_ppt (B)", "other"]
+    seen.clear()
+    res = CliRunner().invoke(main, ["plot", "mpjpe", str(paths[0]), str(paths[0]), "-o", str(tmp_path / "p.png")])
+    assert seen["labels"] == [f"demo_mv_ppt ({paths[0]})"] * 2  # same folder: the path (what else is there)
