@@ -24,7 +24,7 @@ from tqdm import tqdm
 from mvpose.engine.checkpoint import atomic_write_text, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from mvpose.engine.distributed import DistInfo, all_reduce_mean, cleanup_distributed, init_distributed
 from mvpose.engine.evaluate import breakdown_of, build_report, forward_views, joint_names_for, output_kind, predict
-from mvpose.engine.runtime import keep_freed_memory
+from mvpose.engine.runtime import deterministic_algorithms, keep_freed_memory
 from mvpose.safe_load import UntrustedFileError
 
 log = logging.getLogger(__name__)
@@ -293,7 +293,7 @@ def _train(cfg, out_dir: Path, resume: bool, dinfo: DistInfo, progress: bool, ya
     seed = int(cfg.get("seed", 0))
     seed_everything(seed)
     if dinfo.device.type == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        deterministic_algorithms()
     if dinfo.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
