@@ -33,7 +33,22 @@ def calibrate() -> None:
     """Camera calibration: convert between formats, calibrate intrinsics and extrinsics from a board."""
 
 
-DATASETS = ["h36m", "skipose", "coco"]
+class _DatasetChoice(click.Choice):
+    """The registered dataset names (:data:`mvpose.data.registry.DATASETS`), read when click first
+    needs them, so that ``mvpose --help`` does not import the readers."""
+
+    def __init__(self) -> None:
+        super().__init__(())
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        from mvpose.data import DATASETS
+
+        return tuple(DATASETS)
+
+    @choices.setter
+    def choices(self, value) -> None:  # click.Choice.__init__ assigns it
+        pass
 
 
 def _fail(err: Exception) -> None:
@@ -57,7 +72,7 @@ def _trust_option(fn):
 
 
 @main.command()
-@click.option("--dataset", type=click.Choice(DATASETS), default="h36m", show_default=True, help="Dataset format.")
+@click.option("--dataset", type=_DatasetChoice(), default="h36m", show_default=True, help="Dataset format.")
 @click.option("--views", type=int, default=None, help="Cameras per sample (default: the pipeline's, 4).")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None,
               help="Dataset root. Default: the synthetic demo set, generated on first use.")
@@ -126,7 +141,7 @@ def _train_plan(cfg: dict, paper_default: bool) -> str:
               help="Trained checkpoint (best.pt); always required, with --model too (the weights come from it).")
 @click.option("--model", "model_name", default=None,
               help="Check that the checkpoint holds this registry model (e.g. a baseline) before evaluating.")
-@click.option("--dataset", type=click.Choice(DATASETS), default=None, help="Dataset (default: the checkpoint's).")
+@click.option("--dataset", type=_DatasetChoice(), default=None, help="Dataset (default: the checkpoint's).")
 @click.option("--views", type=int, default=None, help="Cameras per sample (default: the checkpoint's).")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None, help="Dataset root (default: the checkpoint's).")
 @click.option("--split", default="val", show_default=True, help="Split to evaluate.")
@@ -421,9 +436,10 @@ def synth(out, fmt, subjects, actions, frames, image_size, seed, preview, worker
 @click.option("--images", type=click.Path(exists=True, file_okay=False), default=None,
               help="Folder with one image folder per camera (for --checkpoint and --render).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
-@click.option("--joints", type=click.Choice(["body25", "coco", "halpe26", "h36m"]), default=None,
-              help="Joint set of the keypoints (default: from the count, 17 reads as COCO, and the report names "
-                   "h36m when the bones fit it better; with --checkpoint: from the model's training data).")
+@click.option("--joints", type=click.Choice(["body25", "body25b", "coco", "halpe26", "h36m"]), default=None,
+              help="Joint set of the keypoints (default: from the count, 17 reads as COCO, 25 as BODY_25, and the report "
+                   "names h36m / body25b (OpenPose BODY_25B, Pose2Sim's default) when the bones fit it better; with "
+                   "--checkpoint: from the model's training data).")
 @click.option("--offsets", default=None, metavar="CAM=N,...",
               help="Frame offsets: capture frame i uses frame i+N of camera CAM.")
 @click.option("--mode", type=click.Choice(["drop_worst", "ransac", "dlt"]), default="drop_worst", show_default=True,

@@ -30,7 +30,8 @@ import torch
 
 from mvpose.capture.association import associate_people
 from mvpose.capture.issues import CaptureError, IssueLog
-from mvpose.capture.pipeline import _timed, _video_fps, load_capture, triangulate_frames
+from mvpose.capture.pipeline import load_capture
+from mvpose.capture.stages import timed, triangulate_frames, video_fps
 from mvpose.capture.temporal import fill_gaps, lowpass
 from mvpose.capture.tracking import track_people
 from mvpose.capture.types import Capture, CaptureOptions, CaptureResult
@@ -200,7 +201,7 @@ def _process_people(capture: Capture, options: CaptureOptions, people_options: P
     T, V, P, J, _ = people.shape
     # Detections of the model path already say who is who (slot p = box-file person p): no association.
     identified = isinstance(capture.detection, dict)
-    with _timed(timings, "associate"):
+    with timed(timings, "associate"):
         present = (people[..., 2] > 0).any(axis=-1)  # (T, V, P)
         if identified:
             groups = np.where(present, np.arange(P)[None, None], -1).transpose(0, 2, 1)  # (T, P, V)
@@ -212,10 +213,10 @@ def _process_people(capture: Capture, options: CaptureOptions, people_options: P
             unassigned = assoc.unassigned.numpy()  # (T, V)
         K = groups.shape[1]
         kp = _gather(people, groups)  # (T, K, V, J, 3)
-    with _timed(timings, "triangulate"):
+    with timed(timings, "triangulate"):
         X, used = triangulate_frames(torch.from_numpy(kp.reshape(T * K, V, J, 3)), cameras, options)
         X, used = X.numpy().reshape(T, K, J, 3), used.numpy().reshape(T, K, V, J)
-    with _timed(timings, "track"):
+    with timed(timings, "track"):
         if identified:
             slot = np.where((groups >= 0).any(-1), np.arange(K)[None], -1)
             tracks = None
@@ -231,7 +232,7 @@ def _process_people(capture: Capture, options: CaptureOptions, people_options: P
         kp_m = np.where(seen[..., None, None, None], kp[t, k], np.array([np.nan, np.nan, 0.0]))
         used_m = np.where(seen[..., None, None], used[t, k], False)
         det_m = np.where(seen[..., None], groups[t, k], -1)
-    with _timed(timings, "temporal"):
+    with timed(timings, "temporal"):
         points, filled = fill_gaps(raw, options.max_gap)
         if options.cutoff_hz is not None:
             points = lowpass(points, fps, options.cutoff_hz, options.filter_order)
@@ -255,7 +256,7 @@ def _process_people(capture: Capture, options: CaptureOptions, people_options: P
     ids = _identity_names(list(capture.detection)) if identified else [f"person{m + 1}" for m in range(M)]
     result = PeopleResult(capture, ids, points, raw, kp_m, det_m, err, used_m, filled, fps, options, po, association,
                           timings=timings)
-    with _timed(timings, "check"):
+    with timed(timings, "check"):
         result.checks = {name: _check_person(capture, result, m) for m, name in enumerate(ids)
                          if np.isfinite(raw[:, m]).any()}
     return result
@@ -407,7 +408,7 @@ def write_people_outputs(result: PeopleResult, out_dir: str | Path) -> dict[str,
         "reprojection_error": result.reprojection_error, "used": result.used, "filled": result.filled,
         "person": result.person, "frame_index": cap.frame_index,
     }
-    with _timed(result.timings, "write"):
+    with timed(result.timings, "write"):
         paths = {"h5": write_h5(out / "poses3d.h5", arrays, attrs)}
         for m, name in enumerate(result.ids):
             paths[f"trc_{name}"] = write_trc(out / f"poses3d_{name}.trc", result.points3d[:, m], skeleton.joints, fps,
@@ -466,17 +467,17 @@ def run_people_capture(
     po.check()
     timings: dict[str, float] = {}
     issues = IssueLog()
-    with _timed(timings, "total"), issues.capture_logging():
+    with timed(timings, "total"), issues.capture_logging():
         if detect is not None:
-            with _timed(timings, "detect"):
+            with timed(timings, "detect"):
                 capture = detect_people(calibration, detect, options, rig=rig, videos=videos, images=images,
                                         timings=timings, issues=issues)
         else:
-            with _timed(timings, "read"):
+            with timed(timings, "read"):
                 capture = load_capture(calibration, keypoints_dir, joints=options.joints, offsets=options.offsets,
                                        rig=rig, workers=options.workers, progress=options.progress,
                                        units=options.calibration_units, issues=issues)
-        fps = _video_fps(videos, capture.names)
+        fps = video_fps(videos, capture.names)
         result = process_people(capture, options, po, fps)
         result.timings = {**timings, **result.timings}
         write_people_outputs(result, out_dir)
@@ -485,7 +486,7 @@ def run_people_capture(
         if render:
             from mvpose.capture.render import render_people
 
-            with _timed(result.timings, "render"):
+            with timed(result.timings, "render"):
                 result.paths.update(render_people(result, Path(out_dir) / "render", videos=videos, images=images,
                                                   plot_frames=plot_frames, every=render_every))
     result.timings.update(timings)

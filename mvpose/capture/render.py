@@ -11,16 +11,17 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from mvpose.capture.frames import image_frames, video_frames
 from mvpose.capture.io import atomic_path
-from mvpose.capture.keypoints import default_workers, find_camera_sources, frame_number
-from mvpose.geometry.board_calibration import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from mvpose.capture.keypoints import default_workers, find_camera_sources
+from mvpose.frames import VIDEO_SUFFIXES
 from mvpose.skeletons import get_skeleton
 
 if TYPE_CHECKING:
@@ -66,42 +67,6 @@ def draw_overlay(
     return image
 
 
-def video_frames(path: Path, wanted: np.ndarray) -> Iterator[np.ndarray | None]:
-    """Frames ``wanted`` (increasing camera frame numbers) of a video, None past its end or before 0."""
-    cap = cv2.VideoCapture(str(path))
-    pos = 0
-    try:
-        for f in wanted:
-            if f < 0:
-                yield None
-                continue
-            while pos < f and cap.grab():
-                pos += 1
-            ok, frame = cap.read() if pos == f else (False, None)
-            pos += int(ok)
-            yield frame if ok else None
-    finally:
-        cap.release()
-
-
-def index_image_folder(folder: Path) -> dict[int, Path]:
-    """Camera frame number -> image file of an image folder: the last digits of each file name, or
-    the sorted order when a name has none or two names share a number. Detection and rendering
-    both number frames through this, so overlays land on the frames the joints came from."""
-    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
-    numbers = [frame_number(p.name) for p in files]
-    if any(n is None for n in numbers) or len(set(numbers)) < len(numbers):
-        numbers = list(range(len(files)))
-    return dict(zip(numbers, files))
-
-
-def _image_frames(folder: Path, wanted: np.ndarray) -> Iterator[np.ndarray | None]:
-    by_number = index_image_folder(folder)
-    for f in wanted:
-        path = by_number.get(int(f))
-        yield None if path is None else cv2.imread(str(path), cv2.IMREAD_COLOR)
-
-
 def render_camera(
     out: str, source: str | None, size: tuple[int, int], camera_frames: np.ndarray, capture_frames: np.ndarray,
     projected: np.ndarray, keypoints: np.ndarray, used: np.ndarray, limbs: Sequence[tuple[int, int]],
@@ -126,7 +91,7 @@ def render_camera(
     if src is not None and src.is_file():
         frames = video_frames(src, camera_frames)
     elif src is not None and src.is_dir():
-        frames = _image_frames(src, camera_frames)
+        frames = image_frames(src, camera_frames)
     else:
         frames = (None for _ in camera_frames)
     as_video = src is not None and src.is_file()

@@ -16,7 +16,9 @@ Two ways to compute them (``dataset.rays`` in a pipeline):
 
 The two differ by a few hundredths to tenths of a degree on the real Human3.6M cameras (the lens
 distortion, the half-pixel crop convention, and float32 cancellation); ``scripts/compare_rays.py``
-measures it and ``docs/paper_recipe.md`` records the figures.
+measures it, ``scripts/compare_rays_heatmaps.py`` measures what it changes on a model's heatmaps, and
+``docs/paper_recipe.md`` records the figures. A converted official multi-view checkpoint asks for
+``"official"`` (:func:`mvpose.models.convert.convert_file`).
 """
 
 from __future__ import annotations

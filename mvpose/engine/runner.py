@@ -80,7 +80,7 @@ def evaluate_checkpoint(
         cfg["dataset"]["eval_every"] = every
     if rays is not None:
         cfg["dataset"]["rays"] = rays
-    ds = build_datasets(cfg, splits=(split,), token_grid=getattr(model, "token_grid", None), target_type=output_kind(model))[split]
+    ds = build_datasets(cfg, splits=(split,), token_grid=model.token_grid, target_type=output_kind(model))[split]
     loader = DataLoader(ds, batch_size=int(cfg["eval"]["batch_size"]), shuffle=False, num_workers=0, collate_fn=collate)
     if flip_test is None:
         flip_test = bool(cfg["eval"].get("flip_test", False))
@@ -92,7 +92,7 @@ def evaluate_checkpoint(
                   checkpoint=str(checkpoint), split=split, flip_test=bool(flip_test),
                   rays=cfg["dataset"].get("rays", "exact"))
     out_dir = Path(out_dir or Path(checkpoint).parent)
-    coco_gt = getattr(ds, "coco", None)
+    coco_gt = ds.coco
     if coco_gt is not None:
         results_path = out_dir / f"{name}_coco_results.json"
         report["coco"] = evaluate_coco(pred, coco_gt, results_path)
@@ -111,7 +111,7 @@ def plot_kept_tokens(checkpoint: str | Path, out: str | Path, data_root: str | N
     model, cfg = load_model(checkpoint)
     if data_root:
         cfg["dataset"]["root"] = data_root
-    ds = build_datasets(cfg, splits=("val",), token_grid=getattr(model, "token_grid", None))["val"]
+    ds = build_datasets(cfg, splits=("val",), token_grid=model.token_grid)["val"]
     batch = collate([ds[i] for i in range(min(samples, len(ds)))])
     out_model = forward_views(model, batch, torch.device("cpu"))
     kept = out_model.get("kept_indices")

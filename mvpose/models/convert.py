@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from mvpose.models.blocks import sine_positional_encoding_2d
+from mvpose.models.registry import build_model
 from mvpose.safe_load import read_torch_file, state_dict_from_file, unwrap_state_dict
 
 __all__ = [
@@ -231,8 +232,6 @@ def convert_state_dict(
         ConversionError: an unknown layout, a key that maps to nothing, a missing key or a shape
             that does not fit, naming ``where`` and the first few such keys.
     """
-    from mvpose.models.registry import build_model
-
     layout, backbone, transformer, extra = _split_layout(state, where)
     unmapped: list[str] = []
     if "keypoint_token" not in transformer or "pos_embedding" not in transformer:
@@ -373,7 +372,10 @@ def convert_file(
     The output is the engine's checkpoint format (``model``, ``config``, ``model_config``) plus
     ``converted_from``; plain Python types and tensors only, so it loads with
     ``torch.load(weights_only=True)`` and in :func:`mvpose.load_model`, ``mvpose evaluate``,
-    ``mvpose plot tokens``, ``mvpose triangulate --checkpoint`` and ``model.pretrained``.
+    ``mvpose plot tokens``, ``mvpose triangulate --checkpoint`` and ``model.pretrained``. A
+    multi-view model's config says ``dataset.rays: official``: the official multi-view PPT formula
+    of its 3D PE rays (:mod:`mvpose.data.rays`), the one it was trained with (``mvpose evaluate
+    --rays exact`` overrides it; ``scripts/compare_rays_heatmaps.py`` measures the difference).
 
     Returns:
         the ``converted_from`` record: ``file``, ``architecture``, ``dataset``, ``model`` (registry name),
@@ -391,7 +393,9 @@ def convert_file(
     cfg = deep_update(DEFAULTS, {
         "name": f"converted_{src.stem}",
         "dataset": {"name": info["dataset"], "views": 4 if multiview else 1, "image_size": model_cfg["image_size"],
-                    "heatmap_size": model_cfg["heatmap_size"], "token_grid": grid},
+                    "heatmap_size": model_cfg["heatmap_size"], "token_grid": grid,
+                    # a multi-view model sees the 3D PE rays it was trained with (mvpose.data.rays)
+                    "rays": "official" if multiview else "exact"},
         "model": model_cfg,
     })
     record = {"file": str(src), "architecture": info["architecture"], "dataset": info["dataset"],

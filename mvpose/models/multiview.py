@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mvpose.models.ppt import PPT, gather_tokens
+from mvpose.models.base import PoseModel
+from mvpose.models.ppt import PPT, TINY, gather_tokens
+from mvpose.models.registry import register_config
 
 __all__ = ["MultiViewPPT", "token_pixel_centers"]
 
@@ -47,7 +49,7 @@ def token_pixel_centers(input_hw: Sequence[int], token_grid_hw: Sequence[int]) -
     return torch.stack([grid_x, grid_y], dim=-1).reshape(h * w, 2)
 
 
-class MultiViewPPT(nn.Module):
+class MultiViewPPT(PoseModel):
     """Shared-weight PPT per view + cross-view fusion among human tokens.
 
     Args:
@@ -210,3 +212,16 @@ class MultiViewPPT(nn.Module):
             "token_grid": ppt.token_grid,
             "view_mask": view_mask,
         }
+
+
+# ----------------------------------------------------------------------------------------
+# Registered configurations. Multi-view (Human3.6M, 256x256, 4x4 patches -> 16x16 tokens, 64x64
+# heatmaps): the first 9 layers per view, HTI before the 4th and 7th, the last 3 layers fuse the
+# views (paper text; its 9.7 GMACs confirm it). The official code splits 10 + 2 with HTI at
+# (3, 6, 9): build_model("mv_ppt_s", fusion_layers=2, prune_layers=(3, 6, 9)).
+_H36M = dict(num_joints=17, image_size=(256, 256), heatmap_size=(64, 64), patch_size=(4, 4),
+             dim=192, heads=8, mlp_ratio=3.0, depth=12, keep_ratio=0.7, prune_layers=(3, 6),
+             fusion_layers=3, use_3d_pe=True)
+register_config("mv_ppt_s", MultiViewPPT, **_H36M, backbone="stem", scale_with_head=False)
+register_config("mv_ppt_b", MultiViewPPT, **_H36M, backbone="hrnet_w32", scale_with_head=True)
+register_config("mv_ppt_tiny", MultiViewPPT, **TINY, prune_layers=(1, 2), fusion_layers=1, use_3d_pe=True)

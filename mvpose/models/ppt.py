@@ -28,7 +28,9 @@ import torch
 from torch import nn
 
 from mvpose.models.backbones import build_backbone
+from mvpose.models.base import PoseModel
 from mvpose.models.blocks import TransformerBlock, init_transformer_weights, sine_positional_encoding_2d
+from mvpose.models.registry import register_config
 
 __all__ = [
     "PPT",
@@ -92,7 +94,7 @@ def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.gather(x, 1, expanded)
 
 
-class PPT(nn.Module):
+class PPT(PoseModel):
     """Token-pruned pose transformer (TokenPose when ``keep_ratio == 1``).
 
     Args:
@@ -304,3 +306,29 @@ class PPT(nn.Module):
             "kept_indices": kept,
             "token_grid": self.token_grid,
         }
+
+
+# ----------------------------------------------------------------------------------------
+# Registered configurations. The PPT family follows paper 001 section 4.1.2 and the official
+# configs (TokenPose / PPT repositories): D = 192, 8 heads, MLP ratio 3, 256 visual tokens, keep
+# ratio 0.7. Single-view, COCO 256x192: a 4x3 patch on the 64x48 stride-4 map gives 16x16 = 256 tokens.
+_COCO = dict(num_joints=17, image_size=(256, 192), heatmap_size=(64, 48), patch_size=(4, 3),
+             dim=192, heads=8, mlp_ratio=3.0)
+# TokenPose-S scales attention logits by D^-0.5; the HRNet-based variants by (D/heads)^-0.5.
+_S = dict(_COCO, backbone="stem", depth=12, scale_with_head=False)
+_B = dict(_COCO, backbone="hrnet_w32", depth=12, scale_with_head=True)
+# L/D6: depth 6 with HTI before the 2nd, 4th and 5th layers (paper 001, section 4.1.2; the
+# official code keeps its default (3, 6, 9), i.e. one HTI at layer 3 for depth 6).
+_L = dict(_COCO, backbone="hrnet_w48", depth=6, scale_with_head=True)
+
+register_config("tokenpose_s", PPT, **_S, keep_ratio=1.0, prune_layers=())
+register_config("ppt_s", PPT, **_S, keep_ratio=0.7, prune_layers=(3, 6, 9))
+register_config("tokenpose_b", PPT, **_B, keep_ratio=1.0, prune_layers=())
+register_config("ppt_b", PPT, **_B, keep_ratio=0.7, prune_layers=(3, 6, 9))
+register_config("ppt_l", PPT, **_L, keep_ratio=0.7, prune_layers=(1, 3, 4))
+
+# Tiny CPU demo model: 128x128 input, narrow one-block stem, 16x16 tokens, 4 layers of 64.
+TINY = dict(num_joints=17, image_size=(128, 128), heatmap_size=(32, 32), patch_size=(2, 2),
+            backbone="stem", backbone_options={"width": 32, "blocks": 1}, dim=64, depth=4, heads=4,
+            mlp_ratio=2.0, keep_ratio=0.7, scale_with_head=True)
+register_config("ppt_tiny", PPT, **TINY, prune_layers=(1, 2))

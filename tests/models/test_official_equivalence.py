@@ -15,12 +15,14 @@ import torch
 from click.testing import CliRunner
 
 import mvpose
+from conftest import panel_ink
 from mvpose.cli import main
 from mvpose.engine.config import DEFAULTS, ConfigError, deep_update
+from mvpose.engine.runner import evaluate_checkpoint
 from mvpose.engine.train import build_model_from_config
 from mvpose.models.convert import COCO_TO_H36M_TOKENS, ConversionError, convert_file, convert_state_dict
 
-FIXTURE = Path(__file__).parent / "fixtures" / "official_ppt" / "ppt_s_reduced.pt"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "official_ppt" / "ppt_s_reduced.pt"
 ATOL = 1e-4
 
 
@@ -51,7 +53,7 @@ def test_single_view_matches_official(tmp_path, fx, key, ratio, name):
     assert record["dataset"] == "coco" and record["model"] == ("ppt_s" if ratio < 1 else "tokenpose_s")
     assert set(torch.load(dst, weights_only=True)) >= {"model", "config", "model_config", "converted_from"}
     model, cfg = mvpose.load_model(dst)
-    assert model.keep_ratio == ratio and cfg["dataset"]["name"] == "coco"
+    assert model.keep_ratio == ratio and cfg["dataset"]["name"] == "coco" and cfg["dataset"]["rays"] == "exact"
     ref = fx["outputs"][key]
     with torch.no_grad():
         out = model(fx["images"][:2])
@@ -69,6 +71,7 @@ def test_multiview_with_3d_pe_matches_official(tmp_path, fx):
     # The official default: 10 layers per view with HTI at 3, 6, 9, then 2 fusion layers, r = 0.7.
     assert (cfg["model"]["fusion_layers"], cfg["model"]["prune_layers"], model.ppt.keep_ratio) == (2, [3, 6, 9], 0.7)
     assert cfg["dataset"]["name"] == "h36m" and cfg["dataset"]["views"] == 4
+    assert cfg["dataset"]["rays"] == "official"  # the 3D PE rays the official model was trained with
     ref = fx["outputs"]["multiview_r07"]
     # mvpose takes the ray direction; the official model the ray point and the camera centre.
     rays = (fx["rays"] - fx["centers"][:, None])[None]  # (1, V, N, 3)
@@ -188,4 +191,13 @@ def test_converted_models_in_evaluate_and_plot_tokens(tmp_path, fx, coco_root, h
     r = CliRunner().invoke(main, ["plot", "tokens", "--checkpoint", str(multi), "--data-root", str(h36m_root),
                                   "--samples", "1", "-o", str(png)])
     assert r.exit_code == 0, r.output
-    assert png.stat().st_size > 1000
+    views = torch.load(multi, map_location="cpu", weights_only=False)["config"]["dataset"]["views"]
+    ink = panel_ink(png, rows=1, cols=views)  # one sample: a row of one panel per view, each drawn
+    assert views == 4 and (ink > 0.3).all(), ink
+    # Evaluation of the converted multi-view model uses the official rays unless told otherwise.
+    mpjpe = {}
+    for rays in (None, "exact"):
+        report, _ = evaluate_checkpoint(multi, data_root=str(h36m_root), every=100, out_dir=tmp_path / "mv_eval",
+                                        progress=False, rays=rays)
+        mpjpe[report["rays"]] = report["mpjpe_mm"]["overall"]
+    assert set(mpjpe) == {"official", "exact"} and mpjpe["official"] != mpjpe["exact"], mpjpe

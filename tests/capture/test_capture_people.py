@@ -13,6 +13,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from conftest import colour_pixels
 from mvpose.capture.association import associate_people
 from mvpose.capture.io import read_trc, zup_to_yup
 from mvpose.capture.multi import PeopleOptions, parse_people, run_people_capture
@@ -25,7 +26,7 @@ from mvpose.geometry.calibration import load_calibration
 from mvpose.metrics import mpjpe
 from mvpose.skeletons import BODY25
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RIG = REPO / "mvpose" / "calibration" / "examples" / "rig4.json"  # 4 cameras, 1920x1080, with distortion
 
 
@@ -212,7 +213,15 @@ def test_render_colours_each_person(tmp_path, rig):
         patch = img[mid[1] - 2:mid[1] + 3, mid[0] - 2:mid[0] + 3].reshape(-1, 3)
         closest = np.abs(patch - np.array(PERSON_BGR[m])).sum(-1).min()
         assert closest < 60, (m, patch)
-    assert (tmp_path / "out" / "render" / "skeleton3d.png").stat().st_size > 10_000
+    # the 3D plot: one panel per plotted frame (4 x 4.4 inches each), both people in their colours in every panel
+    plot = tmp_path / "out" / "render" / "skeleton3d.png"
+    height, width = cv2.imread(str(plot)).shape[:2]
+    panels = round(width / height * 4.4 / 4)
+    assert panels >= 2
+    for c in range(panels):
+        panel = tmp_path / f"panel{c}.png"
+        cv2.imwrite(str(panel), cv2.imread(str(plot))[:, c * width // panels:(c + 1) * width // panels])
+        assert [colour_pixels(panel, PERSON_BGR[m][::-1], tol=30) > 20 for m in range(2)] == [True, True], c
 
 
 def test_people_option_errors(tmp_path, rig):

@@ -29,7 +29,7 @@ from mvpose.engine.train import build_model_from_config
 from mvpose.geometry.calibration import load_calibration, params_from_cameras, write_mvpose_calibration
 from mvpose.metrics import mpjpe
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RIG = REPO / "mvpose" / "calibration" / "examples" / "rig4.json"
 T = 10
 LEVEL0, LEVEL_STEP = 20, 14
