@@ -369,7 +369,7 @@ class MultiViewDataset(Dataset):
             crop = tf.warp_image(img, affine[v], self.input_hw)
             if self.augment:
                 crop = tf.color_jitter(crop, aug.jitter[v])
-            crops.append(tf.image_to_tensor(crop))
+            crops.append(crop)
 
         joints = joints[:, perm]
         vis = vis[:, perm]
@@ -380,7 +380,7 @@ class MultiViewDataset(Dataset):
         weight = torch.from_numpy(labelled * inside)
         joints_crop_t = torch.from_numpy(joints_crop)
 
-        sample: dict[str, Any] = {"image": torch.stack(crops)}
+        sample: dict[str, Any] = {"image": tf.image_to_tensor(np.stack(crops))}
         if self.target_type in ("heatmap", "both"):
             sample["target"], weight = tg.heatmap_targets(joints_crop_t, weight, self.input_hw, self.heatmap_hw, self.sigma)
         if self.target_type in ("simcc", "both"):

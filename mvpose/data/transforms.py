@@ -285,8 +285,12 @@ def color_jitter(image: np.ndarray, factors: Sequence[float]) -> np.ndarray:
 
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
-    """uint8 BGR image (H, W, 3) -> (3, H, W) float32 RGB normalised with the ImageNet statistics."""
-    rgb = torch.from_numpy(np.ascontiguousarray(image[..., ::-1])).permute(2, 0, 1).float() / 255.0
+    """uint8 BGR image(s) (..., H, W, 3) -> (..., 3, H, W) float32 RGB normalised with the ImageNet statistics.
+
+    Several images at once (``np.stack`` of the views) give the same values as one at a time, with
+    one set of tensor operations instead of one per image.
+    """
+    rgb = torch.from_numpy(np.ascontiguousarray(image[..., ::-1])).movedim(-1, -3).float() / 255.0
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return (rgb - mean) / std
+    return ((rgb - mean) / std).contiguous()

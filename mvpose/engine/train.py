@@ -29,7 +29,7 @@ from tqdm import tqdm
 from mvpose.engine.checkpoint import REQUIRED_FIELDS, atomic_write_text, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from mvpose.engine.distributed import DistInfo, all_reduce_mean, cleanup_distributed, init_distributed, unwrap
 from mvpose.engine.evaluate import breakdown_of, build_report, forward_views, joint_names_for, predict
-from mvpose.engine.runtime import keep_freed_memory
+from mvpose.engine.runtime import deterministic_algorithms, keep_freed_memory
 from mvpose.models.base import PoseModel
 from mvpose.safe_load import UntrustedFileError
 
@@ -334,7 +334,7 @@ def _setup(cfg: dict[str, Any], out_dir: Path, dinfo: DistInfo, yaml) -> _Run:
     seed = int(cfg.get("seed", 0))
     seed_everything(seed)
     if dinfo.device.type == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        deterministic_algorithms()
     if dinfo.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))

@@ -72,6 +72,9 @@ def test_color_jitter_identity_and_normalisation():
     assert t.shape == (3, 8, 9)
     expected_r = (img[..., 2] / 255.0 - tf.IMAGENET_MEAN[0]) / tf.IMAGENET_STD[0]
     np.testing.assert_allclose(t[0].numpy(), expected_r, atol=1e-5)
+    # a stack of views converts to exactly the per-image tensors
+    imgs = np.stack([img, img[::-1].copy(), 255 - img])
+    assert torch.equal(tf.image_to_tensor(imgs), torch.stack([tf.image_to_tensor(i) for i in imgs]))
 
 
 # --------------------------------------------------------------------------- crop cameras under augmentation

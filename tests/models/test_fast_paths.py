@@ -180,3 +180,35 @@ def test_keep_freed_memory(monkeypatch):
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert keep_freed_memory() is True
         assert keep_freed_memory() is True  # applied once, then a no-op
+
+
+def test_deterministic_algorithms_without_fill_changes_no_value():
+    """Training's deterministic mode without the NaN fill of new tensors: the same loss and gradients,
+    bit for bit, as with the fill (no kernel of a PPT training step reads memory it did not write)."""
+    from mvpose.engine.runtime import deterministic_algorithms
+
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.utils.deterministic.fill_uninitialized_memory)
+    torch.manual_seed(0)
+    model = build_model("mv_ppt_tiny", keep_ratio=0.7).train()
+    images, rays = torch.randn(2, 2, 3, 128, 128), F.normalize(torch.randn(2, 2, 256, 3), dim=-1)
+    target = torch.rand(2, 2, 17, 32, 32)
+    results = []
+    try:
+        for fill in (True, False):
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.utils.deterministic.fill_uninitialized_memory = True
+            if not fill:
+                deterministic_algorithms()
+                assert torch.are_deterministic_algorithms_enabled()
+                assert torch.utils.deterministic.fill_uninitialized_memory is False
+            model.zero_grad(set_to_none=True)
+            loss = F.mse_loss(model(images, rays=rays)["heatmaps"], target)
+            loss.backward()
+            results.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.utils.deterministic.fill_uninitialized_memory = before[2]
+    (loss, grads), (loss2, grads2) = results
+    assert torch.equal(loss, loss2) and len(grads) == len(grads2) > 50
+    assert all(torch.equal(a, b) for a, b in zip(grads, grads2))
