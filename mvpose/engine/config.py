@@ -224,10 +224,7 @@ def model_parameters(name: str, own_only: bool = False) -> list[str] | None:
         factory = registry.model_factory(name)
     except ValueError as err:
         raise ConfigError(f"model.name: {err}") from err
-    target = factory
-    for cell in factory.__closure__ or ():
-        if inspect.isclass(cell.cell_contents):
-            target = cell.cell_contents
+    target = getattr(factory, "model_class", factory)  # register_config entries name their class
     params = inspect.signature(target).parameters.values()
     if not own_only and any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return None

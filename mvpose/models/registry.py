@@ -37,7 +37,11 @@ def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[.
 
 def register_config(name: str, cls: type[nn.Module], **defaults: Any) -> None:
     """Register ``name`` as ``cls(**defaults)``, any default overridable at :func:`build_model`."""
-    register_model(name)(lambda **cfg: cls(**{**defaults, **cfg}))
+    def factory(**cfg: Any) -> nn.Module:
+        return cls(**{**defaults, **cfg})
+
+    factory.model_class = cls  # what config validation reads the accepted arguments from
+    register_model(name)(factory)
 
 
 def list_models() -> list[str]:
