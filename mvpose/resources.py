@@ -21,7 +21,7 @@ __all__ = ["resource_path", "pipelines_dir", "h36m_calibration_path", "calibrati
 #: Pretrained weights shipped in ``mvpose/weights/``: name -> (file, sha256 of the file). The model
 #: card ``mvpose/weights/NAME.md`` says how each was made.
 SHIPPED_WEIGHTS: dict[str, tuple[str, str]] = {
-    "ppt_tiny_synth": ("ppt_tiny_synth.pt", "64d5abbbfa47257894459d0e4da77a09f250eaac9729c8512700773c2b063187"),
+    "ppt_tiny_synth": ("ppt_tiny_synth.pt", "a5cdab62f7b9136ef5ab1bd6f2cdf36e026a3b29d7b814030d1dd177dc9fd540"),
 }
 
 

@@ -32,6 +32,8 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     ckpt = load_checkpoint(args.checkpoint)
+    # Where the training data lay on the machine that trained it means nothing elsewhere.
+    ckpt["config"]["dataset"]["root"] = None
     slim = {
         "model": {k: v.detach().to(torch.float32).contiguous() if v.is_floating_point() else v for k, v in ckpt["model"].items()},
         "config": ckpt["config"],
