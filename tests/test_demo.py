@@ -94,3 +94,23 @@ def test_demo_reports_damaged_weights_without_a_traceback(tmp_path, monkeypatch)
     monkeypatch.setenv("MVPOSE_DATA", str(data))
     res = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "demo")])
     assert res.exit_code == 1 and "sha256" in res.output and "0" * 64 in res.output and "Traceback" not in res.output
+
+
+def test_per_view_lr_factor_slows_only_the_per_view_part():
+    from mvpose.engine.train import optimizer_groups
+    from mvpose.models import build_model
+
+    mv = build_model("mv_ppt_tiny", image_size=(128, 128), heatmap_size=(32, 32))
+    groups = optimizer_groups(mv, {"lr": 1e-3, "per_view_lr_factor": 0.1})
+    names = {id(p): n for n, p in mv.named_parameters()}
+    fast = {names[id(p)] for p in groups[0]["params"]}
+    slow = {names[id(p)] for p in groups[1]["params"]}
+    assert groups[1]["lr"] == pytest.approx(1e-4) and "lr" not in groups[0]
+    assert fast | slow == set(names.values()) and not fast & slow
+    assert {n.split(".")[0] + "." + n.split(".")[1] for n in fast} == {"ppt.layers", "ppt.head", "pos_3d.weight", "pos_3d.bias"}
+    assert all(n.startswith("ppt.layers.3.") for n in fast if n.startswith("ppt.layers"))  # the one fusion layer
+    assert "ppt.keypoint_tokens" in slow and any(n.startswith("ppt.layers.2.") for n in slow)
+    # Factor 1 and single-view models: one group, as before.
+    assert len(optimizer_groups(mv, {"lr": 1e-3})) == 1
+    assert len(optimizer_groups(build_model("ppt_tiny", image_size=(128, 128), heatmap_size=(32, 32)),
+                                {"lr": 1e-3, "per_view_lr_factor": 0.1})) == 1

@@ -176,6 +176,29 @@ def build_model_from_config(cfg: dict[str, Any], load_pretrained: bool = True) -
     return model
 
 
+def optimizer_groups(model: torch.nn.Module, tcfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """Parameter groups for the optimizer: one group at ``train.lr``, except that a multi-view model's
+    per-view part (everything of its shared PPT before the fusion layers: backbone, patch embedding,
+    keypoint tokens, per-view layers) gets ``train.lr x train.per_view_lr_factor`` when that factor is not 1.
+
+    A lever of multi-view fine-tuning from a single-view PPT: a lower rate keeps the pretrained
+    per-view features while the fusion layers, the 3D PE and the head adapt. Group order: fusion and
+    rest first, so ``param_groups[0]["lr"]`` is ``train.lr``.
+    """
+    factor = float(tcfg.get("per_view_lr_factor", 1.0))
+    fusion = getattr(model, "fusion_layers", None)
+    if factor == 1.0 or fusion is None or not hasattr(model, "ppt"):
+        return [{"params": [p for p in model.parameters()]}]
+    first_fused = len(model.ppt.layers) - int(fusion)
+    per_view, rest = [], []
+    for name, p in model.named_parameters():
+        parts = name.split(".")
+        in_ppt = parts[0] == "ppt" and parts[1] != "head"
+        fused = in_ppt and parts[1] == "layers" and int(parts[2]) >= first_fused
+        (per_view if in_ppt and not fused else rest).append(p)
+    return [{"params": rest}, {"params": per_view, "lr": float(tcfg["lr"]) * factor}]
+
+
 def weights_checksum(model: torch.nn.Module) -> list[float]:
     """Three numbers that differ when any weight differs (sum, sum of squares, index-weighted sum)."""
     flat = torch.cat([p.detach().double().flatten().cpu() for p in model.parameters()])
@@ -305,7 +328,7 @@ def _train(cfg, out_dir: Path, resume: bool, dinfo: DistInfo, progress: bool, ya
     val_loader = DataLoader(datasets["val"], batch_size=int(cfg["eval"]["batch_size"]), shuffle=False, num_workers=0, collate_fn=collate)
 
     target_r = _target_keep_ratio(model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=float(tcfg["lr"]), weight_decay=float(tcfg.get("weight_decay", 0.0)))
+    optimizer = torch.optim.Adam(optimizer_groups(model, tcfg), lr=float(tcfg["lr"]), weight_decay=float(tcfg.get("weight_decay", 0.0)))
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(tcfg["lr_steps"]), gamma=float(tcfg["lr_factor"]))
     use_amp = bool(tcfg.get("amp", True)) and dinfo.device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
