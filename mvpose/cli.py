@@ -160,6 +160,8 @@ def evaluate(checkpoint, model_name, dataset, views, data_root, split, every, ou
         _fail(err)
     click.echo(f"{report['model']} on {report['dataset']} ({report['views']} views, {report['samples']} samples)")
     click.echo(f"  JDR        {100 * report['jdr']['overall']:.2f} %  (threshold {report['jdr']['threshold_px']:.1f} px)")
+    if report["jdr"].get("hidden") is not None:
+        click.echo(f"    visible  {100 * report['jdr']['visible']:.2f} %   hidden in their view  {100 * report['jdr']['hidden']:.2f} %")
     if report["mpjpe_mm"] is not None:
         click.echo(f"  MPJPE      {report['mpjpe_mm']['overall']:.1f} mm")
         click.echo(f"  PA-MPJPE   {report['pa_mpjpe_mm']:.1f} mm")

@@ -114,3 +114,27 @@ def test_per_view_lr_factor_slows_only_the_per_view_part():
     assert len(optimizer_groups(mv, {"lr": 1e-3})) == 1
     assert len(optimizer_groups(build_model("ppt_tiny", image_size=(128, 128), heatmap_size=(32, 32)),
                                 {"lr": 1e-3, "per_view_lr_factor": 0.1})) == 1
+
+
+def test_report_separates_joints_hidden_in_their_view():
+    import numpy as np
+
+    from mvpose.engine.evaluate import build_report, joint_names_for, report_csv
+
+    rng = np.random.default_rng(0)
+    n, v, j = 6, 4, 17
+    gt2d = rng.uniform(0, 256, (n, v, j, 2))
+    vis = np.ones((n, v, j), bool)
+    vis[:, 0, 11:] = False  # the arms hidden in view 0
+    pred2d = gt2d.copy()
+    pred2d[~vis] += 50.0  # every hidden joint missed, every visible one found
+    gt3d = rng.uniform(-500, 500, (n, j, 3))
+    pred = {"pred2d": pred2d, "gt2d": gt2d, "vis": vis, "conf": np.ones((n, v, j)), "pred3d": gt3d + 10.0, "gt3d": gt3d,
+            "reproj": np.zeros((n, v, j)), "action": np.full(n, 2), "subaction": np.ones(n), "subject": np.full(n, 9)}
+    rep = build_report(pred, joint_names_for("h36m", 17), 6.55, 0.5)
+    assert rep["jdr"]["visible"] == 1.0 and rep["jdr"]["hidden"] == 0.0
+    assert rep["jdr"]["overall"] == pytest.approx(1 - 6 / (v * j))
+    assert rep["mpjpe_mm"]["overall"] == pytest.approx(10 * 3 ** 0.5)
+    assert "jdr,hidden,0.0" in report_csv(rep) and "jdr,visible,1.0" in report_csv(rep)
+    vis[:] = True
+    assert build_report({**pred, "vis": vis}, joint_names_for("h36m", 17), 6.55, 0.5)["jdr"]["hidden"] is None
