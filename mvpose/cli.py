@@ -272,7 +272,7 @@ def flops(as_json, convention) -> None:
 @main.command()
 @click.option("--out", default="runs/demo", show_default=True, help="Demo output folder.")
 @click.option("--epochs", default=None, type=int,
-              help="Epochs per method (default: 5 of fine-tuning; with --from-scratch the pipelines' 6).")
+              help="Epochs per method (default: 4 of fine-tuning, 75 steps each; with --from-scratch the pipelines' 6).")
 @click.option("--from-scratch", is_flag=True,
               help="Train both methods from random weights (the pipelines' recipe) instead of fine-tuning the shipped "
                    "pretrained PPT.")

@@ -172,7 +172,7 @@ def plot_kept_tokens(checkpoint: str | Path, out: str | Path, data_root: str | N
 #: Shipped weights the demo fine-tunes from (``mvpose/weights/``, model card beside them).
 DEMO_PRETRAINED = "ppt_tiny_synth"
 #: Fine-tuning budget of each demo method (epochs of 75 steps, batch 8 four-view samples).
-DEMO_FINETUNE_EPOCHS = 5
+DEMO_FINETUNE_EPOCHS = 4
 DEMO_FINETUNE_LR = 5e-4
 DEMO_METHODS = (("demo_sv_ppt", "single-view PPT + DLT"), ("demo_mv_ppt", "multi-view PPT + 3D PE"))
 
