@@ -33,7 +33,22 @@ def calibrate() -> None:
     """Camera calibration: convert between formats, calibrate intrinsics and extrinsics from a board."""
 
 
-DATASETS = ["h36m", "skipose", "coco"]
+class _DatasetChoice(click.Choice):
+    """The registered dataset names (:data:`mvpose.data.registry.DATASETS`), read when click first
+    needs them, so that ``mvpose --help`` does not import the readers."""
+
+    def __init__(self) -> None:
+        super().__init__(())
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        from mvpose.data import DATASETS
+
+        return tuple(DATASETS)
+
+    @choices.setter
+    def choices(self, value) -> None:  # click.Choice.__init__ assigns it
+        pass
 
 
 def _fail(err: Exception) -> None:
@@ -57,7 +72,7 @@ def _trust_option(fn):
 
 
 @main.command()
-@click.option("--dataset", type=click.Choice(DATASETS), default="h36m", show_default=True, help="Dataset format.")
+@click.option("--dataset", type=_DatasetChoice(), default="h36m", show_default=True, help="Dataset format.")
 @click.option("--views", type=int, default=None, help="Cameras per sample (default: the pipeline's, 4).")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None,
               help="Dataset root. Default: the synthetic demo set, generated on first use.")
@@ -126,7 +141,7 @@ def _train_plan(cfg: dict, paper_default: bool) -> str:
               help="Trained checkpoint (best.pt); always required, with --model too (the weights come from it).")
 @click.option("--model", "model_name", default=None,
               help="Check that the checkpoint holds this registry model (e.g. a baseline) before evaluating.")
-@click.option("--dataset", type=click.Choice(DATASETS), default=None, help="Dataset (default: the checkpoint's).")
+@click.option("--dataset", type=_DatasetChoice(), default=None, help="Dataset (default: the checkpoint's).")
 @click.option("--views", type=int, default=None, help="Cameras per sample (default: the checkpoint's).")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None, help="Dataset root (default: the checkpoint's).")
 @click.option("--split", default="val", show_default=True, help="Split to evaluate.")
@@ -441,9 +456,10 @@ def synth(out, fmt, subjects, actions, frames, image_size, seed, preview, worker
 @click.option("--images", type=click.Path(exists=True, file_okay=False), default=None,
               help="Folder with one image folder per camera (for --checkpoint and --render).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
-@click.option("--joints", type=click.Choice(["body25", "coco", "halpe26", "h36m"]), default=None,
-              help="Joint set of the keypoints (default: from the count, 17 reads as COCO, and the report names "
-                   "h36m when the bones fit it better; with --checkpoint: from the model's training data).")
+@click.option("--joints", type=click.Choice(["body25", "body25b", "coco", "halpe26", "h36m"]), default=None,
+              help="Joint set of the keypoints (default: from the count, 17 reads as COCO, 25 as BODY_25, and the report "
+                   "names h36m / body25b (OpenPose BODY_25B, Pose2Sim's default) when the bones fit it better; with "
+                   "--checkpoint: from the model's training data).")
 @click.option("--offsets", default=None, metavar="CAM=N,...",
               help="Frame offsets: capture frame i uses frame i+N of camera CAM.")
 @click.option("--mode", type=click.Choice(["drop_worst", "ransac", "dlt"]), default="drop_worst", show_default=True,
@@ -462,15 +478,23 @@ def synth(out, fmt, subjects, actions, frames, image_size, seed, preview, worker
 @click.option("--render-every", type=int, default=1, show_default=True, help="Overlay every N-th frame.")
 @click.option("--workers", type=int, default=None,
               help="Processes for reading and rendering, threads decoding videos (default: CPU count).")
+@click.option("--people", default="1", show_default=True, metavar="N|auto",
+              help="People in the capture: 1 keeps the one whose detections agree across views; N > 1 or auto "
+                   "associates the detections of all views into at most N people (auto: as many as found), tracks "
+                   "them over time and writes one TRC per person.")
+@click.option("--track-distance", type=float, default=500.0, show_default=True,
+              help="With --people: largest median joint distance (mm) to link a person to the previous frames' track.")
 @_trust_option
 def triangulate_cmd(calibration, rig, calibration_units, keypoints, checkpoint, boxes, batch_size, device, videos, images, out, joints,
                     offsets, mode, threshold, min_confidence, min_views, refine, max_gap, cutoff, order, fps, render,
-                    plot_frames, render_every, workers) -> None:
+                    plot_frames, render_every, workers, people, track_distance) -> None:
     """3D joints from a recorded multi-camera capture: OUT/poses3d.h5, poses3d.trc, summary.json, report.txt.
 
     Each input folder holds one entry per camera, named as the calibration's cameras; frames are
     synchronised by index (shift a camera with --offsets). For single-person captures: when a frame
-    has several people, the one whose keypoints agree across views is used.
+    has several people, the one whose keypoints agree across views is used. With --people N or auto,
+    every person is triangulated and tracked: OUT/poses3d.h5 gets a person axis, OUT/poses3d_personK.trc
+    one file per person, summary.json and report.txt a section per person.
 
     The 2D joints come from --keypoints (files of another detector) or from --checkpoint (an mvpose
     model run on --videos or --images: per view a person crop from --boxes, else from the previous
@@ -483,6 +507,7 @@ def triangulate_cmd(calibration, rig, calibration_units, keypoints, checkpoint, 
           --max-gap 10 --cutoff 6 --fps 60 --render
       mvpose triangulate --calibration rig.toml --checkpoint best.pt --videos videos/ --out out/ \\
           --batch-size 8 --device cuda --max-gap 10 --cutoff 6
+      mvpose triangulate --calibration rig.toml --keypoints openpose_json/ --out out/ --people auto
     """
     from mvpose.capture.pipeline import CaptureOptions, parse_offsets, run_capture
 
@@ -504,15 +529,27 @@ def triangulate_cmd(calibration, rig, calibration_units, keypoints, checkpoint, 
             from mvpose.capture.detect import DetectOptions
 
             detect = DetectOptions(checkpoint, boxes=boxes, batch_size=batch_size, device=device)
-        result = run_capture(calibration, keypoints, out, options, detect=detect, rig=rig, videos=videos,
-                             images=images, render=render, plot_frames=frames, render_every=render_every)
+        if people.strip() == "1":
+            result = run_capture(calibration, keypoints, out, options, detect=detect, rig=rig, videos=videos,
+                                 images=images, render=render, plot_frames=frames, render_every=render_every)
+        else:
+            from mvpose.capture.multi import PeopleOptions, parse_people, run_people_capture
+
+            result = run_people_capture(calibration, keypoints, out, options,
+                                        PeopleOptions(parse_people(people), max_distance_mm=track_distance),
+                                        detect=detect, rig=rig, videos=videos, images=images, render=render,
+                                        plot_frames=frames, render_every=render_every)
     except (ValueError, OSError) as err:
         _fail(err)
     click.echo(result.paths["report"].read_text(), nl=False)
-    if result.capture.detection is not None:
-        info = result.capture.detection.info
-        click.echo(f"2D joints: {info['model']} on {info['frames']} frames at {info['frames_per_s']:.1f} frames/s; "
-                   f"{info['whole_frame_passes']} whole-frame pass(es); boxes per camera {info['boxes']}")
+    detection = result.capture.detection
+    for who, det in (detection.items() if isinstance(detection, dict) else [("", detection)]):
+        if det is None:
+            continue
+        info = det.info
+        click.echo(f"2D joints{' of person ' + who if who else ''}: {info['model']} on {info['frames']} frames at "
+                   f"{info['frames_per_s']:.1f} frames/s; {info['whole_frame_passes']} whole-frame pass(es); "
+                   f"boxes per camera {info['boxes']}")
     click.echo("wrote " + " ".join(str(p) for p in result.paths.values()))
 
 

@@ -1,6 +1,6 @@
 """Joint sets as data: names, limbs, flip pairs, and every mapping between them.
 
-Four joint sets are defined, each in its published order:
+Five joint sets are defined, each in its published order:
 
 - ``h36m``: the 17 Human3.6M joints used by the H36M-Toolbox / Cross-View-Fusion / PPT code.
   ``neck`` is H36M's *Thorax*, ``nose`` is its *Neck/Nose* point and ``head`` is the top of the
@@ -9,6 +9,10 @@ Four joint sets are defined, each in its published order:
 - ``body25``: OpenPose BODY_25 (COCO body plus ``Neck``, ``MidHip`` and six foot points).
 - ``halpe26``: HALPE-26 (COCO-17 plus ``head`` top, ``neck``, ``hip`` centre, big toes,
   small toes and heels).
+- ``body25b``: OpenPose's experimental BODY_25B (openpose_train ``experimental_models``; the default
+  model of Pose2Sim's OpenPose demos): COCO-17 in COCO order, then ``Neck`` (OpenPose *UpperNeck*),
+  ``Head`` (*HeadTop*) and six foot points. Same count as BODY_25, different order; joint names as
+  Pose2Sim writes them in its TRC files.
 
 Mappings go through one shared vocabulary (:attr:`Skeleton.canonical`): two joints of different
 sets are the same joint when their canonical keys are equal. A destination joint whose key the
@@ -48,6 +52,7 @@ __all__ = [
     "COCO",
     "BODY25",
     "HALPE26",
+    "BODY25B",
     "H36M_ACTIONS",
     "DERIVED_JOINTS",
     "get_skeleton",
@@ -206,7 +211,29 @@ HALPE26 = Skeleton(
     ),
 )
 
-SKELETONS: dict[str, Skeleton] = {s.name: s for s in (H36M, COCO, BODY25, HALPE26)}
+BODY25B = Skeleton(
+    name="body25b",
+    joints=(
+        "Nose", "LEye", "REye", "LEar", "REar", "LShoulder", "RShoulder", "LElbow", "RElbow",
+        "LWrist", "RWrist", "LHip", "RHip", "LKnee", "RKnee", "LAnkle", "RAnkle", "Neck", "Head",
+        "LBigToe", "LSmallToe", "LHeel", "RBigToe", "RSmallToe", "RHeel",
+    ),
+    # A tree from the neck (no pelvis point): arms, trunk sides to the hips, legs, feet, face, head
+    # top; as Pose2Sim's BODY_25B hierarchy (skeletons.py) with hips joined as in COCO.
+    limbs=(
+        (17, 5), (5, 7), (7, 9), (17, 6), (6, 8), (8, 10),  # arms
+        (5, 11), (11, 13), (13, 15), (6, 12), (12, 14), (14, 16), (11, 12),  # trunk sides, legs
+        (15, 19), (19, 20), (15, 21), (16, 22), (22, 23), (16, 24),  # feet
+        (17, 0), (0, 1), (1, 3), (0, 2), (2, 4), (17, 18),  # face, head top
+    ),
+    flip_pairs=_COCO_FLIP + ((19, 22), (20, 23), (21, 24)),
+    canonical=_COCO_JOINTS + (
+        "neck", "head_top", "left_big_toe", "left_small_toe", "left_heel", "right_big_toe",
+        "right_small_toe", "right_heel",
+    ),
+)
+
+SKELETONS: dict[str, Skeleton] = {s.name: s for s in (H36M, COCO, BODY25, HALPE26, BODY25B)}
 
 # Human3.6M action ids as the official metadata.xml and the H36M-Toolbox pickles number them
 # (not alphabetical: Posing is 7, TakingPhoto 12, Walking 14, WalkingDog 15). The damaged S9

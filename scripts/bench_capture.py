@@ -11,8 +11,16 @@ each stage (JSON reading, person selection, triangulation, temporal filtering, w
 Accuracy: MPJPE (mm) of plain DLT and the two robust modes (with and without refinement) against the
 ground truth, for several 2D noise levels and outlier rates (``--accuracy-frames`` frames each).
 
+Several people (``--people N``, N > 1): instead, a capture of N people walking across each other
+(:func:`mvpose.capture.synthetic.make_multi_person_capture`: detections shuffled, 5 % missed, a bystander in
+one view, 2 px noise, 5 % outliers) of ``--seconds`` at ``--fps`` is processed with ``--people auto`` as the CLI
+does it; the reference measured in the same run is the single-person path on a one-person capture of the same
+length. Printed: both speeds and their ratio, the time of each stage, identity switches, and each person's
+MPJPE next to the single-person path's on that person's own detections.
+
     python scripts/bench_capture.py                      # both parts, 2 cores
     python scripts/bench_capture.py --skip-accuracy --repeats 1
+    python scripts/bench_capture.py --people 3 --repeats 2
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from mvpose.metrics import mpjpe  # noqa: E402
 
 RIG = REPO / "mvpose" / "calibration" / "examples" / "rig4.json"
 STAGES = ("read", "select", "triangulate", "check", "temporal", "write")
+PEOPLE_STAGES = ("read", "associate", "triangulate", "track", "check", "temporal", "write")
 
 
 def limit_cores(cores: int) -> str:
@@ -88,6 +97,52 @@ def accuracy(tmp: Path, frames: int) -> list[dict]:
     return rows
 
 
+def people(tmp: Path, n: int, seconds: float, fps: float, repeats: int, workers: int) -> dict:
+    from mvpose.capture.multi import PeopleOptions, run_people_capture
+    from mvpose.capture.synthetic import make_multi_person_capture, write_openpose_frames
+    from mvpose.capture.tracking import identity_switches
+
+    rig = load_calibration(RIG)
+    frames = int(round(seconds * fps))
+    t0 = time.perf_counter()
+    gt = make_multi_person_capture(tmp / "multi", rig, people=n, frames=frames, fps=fps, joint_set="body25",
+                                   noise_px=2.0, outlier_rate=0.05, miss_rate=0.05, seed=0)
+    make_synthetic_capture(tmp / "one", rig, frames=frames, fps=fps, joint_set="body25", noise_px=2.0,
+                           outlier_rate=0.05, seed=0)
+    generate_s = time.perf_counter() - t0
+    opts = CaptureOptions(max_gap=10, cutoff_hz=6.0, fps=fps, workers=workers, progress=False)
+    runs, refs = [], []
+    for r in range(repeats):  # interleaved, so that both see the same machine load
+        refs.append(run_capture(RIG, tmp / "one", tmp / f"one_out{r}", opts).timings)
+        res = run_people_capture(RIG, tmp / "multi", tmp / f"multi_out{r}", opts, PeopleOptions())
+        runs.append(res.timings)
+    best, ref = min(runs, key=lambda t: t["total_s"]), min(refs, key=lambda t: t["total_s"])
+    # Identities against the truth: the true person of each identity's detections, per frame.
+    T, M, V = res.person.shape
+    t_idx, v_idx = np.arange(T)[:, None, None], np.arange(V)[None, None, :]
+    truth = np.where(res.person >= 0, gt.truth[t_idx, v_idx, res.person.clip(0)], -1)  # (T, M, V)
+    labels = np.where((truth >= 0).any(-1), np.max(np.where(truth >= 0, truth, -1), axis=-1), -1)
+    mixed = int(((truth >= 0) & (truth != labels[..., None])).any(-1).sum())
+    persons = []
+    for m in range(M):
+        g = int(np.bincount(labels[:, m][labels[:, m] >= 0]).argmax())
+        X = res.points3d[:, m]
+        ok = np.isfinite(X).all(-1)
+        single_dir = tmp / f"single{g}"
+        for v, name in enumerate(rig.names):
+            write_openpose_frames(single_dir / name, gt.keypoints[:, v, g][:, None], prefix=name)
+        s = run_capture(RIG, single_dir, tmp / f"single_out{g}", opts).points3d
+        ok_s = np.isfinite(s).all(-1)
+        persons.append({"id": res.ids[m], "truth": g, "frames_seen": int((res.person[:, m] >= 0).any(-1).sum()),
+                        "mpjpe": mpjpe(X[ok], gt.points3d[:, g][ok]), "single_mpjpe": mpjpe(s[ok_s], gt.points3d[:, g][ok_s])})
+    return {"people": n, "frames": frames, "cameras": len(rig), "files": frames * len(rig), "generate_s": generate_s,
+            "fps": frames / best["total_s"], "reference_fps": frames / ref["total_s"],
+            "ratio": best["total_s"] / ref["total_s"], **best, "reference_total_s": ref["total_s"],
+            "reference": ref,
+            "all_totals_s": [t["total_s"] for t in runs], "identities": M, "identity_switches": identity_switches(labels),
+            "mixed_person_frames": mixed, "association": res.association, "persons": persons}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=60.0)
@@ -99,6 +154,8 @@ def main() -> None:
     ap.add_argument("--accuracy-frames", type=int, default=600)
     ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--people", default="1",
+                    help="N > 1 (or a list N,M,...): benchmark the several-people path on N people instead (see above)")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers to this file")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
@@ -106,6 +163,34 @@ def main() -> None:
     out: dict = {"cores": cores, "torch_threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        counts = [int(n) for n in str(args.people).split(",")]
+        for n in counts if max(counts) > 1 else []:
+            p = people(tmp / f"p{n}", n, args.seconds, args.fps, args.repeats, args.workers)
+            out[f"people{n}"] = p
+            print(f"{p['people']} people ({cores}, {args.workers} reading workers, --people auto, gap filling + 6 Hz "
+                  f"filter): {p['frames']} frames x {p['cameras']} cameras ({p['files']} JSON files)")
+            print(f"  {p['fps']:.0f} frames/s; total {p['total_s']:.2f} s wall, {p['total_cpu_s']:.2f} s CPU "
+                  f"(all runs: {', '.join(f'{t:.2f}' for t in p['all_totals_s'])} s wall)")
+            print(f"  reference, single-person path on one person, same length: {p['reference_fps']:.0f} frames/s, "
+                  f"{p['reference_total_s']:.2f} s wall, {p['reference']['total_cpu_s']:.2f} s CPU; ratio "
+                  f"{p['ratio']:.2f}x the reference wall time, {p['total_cpu_s'] / p['reference']['total_cpu_s']:.2f}x "
+                  "its CPU time")
+            print(f"  {'stage':<12}{'wall s':>8}{'share':>8}{'CPU s':>8}   reference: {'wall s':>8}{'CPU s':>8}")
+            ref = p["reference"]
+            for k in PEOPLE_STAGES:
+                r = "select" if k == "associate" else k
+                rw, rc = (f"{ref[r + '_s']:8.3f}", f"{ref[r + '_cpu_s']:8.3f}") if r + "_s" in ref else ("-".rjust(8),) * 2
+                print(f"  {k:<12}{p[k + '_s']:8.3f}{100 * p[k + '_s'] / p['total_s']:7.1f}%{p[k + '_cpu_s']:8.3f}"
+                      f"   {'(select)' if r == 'select' else '':>10} {rw}{rc}")
+            a = p["association"]
+            print(f"  identities {p['identities']}, identity switches {p['identity_switches']}, frames where an "
+                  f"identity mixes two true people {p['mixed_person_frames']}; detections {a['detections']}, "
+                  f"fitting no one {a['unassigned_detections']}; tracks started {a['tracks_started']}, "
+                  f"dropped {a['tracks_dropped']}")
+            for q in p["persons"]:
+                print(f"  {q['id']} (true person {q['truth']}): seen {q['frames_seen']} frames, MPJPE {q['mpjpe']:.2f} mm"
+                      f" (single-person path on its own detections: {q['single_mpjpe']:.2f} mm)")
+            args.skip_speed = args.skip_accuracy = True
         if not args.skip_speed:
             s = speed(tmp, args.seconds, args.fps, args.repeats, args.workers, args.mode)
             out["speed"] = s

@@ -8,7 +8,8 @@ import argparse
 import json
 from pathlib import Path
 
-from mvpose.geometry.calibration import h36m_camera_params, write_mvpose_calibration
+from mvpose.data.h36m import h36m_camera_params
+from mvpose.geometry.calibration import write_mvpose_calibration
 
 
 def main() -> None:

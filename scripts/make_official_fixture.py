@@ -12,7 +12,7 @@ run in float32 after the same rounding), the multi-view ``TokenPose_S_base_multi
 plus its ``pos_3d_linear``, fixed inputs (4 images, rays, camera centres) and the official outputs:
 heatmaps and the kept token indices (the top-k indices of every HTI step, composed into token-grid
 indices) for TokenPose-S (r = 1) and PPT-S (r = 0.7) on 2 images and the multi-view model (r = 0.7,
-fuse=True) on the 4 images as 4 views. ``tests/test_official_equivalence.py`` converts and compares.
+fuse=True) on the 4 images as 4 views. ``tests/models/test_official_equivalence.py`` converts and compares.
 Beside it, ``official_keys.json.gz`` lists the keys and shapes (no values) of the full-size official
 models (PPT-S COCO / MPII, PPT-B, PPT-L/D6, multi-view PPT-S) for the recognition tests.
 

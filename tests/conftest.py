@@ -324,3 +324,25 @@ def skipose_root(tmp_path_factory) -> tuple[Path, dict]:
 def coco_root(tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("coco")
     return root, write_coco(root, "val2017")
+
+
+# --------------------------------------------------------------------------- pictures
+def panel_ink(path: Path, rows: int, cols: int, white: int = 235) -> np.ndarray:
+    """(rows, cols) fraction of non-white pixels in each cell of a figure cut into equal cells: a panel
+    that was drawn is mostly ink, an empty one (axis off) is white."""
+    img = cv2.imread(str(path))
+    assert img is not None, f"{path}: not an image"
+    ink = img.min(axis=-1) < white
+    H, W = ink.shape
+    return np.array([[ink[r * H // rows:(r + 1) * H // rows, c * W // cols:(c + 1) * W // cols].mean()
+                      for c in range(cols)] for r in range(rows)])
+
+
+def colour_pixels(path: Path, rgb: tuple[int, int, int], tol: int = 10) -> int:
+    """How many pixels of a picture lie within ``tol`` of the colour ``rgb`` in every channel."""
+    img = cv2.imread(str(path))[..., ::-1].astype(int)
+    return int((np.abs(img - np.array(rgb)) <= tol).all(axis=-1).sum())
+
+
+# Matplotlib's first two default colours (tab:blue, tab:orange): one per report in a bar plot.
+BAR_COLOURS = ((31, 119, 180), (255, 127, 14))

@@ -26,7 +26,7 @@ def _side(skeleton: Skeleton, name: str) -> str | None:
         if name[1:] in partners:
             return {"l": "left", "r": "right"}[name[0]]
         return None
-    if skeleton.name == "body25":
+    if skeleton.name in ("body25", "body25b"):
         if name[0] in "LR" and name[1].isupper():
             return {"L": "left", "R": "right"}[name[0]]
         return None
@@ -37,7 +37,7 @@ def _side(skeleton: Skeleton, name: str) -> str | None:
 
 
 def _strip_side(skeleton: Skeleton, name: str) -> str:
-    if skeleton.name in ("h36m", "body25"):
+    if skeleton.name in ("h36m", "body25", "body25b"):
         return name[1:]
     return name.split("_", 1)[1]
 

@@ -19,7 +19,7 @@ Per batch of ``batch_size`` capture frames (all views of each):
    go through the model as the training data did: single-view models see the ``B x V`` crops as one batch,
    multi-view PPT sees the ``V`` views of a frame as one sample with the world rays of the crop cameras
    (:func:`mvpose.engine.evaluate.forward_views`);
-4. heatmaps (or SimCC keypoints) are decoded (:func:`mvpose.engine.evaluate.keypoints_from_output`) and
+4. heatmaps (or SimCC keypoints) are decoded (the model's ``predict``, :class:`mvpose.models.base.PoseModel`) and
    mapped back to original pixels through the inverse crop affine;
 5. the batch is triangulated (:func:`mvpose.capture.pipeline.triangulate_frames`, the capture's options)
    to move the track on.
@@ -30,6 +30,9 @@ original pixels of the camera's own frames (camera frame numbers, before ``--off
 - CSV with a header naming at least ``frame,x0,y0,x1,y1`` (other columns are ignored; with a ``score``
   column the highest-scoring row of a frame is used, otherwise the first);
 - JSON: a list of ``{"frame": 12, "box": [x0, y0, x1, y1], "score": 0.9}`` (``score`` optional).
+
+Several people (``--people``): a ``person`` column / key names the person of each box; each person is then
+followed on its own (:func:`detect_capture` with ``person``) by :func:`mvpose.capture.multi.detect_people`.
 
 A frame without a box in the file falls back to tracking. The boxes used are written back as
 ``OUT/boxes/<camera>.csv`` in the same format (with a ``source`` column, ``file`` or ``track``), so a run can
@@ -48,24 +51,23 @@ import logging
 import time
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, ClassVar, Iterator, Sequence
 
-import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from mvpose.capture.frames import FrameSource, open_frame_source
 from mvpose.capture.issues import IssueLog
 from mvpose.capture.keypoints import find_camera_sources, resolve_joint_set
-from mvpose.capture.pipeline import check_image_bounds, match_cameras, triangulate_frames
+from mvpose.capture.stages import check_image_bounds, check_offsets, frame_axis, match_cameras, triangulate_frames
 from mvpose.capture.types import Capture, CaptureError, CaptureOptions
-from mvpose.capture.render import index_image_folder, video_frames
 from mvpose.data import transforms as tf
 from mvpose.engine.decode import crop_to_original
-from mvpose.engine.evaluate import forward_views, is_multiview, keypoints_from_output
-from mvpose.geometry.board_calibration import VIDEO_SUFFIXES
+from mvpose.engine.evaluate import forward_views, is_multiview
+from mvpose.frames import VIDEO_SUFFIXES
 from mvpose.geometry.calibration import calibration_units, load_calibration
 from mvpose.geometry.camera import Cameras
 from mvpose.skeletons import get_skeleton
@@ -77,6 +79,7 @@ __all__ = [
     "Detection",
     "Detector",
     "FrameSource",
+    "box_file_people",
     "boxes_around",
     "detect_capture",
     "infer",
@@ -133,6 +136,27 @@ class DetectOptions:
     reinit_after: int = 10
     min_track_joints: int | None = None
     search_refine: int = 2
+
+    stage: ClassVar[str] = "detect"  # a KeypointSource (mvpose.capture.types): run_capture times load() as detect_s
+
+    def load(
+        self,
+        calibration: str | Path,
+        options: CaptureOptions,
+        *,
+        rig: str | None = None,
+        videos: str | Path | None = None,
+        images: str | Path | None = None,
+        timings: dict[str, float] | None = None,
+        issues: IssueLog | None = None,
+    ) -> Capture:
+        """The capture the model finds in the frames: :func:`detect_capture` with these options."""
+        return detect_capture(calibration, self, options, rig=rig, videos=videos, images=images, timings=timings,
+                              issues=issues)
+
+    def write(self, capture: Capture, out_dir: str | Path) -> dict[str, Path]:
+        """``detection.json`` and ``boxes/<camera>.csv`` (:func:`write_detection`)."""
+        return write_detection(capture.detection, out_dir) if capture.detection is not None else {}
 
     def check(self) -> None:
         if self.batch_size < 1:
@@ -257,7 +281,7 @@ def infer(detector: Detector, batch: dict[str, Any]) -> np.ndarray:
         whose heatmap peak is not positive (nothing found), as the keypoint readers mark missing joints.
     """
     out = forward_views(detector.model, batch, detector.device)
-    xy, conf = keypoints_from_output(out, detector.input_hw, detector.decode)
+    xy, conf = detector.model.predict(out, detector.input_hw, detector.decode)  # the model contract
     xy = crop_to_original(xy.double(), batch["affine"].double())
     conf = conf.double()
     ok = batch["view_mask"][..., None] & (conf > 0) & xy.isfinite().all(dim=-1)
@@ -265,76 +289,11 @@ def infer(detector: Detector, batch: dict[str, Any]) -> np.ndarray:
     return torch.cat([xy, torch.where(ok, conf, torch.zeros_like(conf))[..., None]], dim=-1).numpy()
 
 
-# --------------------------------------------------------------------------------------------- frames
-@dataclass
-class FrameSource:
-    """One camera's frames: a video file or an image folder.
-
-    Attributes:
-        frames: (F,) camera frame numbers present (videos: ``0..count-1``; images: the last digits of the
-            file names, or their sorted order when a name has none).
-        size: ``(width, height)`` of the frames; None when nothing could be read.
-    """
-
-    name: str
-    path: Path
-    frames: np.ndarray
-    size: tuple[int, int] | None
-    files: dict[int, Path] = field(default_factory=dict)
-
-    @property
-    def is_video(self) -> bool:
-        return self.path.is_file()
-
-    def read(self, wanted: np.ndarray) -> Iterator[np.ndarray | None]:
-        """Frames ``wanted`` (increasing camera frame numbers), None where there is none."""
-        if self.is_video:
-            yield from video_frames(self.path, wanted)
-            return
-        for f in wanted:
-            path = self.files.get(int(f))
-            image = None if path is None else cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if path is not None and image is None:
-                log.warning("camera %s: cannot read image %s; frame %d counts as missing", self.name, path, int(f))
-            yield image
-
-
-def open_frame_source(name: str, path: str | Path) -> FrameSource:
-    """Index a camera's video or image folder without decoding it (one image is read for its size)."""
-    path = Path(path)
-    if path.is_file():
-        cap = cv2.VideoCapture(str(path))
-        try:
-            if not cap.isOpened():
-                return FrameSource(name, path, np.zeros(0, np.int64), None)
-            count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-            size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-            if count <= 0:  # some containers do not store it: count by demuxing
-                count = 0
-                while cap.grab():
-                    count += 1
-        finally:
-            cap.release()
-        return FrameSource(name, path, np.arange(count, dtype=np.int64), size if count else None)
-    by_number = index_image_folder(path)
-    size = None
-    for p in list(by_number.values())[:3]:
-        image = cv2.imread(str(p), cv2.IMREAD_COLOR)
-        if image is not None:
-            size = (image.shape[1], image.shape[0])
-            break
-    return FrameSource(name, path, np.array(sorted(by_number), dtype=np.int64), size, by_number)
-
-
 # --------------------------------------------------------------------------------------------- boxes
-def read_box_file(path: str | Path) -> dict[int, np.ndarray]:
-    """One camera's box file (CSV or JSON, see module doc) -> ``{camera frame: (4,) x0, y0, x1, y1}``.
-
-    Raises:
-        CaptureError naming the file, the row or field, and what was expected.
-    """
+def _box_rows(path: str | Path) -> list[tuple[int, float, list[float], str]]:
+    """Rows ``(frame, score, box, person)`` of a box file (see module doc); person ``""`` when not given."""
     path = Path(path)
-    rows: list[tuple[int, float, list[float]]] = []  # frame, score, box
+    rows: list[tuple[int, float, list[float], str]] = []
     if path.suffix.lower() == ".csv":
         reader = csv.DictReader(io.StringIO(path.read_text()))
         fields = [f.strip() for f in reader.fieldnames or []]
@@ -347,7 +306,8 @@ def read_box_file(path: str | Path) -> dict[int, np.ndarray]:
             if not any(rec.values()):
                 continue
             try:
-                rows.append((int(rec["frame"]), float(rec.get("score") or 0.0), [float(rec[c]) for c in BOX_COLUMNS[1:]]))
+                rows.append((int(rec["frame"]), float(rec.get("score") or 0.0), [float(rec[c]) for c in BOX_COLUMNS[1:]],
+                             rec.get("person", "")))
             except ValueError:
                 raise CaptureError(f"{path} line {i}: expected an integer frame and numbers x0,y0,x1,y1, found "
                                    f"{','.join(rec.get(c, '') for c in BOX_COLUMNS)}") from None
@@ -363,15 +323,29 @@ def read_box_file(path: str | Path) -> dict[int, np.ndarray]:
                 box = [float(v) for v in rec["box"]]
                 if len(box) != 4:
                     raise ValueError
-                rows.append((int(rec["frame"]), float(rec.get("score", 0.0)), box))
+                rows.append((int(rec["frame"]), float(rec.get("score", 0.0)), box, str(rec.get("person", "")).strip()))
             except (KeyError, TypeError, ValueError):
                 raise CaptureError(f"{path} record {i}: expected {{\"frame\": int, \"box\": [x0, y0, x1, y1]}}, "
                                    f"found {json.dumps(rec)[:120]}") from None
     else:
         raise CaptureError(f"{path}: box files are .csv or .json")
+    return rows
+
+
+def read_box_file(path: str | Path, person: str | None = None) -> dict[int, np.ndarray]:
+    """One camera's box file (CSV or JSON, see module doc) -> ``{camera frame: (4,) x0, y0, x1, y1}``.
+
+    Args:
+        person: only the boxes of this person (the file's ``person`` column / key); None: every box.
+
+    Raises:
+        CaptureError naming the file, the row or field, and what was expected.
+    """
     out: dict[int, np.ndarray] = {}
     best: dict[int, float] = {}
-    for frame, score, box in rows:
+    for frame, score, box, who in _box_rows(path):
+        if person is not None and who != person:
+            continue
         b = np.asarray(box, dtype=np.float64)
         if not np.isfinite(b).all():
             continue
@@ -382,9 +356,25 @@ def read_box_file(path: str | Path) -> dict[int, np.ndarray]:
     return out
 
 
-def _read_boxes(folder: str | Path | None, names: Sequence[str], calibrated: Sequence[str]) -> dict[str, dict[int, np.ndarray]]:
-    if folder is None:
-        return {}
+def box_file_people(folder: str | Path, names: Sequence[str], calibrated: Sequence[str]) -> list[str]:
+    """The person ids of a box folder's files (the ``person`` column / key), sorted (numbers numerically).
+
+    Raises:
+        CaptureError: as :func:`read_box_file`, or a box without a person id.
+    """
+    sources = _box_sources(folder, calibrated)
+    found: set[str] = set()
+    for name in names:
+        if name in sources:
+            for frame, _, _, who in _box_rows(sources[name]):
+                if not who:
+                    raise CaptureError(f"{sources[name]}: frame {frame}: several people need a person id per box "
+                                       "(a 'person' column in CSV, a \"person\" key in JSON)")
+                found.add(who)
+    return sorted(found, key=lambda p: (not p.isdigit(), int(p) if p.isdigit() else 0, p))
+
+
+def _box_sources(folder: str | Path, calibrated: Sequence[str]) -> dict[str, Path]:
     sources = find_camera_sources(folder, (".csv", ".json"))
     unknown = [n for n in sources if n not in calibrated]
     if unknown:
@@ -392,7 +382,15 @@ def _read_boxes(folder: str | Path | None, names: Sequence[str], calibrated: Seq
                            f"calibration cameras: {', '.join(calibrated)}; box files: {', '.join(sources)}")
     if not sources:
         raise CaptureError(f"boxes {folder}: no <camera>.csv or <camera>.json box file")
-    return {n: read_box_file(sources[n]) for n in names if n in sources}
+    return sources
+
+
+def _read_boxes(folder: str | Path | None, names: Sequence[str], calibrated: Sequence[str],
+                person: str | None = None) -> dict[str, dict[int, np.ndarray]]:
+    if folder is None:
+        return {}
+    sources = _box_sources(folder, calibrated)
+    return {n: read_box_file(sources[n], person) for n in names if n in sources}
 
 
 def boxes_around(points: np.ndarray, valid: np.ndarray, min_size: float = MIN_BOX_PX) -> np.ndarray:
@@ -468,6 +466,56 @@ def _tracked_boxes(points3d: np.ndarray, cameras: Cameras, sizes: np.ndarray) ->
 
 
 # --------------------------------------------------------------------------------------------- capture
+class BoxTracker:
+    """Where the model path crops each frame and view, and the 3D pose that moves the crops on.
+
+    A view's box comes from its box file, else from the tracked pose reprojected into the view
+    (:func:`_tracked_boxes`), else the whole frame (letterboxed). Each :meth:`run_pass` crops, runs the
+    model, triangulates (the capture's options) and moves the track (:class:`_Track`) on.
+
+    Args:
+        frame_index: (T,) capture frame numbers. file_boxes: (T, V, 4) boxes of the box files, NaN where
+            none. frame_sizes: (V, 2) frame ``(W, H)``. timings: accumulates ``detect_crop_s``,
+            ``detect_model_s`` and ``detect_track_s``.
+    """
+
+    def __init__(self, detector: Detector, detect: DetectOptions, options: CaptureOptions, cameras: Cameras,
+                 frame_index: np.ndarray, file_boxes: np.ndarray, frame_sizes: np.ndarray,
+                 timings: dict[str, float]) -> None:
+        self.detector, self.cameras, self.timings, self.padding = detector, cameras, timings, detect.padding
+        self.frame_index, self.file_boxes, self.frame_sizes = frame_index, file_boxes, frame_sizes
+        V = len(frame_sizes)
+        self.whole = np.concatenate([np.full((V, 2), -0.5), frame_sizes - 0.5], axis=-1)  # (V, 4) letterbox boxes
+        self.track = _Track(detect.min_track_joints or max(4, detector.num_joints // 2), detect.reinit_after)
+        self.tri_opts = dataclasses.replace(options, progress=False)
+
+    def lost(self, frame: int) -> bool:
+        """No tracked pose recent enough for capture frame ``frame``."""
+        return self.track.lost(frame)
+
+    def run_pass(self, rows: list, box: np.ndarray, pad: np.ndarray, numbers: np.ndarray) -> np.ndarray:
+        """Crop, infer and triangulate some frames, moving the track on; returns their (N, V, J, 3)."""
+        with _Timer(self.timings, "detect_crop_s"):
+            batch = _crop_batch(self.detector, rows, box, pad, self.cameras, numbers)
+        with _Timer(self.timings, "detect_model_s"):
+            kp = infer(self.detector, batch)
+        with _Timer(self.timings, "detect_track_s"):
+            X, _ = triangulate_frames(torch.from_numpy(kp), self.cameras, self.tri_opts)
+            self.track.update(numbers, X.numpy())
+        return kp
+
+    def choose_boxes(self, s: int, e: int, avail: np.ndarray, has_file: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Boxes (n, V, 4), paddings (n, V) and sources (n, V) of capture rows ``s:e``: file, track, whole."""
+        with _Timer(self.timings, "detect_track_s"):
+            pred = self.track.predict(self.frame_index[s:e])
+            tracked = (_tracked_boxes(pred, self.cameras, self.frame_sizes) if pred is not None
+                       else np.full((e - s, len(self.frame_sizes), 4), np.nan))
+        use_track = avail & ~has_file & np.isfinite(tracked).all(-1)
+        box = np.where(has_file[..., None], self.file_boxes[s:e], np.where(use_track[..., None], tracked, self.whole[None]))
+        pad = np.where(has_file | use_track, self.padding, 1.0)
+        return box, pad, np.where(has_file, 1, np.where(use_track, 2, 3)) * avail
+
+
 @dataclass
 class Detection:
     """What the model path did, for ``detection.json`` and ``boxes/<camera>.csv``.
@@ -526,6 +574,7 @@ def detect_capture(
     images: str | Path | None = None,
     timings: dict[str, float] | None = None,
     issues: IssueLog | None = None,
+    person: str | None = None,
 ) -> Capture:
     """Run a model over a capture's videos or image folders and return it like :func:`load_capture` does.
 
@@ -538,6 +587,9 @@ def detect_capture(
         images: folder with one image folder per camera.
         timings: filled with ``detect_read_s``, ``detect_crop_s``, ``detect_model_s``, ``detect_track_s``.
         issues: the log to add to (a new one by default); warnings logged meanwhile are added to it.
+        person: follow only this person of the box files (their ``person`` column / key): crops come from its
+            boxes and its reprojected track, never from the whole frame (which would find anyone); views with
+            neither are left out. None: the single-person behaviour of the module doc.
 
     Returns:
         A :class:`~mvpose.capture.pipeline.Capture` with ``people (T, V, 1, J, 3)`` and ``detection``.
@@ -550,18 +602,18 @@ def detect_capture(
     where = f"{'videos' if videos is not None else 'images'} {folder}"
     issues = IssueLog() if issues is None else issues
     with issues.capture_logging():
-        return _detect_capture(calibration, detect, options, rig, folder, what, where, videos, images, timings, issues)
+        return _detect_capture(calibration, detect, options, rig, folder, what, where, videos, images, timings, issues,
+                               person)
 
 
-def _detect_capture(calibration, detect, options, rig, folder, what, where, videos, images, timings, issues) -> Capture:
+def _detect_capture(calibration, detect, options, rig, folder, what, where, videos, images, timings, issues,
+                    person) -> Capture:
     rig_cams = load_calibration(calibration, rig=rig, units=options.calibration_units)
     entries = find_camera_sources(folder, VIDEO_SUFFIXES if videos is not None else ())
     names = match_cameras(rig_cams.names, list(entries), where, issues, what=what)
     offsets = dict(options.offsets)
-    stray = [n for n in offsets if n not in names]
-    if stray:
-        raise CaptureError(f"offsets name camera(s) {', '.join(stray)} that are not used; cameras are {', '.join(names)}")
-    box_files = _read_boxes(detect.boxes, names, rig_cams.names)
+    check_offsets(offsets, names)
+    box_files = _read_boxes(detect.boxes, names, rig_cams.names, person)
     detector = load_detector(detect.checkpoint, detect.device, options.joints)
     cameras = rig_cams[names].to(dtype=torch.float64)
     sources = [open_frame_source(n, entries[n]) for n in names]
@@ -573,11 +625,9 @@ def _detect_capture(calibration, detect, options, rig, folder, what, where, vide
             issues.add(f"camera {src.name}: frames are {src.size[0]}x{src.size[1]} but the calibration is for "
                        f"{cw}x{ch}; keypoints are in frame pixels, so is the calibration for another resolution?",
                        kind="calibration")
-    shifted = [s.frames - offsets.get(s.name, 0) for s in sources if len(s.frames)]
-    if not shifted:
+    frame_index = frame_axis([s.frames for s in sources], [offsets.get(s.name, 0) for s in sources])
+    if not len(frame_index):
         raise CaptureError(f"{where}: no camera has a readable frame")
-    start, stop = min(int(s.min()) for s in shifted), max(int(s.max()) for s in shifted) + 1
-    frame_index = np.arange(start, stop)
     T, V, J = len(frame_index), len(names), detector.num_joints
     cam_frames = frame_index[:, None] + np.array([offsets.get(n, 0) for n in names])[None]  # (T, V)
     for v, src in enumerate(sources):
@@ -586,7 +636,6 @@ def _detect_capture(calibration, detect, options, rig, folder, what, where, vide
             issues.add(f"camera {src.name}: frames for {have} of {T} capture frames ({src.path.name}); "
                        "the other frames use the remaining views", kind="frames", count=int(T - have))
     frame_sizes = np.array([s.size or (cw, ch) for s, (cw, ch) in zip(sources, calib_size)], dtype=np.float64)
-    whole = np.concatenate([np.full((V, 2), -0.5), frame_sizes - 0.5], axis=-1)  # (V, 4) letterbox boxes
 
     file_boxes = np.full((T, V, 4), np.nan)
     for name, per_frame in box_files.items():
@@ -598,8 +647,7 @@ def _detect_capture(calibration, detect, options, rig, folder, what, where, vide
     if unused:
         issues.add(f"boxes {detect.boxes}: no box of camera(s) {', '.join(unused)} falls on a capture frame")
 
-    tri_opts = dataclasses.replace(options, progress=False)
-    track = _Track(detect.min_track_joints or max(4, J // 2), detect.reinit_after)
+    tracker = BoxTracker(detector, detect, options, cameras, frame_index, file_boxes, frame_sizes, timings)
     keypoints = np.full((T, V, J, 3), np.nan)
     keypoints[..., 2] = 0.0
     boxes = np.full((T, V, 4), np.nan)
@@ -607,27 +655,6 @@ def _detect_capture(calibration, detect, options, rig, folder, what, where, vide
     whole_passes = refine_passes = forwarded = 0
     B = detect.batch_size
     workers = min(V, options.workers if options.workers is not None else V)
-
-    def run_pass(rows: list, box: np.ndarray, pad: np.ndarray, numbers: np.ndarray) -> np.ndarray:
-        """Crop, infer and triangulate some frames, moving the track on; returns their (N, V, J, 3)."""
-        with _Timer(timings, "detect_crop_s"):
-            batch = _crop_batch(detector, rows, box, pad, cameras, numbers)
-        with _Timer(timings, "detect_model_s"):
-            kp = infer(detector, batch)
-        with _Timer(timings, "detect_track_s"):
-            X, _ = triangulate_frames(torch.from_numpy(kp), cameras, tri_opts)
-            track.update(numbers, X.numpy())
-        return kp
-
-    def choose_boxes(s: int, e: int, avail: np.ndarray, has_file: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Boxes (n, V, 4), paddings (n, V) and sources (n, V) of capture rows ``s:e``: file, track, whole."""
-        with _Timer(timings, "detect_track_s"):
-            pred = track.predict(frame_index[s:e])
-            tracked = _tracked_boxes(pred, cameras, frame_sizes) if pred is not None else np.full((e - s, V, 4), np.nan)
-        use_track = avail & ~has_file & np.isfinite(tracked).all(-1)
-        box = np.where(has_file[..., None], file_boxes[s:e], np.where(use_track[..., None], tracked, whole[None]))
-        pad = np.where(has_file | use_track, detect.padding, 1.0)
-        return box, pad, np.where(has_file, 1, np.where(use_track, 2, 3)) * avail
 
     readers = [src.read(cam_frames[:, v]) for v, src in enumerate(sources)]
     bar = tqdm(total=T, desc="detect", unit="frame", disable=not options.progress, leave=False)
@@ -639,7 +666,7 @@ def _detect_capture(calibration, detect, options, rig, folder, what, where, vide
             while s < T:
                 # After a (re)start the batches grow 1, 2, 4, ...: the track gets a velocity before a whole
                 # batch is cropped around one pose.
-                lost = track.lost(int(frame_index[s]))
+                lost = tracker.lost(int(frame_index[s]))
                 e = min(s + (1 if lost else step), T)
                 with _Timer(timings, "detect_read_s"):
                     frames = ahead.take(e - s)
@@ -647,26 +674,31 @@ def _detect_capture(calibration, detect, options, rig, folder, what, where, vide
                 has_file = np.isfinite(file_boxes[s:e]).all(-1) & avail
                 seen = np.flatnonzero(avail.sum(axis=1) >= 2)  # frames that can be triangulated
                 searched = None
-                if lost and (avail & ~has_file).any() and len(seen):
+                if person is not None:
+                    # One of several people: no whole-frame search, no whole-frame crop (it would find anyone).
+                    _, _, code = tracker.choose_boxes(s, e, avail, has_file)
+                    avail &= code != 3
+                    frames = [[img if ok else None for img, ok in zip(row, ok_row)] for row, ok_row in zip(frames, avail)]
+                elif lost and (avail & ~has_file).any() and len(seen):
                     # No pose to crop around: find the person on the whole frame, triangulate, track; then crop
                     # that frame around the pose found, which sharpens it (coarse to fine).
                     i = searched = seen[0]
-                    kp0 = run_pass(frames[i:i + 1], whole[None], np.ones((1, V)), frame_index[s + i:s + i + 1])
+                    kp0 = tracker.run_pass(frames[i:i + 1], tracker.whole[None], np.ones((1, V)), frame_index[s + i:s + i + 1])
                     whole_passes += 1
                     for _ in range(detect.search_refine):
-                        if track.lost(int(frame_index[s + i])):
+                        if tracker.lost(int(frame_index[s + i])):
                             break
-                        box, pad, _ = choose_boxes(s + i, s + i + 1, avail[i:i + 1], has_file[i:i + 1])
-                        run_pass(frames[i:i + 1], box, pad, frame_index[s + i:s + i + 1])
+                        box, pad, _ = tracker.choose_boxes(s + i, s + i + 1, avail[i:i + 1], has_file[i:i + 1])
+                        tracker.run_pass(frames[i:i + 1], box, pad, frame_index[s + i:s + i + 1])
                         refine_passes += 1
-                box, pad, src_code = choose_boxes(s, e, avail, has_file)
+                box, pad, src_code = tracker.choose_boxes(s, e, avail, has_file)
                 keep = avail.any(axis=1)  # frames with at least one view
-                if searched is not None and track.lost(int(frame_index[s + searched])) and not has_file[searched].any():
+                if searched is not None and tracker.lost(int(frame_index[s + searched])) and not has_file[searched].any():
                     # the search found no one: its whole-frame answer is the answer for that frame
                     keypoints[s + searched], keep[searched] = kp0[0], False
                 keep = np.flatnonzero(keep)
                 if len(keep):
-                    keypoints[s + keep] = run_pass([frames[n] for n in keep], box[keep], pad[keep], frame_index[s + keep])
+                    keypoints[s + keep] = tracker.run_pass([frames[n] for n in keep], box[keep], pad[keep], frame_index[s + keep])
                     forwarded += len(keep)
                 boxes[s:e] = np.where(avail[..., None], box, np.nan)
                 source[s:e] = src_code

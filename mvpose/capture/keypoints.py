@@ -12,7 +12,8 @@ Two layouts are read:
   frame number is ``image_id`` (or the last digits of a string id).
 
 Joint sets (:mod:`mvpose.skeletons`) are named with ``joints`` or recognised from the count: 25 is BODY_25,
-26 HALPE-26, 17 COCO-17 (Human3.6M-17 also has 17: name it with ``joints="h36m"``).
+26 HALPE-26, 17 COCO-17 (Human3.6M-17 also has 17: name it with ``joints="h36m"``; OpenPose BODY_25B also
+has 25: ``joints="body25b"``).
 
 An unreadable or malformed file does not stop the capture: its frame counts as missing for that camera and
 the reason (file, field, what was expected) is kept in :attr:`CameraKeypoints.issues`.
@@ -31,7 +32,6 @@ import json
 import logging
 import math
 import os
-import re
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +40,7 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from mvpose.frames import frame_number
 from mvpose.skeletons import SKELETONS, get_skeleton
 
 __all__ = [
@@ -60,7 +61,6 @@ log = logging.getLogger(__name__)
 
 # Keypoint count -> joint set. 17 is also Human3.6M-17; that one must be named.
 JOINT_SETS_BY_COUNT = {25: "body25", 26: "halpe26", 17: "coco"}
-_DIGITS = re.compile(r"(\d+)")
 # Placeholder kinds counted in CameraKeypoints.skipped.
 PLACEHOLDERS = {
     "null": "null entries",
@@ -101,12 +101,6 @@ class CameraKeypoints:
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def frame_number(name: str) -> int | None:
-    """Last run of digits in a file name (``cam1_000000000042_keypoints.json`` -> 42), None if none."""
-    runs = _DIGITS.findall(Path(name).name)
-    return int(runs[-1]) if runs else None
-
-
 def resolve_joint_set(num_joints: int, joints: str | None, where: str) -> str:
     """Name the joint set of ``num_joints`` keypoints per person, checking an explicit choice against it."""
     if joints is not None:
@@ -124,6 +118,8 @@ def resolve_joint_set(num_joints: int, joints: str | None, where: str) -> str:
     name = JOINT_SETS_BY_COUNT[num_joints]
     if num_joints == 17:
         log.info("%s: 17 keypoints per person read as COCO-17 (use joints='h36m' for Human3.6M order)", where)
+    if num_joints == 25:
+        log.info("%s: 25 keypoints per person read as BODY_25 (use joints='body25b' for BODY_25B order)", where)
     return name
 
 

@@ -4,63 +4,32 @@ Detectors report bystanders, reflections and false positives. For single-person 
 person whose detections in the different views triangulate to one consistent 3D skeleton: every pair of
 detections in two views is a hypothesis, triangulated and reprojected into every view, and each view keeps
 the detection nearest to that reprojection. The hypothesis with the smallest total (capped) disagreement
-wins. This is not multi-person tracking: with two real people in the scene the choice may change between
-frames.
+wins (the scores are :func:`mvpose.capture.association.hypothesis_scores`, which the several-people path
+matches greedily instead). This is not multi-person tracking: with two real people in the scene the choice may
+change between frames; see :mod:`mvpose.capture.multi`.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import torch
 
+from mvpose.capture.association import hypothesis_scores
 from mvpose.geometry.camera import Cameras
-from mvpose.geometry.triangulation import triangulate
 
 __all__ = ["select_person"]
-
-# A detection needs this many confident joints to be compared with a hypothesis.
-MIN_JOINTS = 3
-
-
-def _pair_hypotheses(V: int, P: int, device) -> tuple[torch.Tensor, ...]:
-    """All (view a, person p, view b, person q) with a < b, as four (H,) index tensors."""
-    rows = [(a, p, b, q) for a, b in itertools.combinations(range(V), 2) for p in range(P) for q in range(P)]
-    return tuple(torch.tensor(c, dtype=torch.long, device=device) for c in zip(*rows))
 
 
 def _select_chunk(
     people: torch.Tensor, cameras: Cameras, min_confidence: float, threshold_px: float
 ) -> torch.Tensor:
     """(N, V, P, J, 3) detections -> (N, V) chosen person per view, -1 where none agrees."""
-    N, V, P, J, _ = people.shape
-    conf = people[..., 2]
-    # Undistort every detection once; hypotheses are then solved and compared in ideal pinhole pixels.
-    xy = cameras.undistort_pixels(people[..., :2].transpose(1, 0).reshape(V, N * P * J, 2))
-    xy = xy.reshape(V, N, P, J, 2).transpose(1, 0)
-    ok = (conf >= min_confidence) & xy.isfinite().all(dim=-1)  # (N, V, P, J)
-    va, pa, vb, pb = _pair_hypotheses(V, P, people.device)
-    # Points (N, H, V, J, 2): only views a and b carry the hypothesis' two detections.
-    onehot_a = torch.nn.functional.one_hot(va, V).to(torch.bool)  # (H, V)
-    onehot_b = torch.nn.functional.one_hot(vb, V).to(torch.bool)
-    sel_a, sel_b = xy[:, va, pa], xy[:, vb, pb]  # (N, H, J, 2)
-    pts = torch.where(onehot_a[None, :, :, None, None], sel_a.unsqueeze(2), sel_b.unsqueeze(2))
-    w_a, w_b = (conf * ok)[:, va, pa], (conf * ok)[:, vb, pb]  # (N, H, J)
-    w = torch.where(onehot_a[None, :, :, None], w_a.unsqueeze(2), w_b.unsqueeze(2))
-    w = w * (onehot_a | onehot_b)[None, :, :, None]
-    pts = torch.where(w.unsqueeze(-1) > 0, pts, torch.full((), math.nan, dtype=pts.dtype))
-    X = triangulate(pts, cameras, w, undistort=False, reweight=False).points3d  # (N, H, J, 3)
-    proj = cameras.project(X.unsqueeze(-3), distort=False)  # (N, H, V, J, 2)
-    dist = (proj.unsqueeze(3) - xy.unsqueeze(1)).norm(dim=-1)  # (N, H, V, P, J)
-    valid = ok.unsqueeze(1) & dist.isfinite()
-    n = valid.sum(dim=-1)
-    score = torch.where(valid, dist, torch.full((), math.nan, dtype=dist.dtype)).nanmedian(dim=-1).values
-    score = torch.where(n >= MIN_JOINTS, score, torch.full((), math.inf, dtype=dist.dtype))  # (N, H, V, P)
+    N = people.shape[0]
+    score, usable, _ = hypothesis_scores(people, cameras, min_confidence)  # (N, H, V, P), (N, H)
     best_score, best_person = score.min(dim=-1)  # (N, H, V)
     cost = best_score.clamp(max=threshold_px).sum(dim=-1)  # views without an agreeing person cost the cap
     # A hypothesis must rest on two real detections.
-    usable = (X.isfinite().all(dim=-1).sum(dim=-1) >= MIN_JOINTS)  # (N, H)
     cost = torch.where(usable, cost, torch.full((), math.inf, dtype=cost.dtype))
     h = cost.argmin(dim=1)  # (N,)
     rows = torch.arange(N, device=people.device)

@@ -4,7 +4,8 @@ Steps (:func:`run_capture`):
 
 1. read the calibration (any format of :mod:`mvpose.geometry.calibration`) and one keypoint source per camera
    (:mod:`mvpose.capture.keypoints`), matched by camera name; or run a model on one video / image folder per
-   camera (:mod:`mvpose.capture.detect`), which gives the same detections;
+   camera (:mod:`mvpose.capture.detect`), which gives the same detections. Both are keypoint sources
+   (:class:`~mvpose.capture.types.KeypointSource`): this module imports neither the detector nor the model;
 2. synchronise by frame index: capture frame ``i`` uses frame ``i + offset[cam]`` of each camera;
 3. pick one person per frame and view (:func:`mvpose.capture.people.select_person`);
 4. triangulate every frame with :func:`mvpose.geometry.triangulation.triangulate_robust` (or plain DLT),
@@ -28,15 +29,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import ClassVar, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from mvpose.capture.issues import CaptureError, IssueLog
 from mvpose.capture.keypoints import (
@@ -49,21 +48,30 @@ from mvpose.capture.keypoints import (
     resolve_joint_set,
 )
 from mvpose.capture.people import select_person
+from mvpose.capture.stages import (
+    check_image_bounds,
+    check_offsets,
+    match_cameras,
+    parse_offsets,
+    synchronise,
+    timed,
+    triangulate_frames,
+    video_fps,
+)
 from mvpose.capture.temporal import fill_gaps, lowpass
-from mvpose.capture.types import MODES, Capture, CaptureOptions, CaptureResult
+from mvpose.capture.types import MODES, Capture, CaptureOptions, CaptureResult, KeypointSource
 from mvpose.geometry.calibration import calibration_units, load_calibration
 from mvpose.geometry.camera import Cameras
-from mvpose.geometry.triangulation import refine_points, reprojection_error, triangulate, triangulate_robust
+from mvpose.geometry.triangulation import reprojection_error
 from mvpose.skeletons import get_skeleton
-
-if TYPE_CHECKING:
-    from mvpose.capture.detect import DetectOptions
 
 __all__ = [
     "Capture",
     "CaptureError",
     "CaptureOptions",
     "CaptureResult",
+    "KeypointFiles",
+    "KeypointSource",
     "MODES",
     "check_image_bounds",
     "load_capture",
@@ -77,115 +85,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Share of a camera's keypoints outside its calibrated image above which the calibration is suspect.
-OUTSIDE_WARN_FRACTION = 0.02
-
-def _cpu_seconds() -> float:
-    """CPU time of this process and of its finished worker processes."""
-    try:
-        import resource
-    except ImportError:  # not on Windows: this process only
-        return time.process_time()
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-
-
-@contextlib.contextmanager
-def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
-    """Record a block's wall time as ``<stage>_s`` and its CPU time as ``<stage>_cpu_s``."""
-    wall, cpu = time.perf_counter(), _cpu_seconds()
-    try:
-        yield
-    finally:
-        timings[f"{stage}_s"] = time.perf_counter() - wall
-        timings[f"{stage}_cpu_s"] = _cpu_seconds() - cpu
-
-
 # --------------------------------------------------------------------------------------------- loading
-def parse_offsets(text: str | None) -> dict[str, int]:
-    """``"cam1=3,cam2=-1"`` -> ``{"cam1": 3, "cam2": -1}``."""
-    out: dict[str, int] = {}
-    for part in (text or "").replace(";", ",").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        name, sep, value = part.partition("=")
-        try:
-            if not sep or not name.strip():
-                raise ValueError
-            out[name.strip()] = int(value)
-        except ValueError:
-            raise CaptureError(f"offsets: expected CAMERA=INTEGER items separated by commas, got {part!r}") from None
-    return out
-
-
-def match_cameras(
-    calibrated: Sequence[str], found: Sequence[str], where: str, issues: IssueLog, what: str = "keypoints"
-) -> list[str]:
-    """Cameras present on both sides, in calibration order.
-
-    A source named like no calibrated camera is an error (a typo would otherwise drop data silently); a
-    calibrated camera without a source is a warning, as long as two cameras remain.
-    """
-    unknown = [n for n in found if n not in calibrated]
-    both = [n for n in calibrated if n in found]
-    sides = f"calibration cameras: {', '.join(calibrated)}; {where}: {', '.join(found) or '(nothing)'}"
-    if unknown:
-        raise CaptureError(f"{where}: {', '.join(unknown)} not in the calibration (names must match exactly); {sides}")
-    if len(both) < 2:
-        raise CaptureError(f"{where}: {len(both)} camera(s) match the calibration, at least 2 are needed; {sides}")
-    missing = [n for n in calibrated if n not in found]
-    if missing:
-        issues.add(f"{where}: no {what} for calibrated camera(s) {', '.join(missing)}; using {', '.join(both)}",
-                   "cameras", len(missing))
-    return both
-
-
-def synchronise(
-    cams: Sequence[CameraKeypoints], offsets: dict[str, int], issues: IssueLog
-) -> tuple[np.ndarray, np.ndarray]:
-    """Put every camera on one frame axis: capture frame ``i`` holds camera frame ``i + offsets[cam]``.
-
-    Returns:
-        frame_index: (T,) every capture frame from the first to the last seen by any camera.
-        people: (T, V, P, J, 3), missing where a camera has no such frame.
-    """
-    shifted = [c.frames - offsets.get(c.name, 0) for c in cams]
-    start = min(int(s.min()) for s in shifted)
-    stop = max(int(s.max()) for s in shifted) + 1
-    T, V = stop - start, len(cams)
-    P = max(c.people.shape[1] for c in cams)
-    J = cams[0].num_joints
-    people = np.full((T, V, P, J, 3), np.nan)
-    people[..., 2] = 0.0
-    for v, (c, s) in enumerate(zip(cams, shifted)):
-        people[s - start, v, : c.people.shape[1]] = c.people
-        if len(s) < T:
-            issues.add(f"camera {c.name}: keypoints for {len(s)} of {T} frames; the other frames use the remaining views",
-                       "frames", T - len(s))
-        if not (c.people[..., 2] > 0).any():
-            issues.add(f"camera {c.name}: no keypoint in any frame ({c.source})", "cameras")
-    return np.arange(start, stop), people
-
-
-def check_image_bounds(people: np.ndarray, cameras: Cameras, names: Sequence[str], issues: IssueLog) -> None:
-    """Warn when many keypoints fall outside a camera's calibrated image size (calibration of another size?)."""
-    size = cameras.image_size.cpu().numpy()  # (V, 2)
-    xy = people[..., :2]
-    seen = (people[..., 2] > 0) & np.isfinite(xy).all(axis=-1)  # (T, V, P, J)
-    margin = 0.02 * size[None, :, None, None, :]
-    outside = ((xy < -margin) | (xy > size[None, :, None, None, :] + margin)).any(axis=-1) & seen
-    n_seen, n_out = seen.sum(axis=(0, 2, 3)), outside.sum(axis=(0, 2, 3))
-    for v, name in enumerate(names):
-        if n_seen[v] and n_out[v] > OUTSIDE_WARN_FRACTION * n_seen[v]:
-            pts = xy[:, v][seen[:, v]]
-            issues.add(
-                f"camera {name}: {100 * n_out[v] / n_seen[v]:.0f}% of keypoints fall outside the calibrated image "
-                f"{size[v, 0]:.0f}x{size[v, 1]:.0f} (keypoints reach x {pts[:, 0].max():.0f}, y {pts[:, 1].max():.0f}); "
-                "is the calibration for another resolution?", "calibration", int(n_out[v]),
-            )
-
-
 def load_capture(
     calibration: str | Path,
     keypoints_dir: str | Path,
@@ -214,6 +114,25 @@ def load_capture(
         return _load_capture(calibration, keypoints_dir, joints, offsets, rig, workers, progress, units, issues)
 
 
+@dataclass
+class KeypointFiles:
+    """Keypoints read from files (a :class:`~mvpose.capture.types.KeypointSource`): ``folder`` holds one entry
+    per camera, an OpenPose JSON folder or a COCO results ``.json`` (:func:`load_capture`)."""
+
+    folder: str | Path | None
+    stage: ClassVar[str] = "read"
+
+    def load(self, calibration: str | Path, options: CaptureOptions, *, rig: str | None = None,
+             videos: str | Path | None = None, images: str | Path | None = None,
+             timings: dict[str, float] | None = None, issues: IssueLog | None = None) -> Capture:
+        return load_capture(calibration, self.folder, joints=options.joints, offsets=options.offsets, rig=rig,
+                            workers=options.workers, progress=options.progress, units=options.calibration_units,
+                            issues=issues)
+
+    def write(self, capture: Capture, out_dir: str | Path) -> dict[str, Path]:
+        return {}  # nothing beyond the pipeline's outputs
+
+
 def _placeholder_issue(cam: CameraKeypoints, issues: IssueLog) -> None:
     if cam.skipped:
         what = "; ".join(f"{n} {PLACEHOLDERS[k]}" for k, n in cam.skipped.items())
@@ -226,9 +145,7 @@ def _load_capture(calibration, keypoints_dir, joints, offsets, rig, workers, pro
     sources = find_camera_sources(keypoints_dir)
     names = match_cameras(rig_cams.names, list(sources), f"keypoints {keypoints_dir}", issues)
     offsets = dict(offsets or {})
-    stray = [n for n in offsets if n not in names]
-    if stray:
-        raise CaptureError(f"offsets name camera(s) {', '.join(stray)} that are not used; cameras are {', '.join(names)}")
+    check_offsets(offsets, names)
     workers = default_workers(workers)
     cams = []
     with contextlib.ExitStack() as stack:
@@ -275,44 +192,6 @@ def _load_capture(calibration, keypoints_dir, joints, offsets, rig, workers, pro
 
 
 # --------------------------------------------------------------------------------------------- processing
-def triangulate_frames(
-    keypoints: torch.Tensor, cameras: Cameras, options: CaptureOptions
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-frame triangulation of a whole sequence, in chunks of frames.
-
-    Args:
-        keypoints: (T, V, J, 3) ``(x, y, confidence)``; missing joints NaN / 0.
-        cameras: rig ``(V,)``.
-        options: mode, threshold, minimum confidence and views, refinement, chunk size.
-
-    Returns:
-        points3d: (T, J, 3) world mm, NaN where fewer than ``min_views`` views were usable.
-        used: (T, V, J) bool, the views kept.
-    """
-    T = keypoints.shape[0]
-    xy, conf = keypoints[..., :2], keypoints[..., 2]
-    weights = torch.where((conf >= options.min_confidence) & xy.isfinite().all(dim=-1), conf, torch.zeros_like(conf))
-    out_X, out_used = [], []
-    gen = torch.Generator().manual_seed(0)
-    bar = tqdm(total=T, desc="triangulate", unit="frame", disable=not options.progress, leave=False)
-    for s in range(0, T, options.chunk_frames):
-        p, w = xy[s:s + options.chunk_frames], weights[s:s + options.chunk_frames]
-        if options.mode == "dlt":
-            tri = triangulate(p, cameras, w, min_views=options.min_views)
-            X = tri.points3d
-            if options.refine:
-                X = refine_points(X, p, cameras, w, tri.used)
-        else:
-            tri = triangulate_robust(p, cameras, w, threshold_px=options.threshold_px, min_views=options.min_views,
-                                     mode=options.mode, refine=options.refine, generator=gen)
-            X = tri.points3d
-        out_X.append(X)
-        out_used.append(tri.used)
-        bar.update(p.shape[0])
-    bar.close()
-    return torch.cat(out_X), torch.cat(out_used)
-
-
 def _reprojection_errors(points3d: np.ndarray, keypoints: np.ndarray, cameras: Cameras, chunk: int) -> np.ndarray:
     X = torch.from_numpy(points3d)
     p = torch.from_numpy(keypoints[..., :2])
@@ -351,15 +230,15 @@ def _process_capture(capture: Capture, options: CaptureOptions, fps: float | Non
     if options.cutoff_hz is not None and fps is None:
         raise CaptureError("the low-pass filter needs the frame rate: pass fps (--fps), or videos to read it from")
     cameras = capture.cameras.to(dtype=torch.float64)
-    with _timed(timings, "select"):
+    with timed(timings, "select"):
         people = torch.from_numpy(capture.people)
         keypoints, person = select_person(people, cameras, min_confidence=options.min_confidence,
                                           threshold_px=options.person_threshold_px)
-    with _timed(timings, "triangulate"):
+    with timed(timings, "triangulate"):
         X, used = triangulate_frames(keypoints, cameras, options)
-    with _timed(timings, "check"):
+    with timed(timings, "check"):
         _check_result(capture, keypoints, X, options)
-    with _timed(timings, "temporal"):
+    with timed(timings, "temporal"):
         raw = X.numpy()
         points, filled = fill_gaps(raw, options.max_gap)
         if options.cutoff_hz is not None:
@@ -370,24 +249,6 @@ def _process_capture(capture: Capture, options: CaptureOptions, fps: float | Non
 
 
 # --------------------------------------------------------------------------------------------- outputs
-def _video_fps(videos: str | Path | None, names: Sequence[str]) -> float | None:
-    if videos is None:
-        return None
-    import cv2
-
-    from mvpose.geometry.board_calibration import VIDEO_SUFFIXES
-
-    sources = find_camera_sources(videos, VIDEO_SUFFIXES)
-    for name in names:
-        if name in sources and sources[name].is_file():
-            cap = cv2.VideoCapture(str(sources[name]))
-            fps = cap.get(cv2.CAP_PROP_FPS)
-            cap.release()
-            if fps and fps > 0:
-                return float(fps)
-    return None
-
-
 def write_outputs(result: CaptureResult, out_dir: str | Path) -> dict[str, Path]:
     """Write ``poses3d.h5``, ``poses3d.trc``, ``summary.json`` and ``report.txt`` into ``out_dir``."""
     from mvpose.capture.checks import check_quality
@@ -411,7 +272,7 @@ def write_outputs(result: CaptureResult, out_dir: str | Path) -> dict[str, Path]
         "reprojection_error": result.reprojection_error, "used": result.used, "filled": result.filled,
         "person": result.person, "frame_index": cap.frame_index,
     }
-    with _timed(result.timings, "write"):
+    with timed(result.timings, "write"):
         paths = {"h5": write_h5(out / "poses3d.h5", arrays, attrs)}
         paths["trc"] = write_trc(out / "poses3d.trc", result.points3d, skeleton.joints, fps, cap.frame_index)
     result.summary = build_summary(result)
@@ -430,7 +291,7 @@ def run_capture(
     out_dir: str | Path,
     options: CaptureOptions | None = None,
     *,
-    detect: "DetectOptions | None" = None,
+    detect: KeypointSource | None = None,
     rig: str | None = None,
     videos: str | Path | None = None,
     images: str | Path | None = None,
@@ -444,8 +305,9 @@ def run_capture(
         calibration: calibration file (any readable format); its camera names name the keypoint sources.
         keypoints_dir: folder with one entry per camera: an OpenPose JSON folder or a COCO results ``.json``;
             None with ``detect``.
-        detect: run a model on ``videos`` / ``images`` instead (:func:`mvpose.capture.detect.detect_capture`);
-            also writes ``detection.json`` and ``boxes/<camera>.csv``.
+        detect: another keypoint source instead of ``keypoints_dir`` (:class:`~mvpose.capture.types.KeypointSource`),
+            e.g. :class:`mvpose.capture.detect.DetectOptions`: a model run on ``videos`` / ``images``, which also
+            writes ``detection.json`` and ``boxes/<camera>.csv``.
         out_dir: output folder (``poses3d.h5``, ``poses3d.trc``, ``summary.json``, ``report.txt``).
         options: processing options.
         rig: rig of a multi-rig calibration file.
@@ -462,30 +324,20 @@ def run_capture(
     options.check()
     timings: dict[str, float] = {}
     issues = IssueLog()
-    with _timed(timings, "total"), issues.capture_logging():
-        if detect is not None:
-            from mvpose.capture.detect import detect_capture
-
-            with _timed(timings, "detect"):
-                capture = detect_capture(calibration, detect, options, rig=rig, videos=videos, images=images,
-                                         timings=timings, issues=issues)
-        else:
-            with _timed(timings, "read"):
-                capture = load_capture(calibration, keypoints_dir, joints=options.joints, offsets=options.offsets,
-                                       rig=rig, workers=options.workers, progress=options.progress,
-                                       units=options.calibration_units, issues=issues)
-        fps = _video_fps(videos, capture.names)
+    source: KeypointSource = detect if detect is not None else KeypointFiles(keypoints_dir)
+    with timed(timings, "total"), issues.capture_logging():
+        with timed(timings, source.stage):
+            capture = source.load(calibration, options, rig=rig, videos=videos, images=images, timings=timings,
+                                  issues=issues)
+        fps = video_fps(videos, capture.names)
         result = process_capture(capture, options, fps)
         result.timings = {**timings, **result.timings}
         write_outputs(result, out_dir)
-        if capture.detection is not None:
-            from mvpose.capture.detect import write_detection
-
-            result.paths.update(write_detection(capture.detection, out_dir))
+        result.paths.update(source.write(capture, out_dir))
         if render:
             from mvpose.capture.render import render_capture
 
-            with _timed(result.timings, "render"):
+            with timed(result.timings, "render"):
                 result.paths.update(render_capture(result, Path(out_dir) / "render", videos=videos, images=images,
                                                    plot_frames=plot_frames, every=render_every))
     result.timings.update(timings)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -14,7 +14,7 @@ from mvpose.capture.issues import CaptureError, IssueLog
 from mvpose.geometry.calibration import UNITS_MM
 from mvpose.geometry.camera import Cameras
 
-__all__ = ["Capture", "CaptureOptions", "CaptureResult", "MODES"]
+__all__ = ["Capture", "CaptureOptions", "CaptureResult", "KeypointSource", "MODES"]
 
 MODES = ("dlt", "drop_worst", "ransac")
 
@@ -24,7 +24,7 @@ class CaptureOptions:
     """Processing options (the CLI flags of ``mvpose triangulate``).
 
     Attributes:
-        joints: joint set of the keypoints (``body25``, ``coco``, ``halpe26``, ``h36m``); None: from the count.
+        joints: joint set of the keypoints (``body25``, ``body25b``, ``coco``, ``halpe26``, ``h36m``); None: from the count.
         calibration_units: length unit of the calibration's translations (``m``, ``cm``, ``mm``) for formats
             that do not fix it (Pose2Sim / anipose TOML, OpenCV without ``units``); None: the file's own.
         mode: ``"drop_worst"`` / ``"ransac"`` (robust, see :func:`triangulate_robust`) or ``"dlt"`` (plain).
@@ -123,3 +123,34 @@ class CaptureResult:
     timings: dict[str, float] = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
     paths: dict[str, Path] = field(default_factory=dict)
+
+
+class KeypointSource(Protocol):
+    """Where the 2D keypoints of a capture come from: all :func:`mvpose.capture.pipeline.run_capture` asks of
+    them, so the pipeline imports no source. Keypoint files (:class:`mvpose.capture.pipeline.KeypointFiles`)
+    and a model run on the frames (:class:`mvpose.capture.detect.DetectOptions`) are the two there are.
+    """
+
+    stage: ClassVar[str]  # the timing name of :meth:`load` (``read_s`` / ``detect_s`` in the timings)
+
+    def load(
+        self,
+        calibration: str | Path,
+        options: CaptureOptions,
+        *,
+        rig: str | None = None,
+        videos: str | Path | None = None,
+        images: str | Path | None = None,
+        timings: dict[str, float] | None = None,
+        issues: IssueLog | None = None,
+    ) -> Capture:
+        """The synchronised capture of the calibration's cameras (``people (T, V, P, J, 3)``).
+
+        Raises:
+            CaptureError: nothing usable (the message names the cause).
+        """
+        ...
+
+    def write(self, capture: Capture, out_dir: Path) -> dict[str, Path]:
+        """The source's own outputs beside the pipeline's (the model path: ``detection.json``, ``boxes/``)."""
+        ...

@@ -8,15 +8,17 @@ from mvpose.data.dataset import (
     DatasetError,
     Group,
     MultiViewDataset,
+    Reading,
     SingleViewDataset,
     ViewRecord,
     build_dataset,
     collate,
+    read_dataset,
     sample_cameras,
 )
-from mvpose.data.coco import COCODataset
-from mvpose.data.h36m import H36MDataset
-from mvpose.data.skipose import SKIPOSE_JOINTS, SkiPoseDataset
+from mvpose.data.coco import COCODataset, read_coco
+from mvpose.data.h36m import H36MDataset, read_h36m
+from mvpose.data.skipose import SKIPOSE_JOINTS, SkiPoseDataset, read_skipose
 from mvpose.data.targets import crop_to_heatmap, heatmap_targets, heatmap_to_crop, simcc_targets
 from mvpose.data.transforms import AugmentConfig, token_centers
 
@@ -30,9 +32,14 @@ __all__ = [
     "SkiPoseDataset",
     "Group",
     "MultiViewDataset",
+    "Reading",
     "SingleViewDataset",
     "ViewRecord",
     "build_dataset",
+    "read_coco",
+    "read_dataset",
+    "read_h36m",
+    "read_skipose",
     "collate",
     "crop_to_heatmap",
     "heatmap_targets",

@@ -1,9 +1,11 @@
 """The one sample format of every dataset, multi-view grouping, collate and the dataset factory.
 
-A reader (Human3.6M, Ski-Pose, COCO) parses its files into :class:`Group` s: one group is one
-moment seen by ``V`` cameras (one camera for single-view data), each view a :class:`ViewRecord`
-(image path, 2D joints in original pixels, crop box, camera). :class:`MultiViewDataset` turns a
-group into a sample; the readers are thin.
+The readers register themselves (:mod:`mvpose.data.registry`); this module imports none of them.
+
+A reader (Human3.6M, Ski-Pose, COCO) parses its files into a :class:`Reading` of :class:`Group` s:
+one group is one moment seen by ``V`` cameras (one camera for single-view data), each view a
+:class:`ViewRecord` (image path, 2D joints in original pixels, crop box, camera). The one dataset
+class, :class:`MultiViewDataset`, turns a group into a sample; the readers are thin functions.
 
 Sample (a dict; ``V`` views first, ``J`` joints, crop ``H x W``, heatmap ``Hh x Wh``, ``N`` tokens):
 
@@ -44,6 +46,7 @@ Geometry is computed in float64; the sample's tensors are float32 except the int
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,12 +60,14 @@ from torch.utils.data import Dataset
 from mvpose.data import targets as tg
 from mvpose.data import transforms as tf
 from mvpose.data.rays import RAY_MODES, official_rays
+from mvpose.data.registry import DATASETS, dataset_reader
 from mvpose.geometry.camera import Cameras
 
 __all__ = [
     "DatasetError",
     "ViewRecord",
     "Group",
+    "Reading",
     "MultiViewDataset",
     "SingleViewDataset",
     "collate",
@@ -71,6 +76,7 @@ __all__ = [
     "check_images_exist",
     "image_size",
     "build_dataset",
+    "read_dataset",
     "DATASETS",
 ]
 
@@ -120,6 +126,34 @@ class Group:
     frame: int = 0
     action_name: str = ""
     extra: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Reading:
+    """One split of a dataset as a reader parsed it: the groups, and what they are.
+
+    A reader (``read_h36m``, ``read_skipose``, ``read_coco``) returns it; :meth:`MultiViewDataset.from_reading`
+    turns it into samples.
+
+    Attributes:
+        groups: one per sample. skeleton: their joint set. camera_ids: rig ids of each group's views.
+        name: for messages (``"h36m-train"``). split: the reader's split name. root: the dataset folder.
+        breakdown: how evaluation breaks MPJPE down: ``"action"``, ``"sequence"`` or None.
+        supervise_hidden: labels of hidden joints are valid (motion capture), so train on them.
+        incomplete_groups: moments left out because a chosen camera lacks them (reader-specific keys).
+        coco: the pycocotools ground truth of a COCO split (None otherwise).
+    """
+
+    groups: list[Group]
+    skeleton: Any
+    camera_ids: list[int]
+    name: str
+    split: str
+    root: Path
+    breakdown: str | None = None
+    supervise_hidden: bool = False
+    incomplete_groups: list = field(default_factory=list)
+    coco: Any = None
 
 
 def select_views(views: int | Sequence[int] | None, num_cameras: int, where: str) -> list[int]:
@@ -190,7 +224,12 @@ class MultiViewDataset(Dataset):
             ``"official"`` refuses flip augmentation (the official code never flips).
     """
 
-    breakdown: str | None = None  # how evaluation breaks MPJPE down: "action", "sequence" or None (readers set it)
+    # What a reader tells of its groups (:class:`Reading`; set by :meth:`from_reading`).
+    breakdown: str | None = None  # how evaluation breaks MPJPE down: "action", "sequence" or None
+    coco: Any = None  # the COCO reader's pycocotools ground truth, for keypoint AP (None for the other readers)
+    split: str = ""
+    root: Path | None = None
+    incomplete_groups: Sequence = ()
 
     def __init__(
         self,
@@ -243,6 +282,16 @@ class MultiViewDataset(Dataset):
         self.tokens = tf.token_centers(self.input_hw, self.token_grid)
         self.lower_body = tf.lower_body_mask(skeleton.canonical)
         self.flip_index = np.asarray(skeleton.flip_index)
+
+    @classmethod
+    def from_reading(cls, reading: Reading, **options: Any) -> "MultiViewDataset":
+        """Samples of a reader's :class:`Reading`; ``options`` as for the constructor (``supervise_hidden``
+        defaults to the reading's)."""
+        options.setdefault("supervise_hidden", reading.supervise_hidden)
+        dataset = cls(reading.groups, reading.skeleton, reading.camera_ids, name=reading.name, **options)
+        dataset.breakdown, dataset.coco = reading.breakdown, reading.coco
+        dataset.split, dataset.root, dataset.incomplete_groups = reading.split, reading.root, reading.incomplete_groups
+        return dataset
 
     # ------------------------------------------------------------------ sizes
     def __len__(self) -> int:
@@ -426,25 +475,6 @@ def sample_cameras(sample: Mapping[str, torch.Tensor], crop: bool = True) -> Cam
     return Cameras(K, sample["R"], sample["t"], sample["dist"], size)
 
 
-def _h36m(**kw):
-    from mvpose.data.h36m import H36MDataset
-
-    return H36MDataset(**kw)
-
-
-def _skipose(**kw):
-    from mvpose.data.skipose import SkiPoseDataset
-
-    return SkiPoseDataset(**kw)
-
-
-def _coco(**kw):
-    from mvpose.data.coco import COCODataset
-
-    return COCODataset(**kw)
-
-
-DATASETS: dict[str, Callable[..., MultiViewDataset]] = {"h36m": _h36m, "skipose": _skipose, "coco": _coco}
 # Config-file spellings (mvpose.engine.config: sizes as [H, W]) -> option names.
 _OPTION_ALIASES = {"image_size": "input_hw", "heatmap_size": "heatmap_hw", "every": "frame_stride"}
 
@@ -460,7 +490,7 @@ def build_dataset(
     """Build a dataset by name.
 
     Args:
-        name: "h36m", "skipose" or "coco".
+        name: a registered dataset (:data:`mvpose.data.registry.DATASETS`: "h36m", "skipose", "coco").
         root: dataset root folder (layouts in docs/data.md).
         split: "train" or "validation" / "test" (Ski-Pose "train" / "test", COCO "train" / "val").
         views: None (all cameras), N (the first N) or a list of camera ids.
@@ -476,10 +506,28 @@ def build_dataset(
             if option in options:
                 raise TypeError(f"build_dataset: give {option!r} or its alias {alias!r}, not both")
             options[option] = options.pop(alias)
-    key = name.lower().replace("-", "").replace("_", "")
-    key = {"human36m": "h36m", "ski": "skipose"}.get(key, key)
-    if key not in DATASETS:
-        raise KeyError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}")
     options.setdefault("augment", split == "train")
-    dataset = DATASETS[key](root=root, split=split, views=views, **options)
+    dataset = read_dataset(dataset_reader(name), root, split, views, **options)
     return SingleViewDataset(dataset) if single_view else dataset
+
+
+def read_dataset(
+    reader: Callable[..., Reading], root: str | Path, split: str = "train", views: int | Sequence[int] | None = None,
+    **options: Any,
+) -> MultiViewDataset:
+    """``reader(root, split, views, ...)`` into a :class:`MultiViewDataset`.
+
+    Each option goes to whichever takes it, the reader (e.g. ``frame_stride``) or the dataset (e.g.
+    ``augment``); one both take (COCO's ``input_hw``) goes to both.
+
+    Raises:
+        TypeError: an option neither takes (the message names it and the reader).
+    """
+    read_params = inspect.signature(reader).parameters
+    data_params = inspect.signature(MultiViewDataset.__init__).parameters
+    unknown = sorted(k for k in options if k not in read_params and k not in data_params)
+    if unknown:
+        raise TypeError(f"{reader.__name__}: unknown option(s) {unknown}; the reader takes {sorted(read_params)[:20]}, "
+                        f"the dataset {sorted(k for k in data_params if k not in ('self', 'groups', 'skeleton', 'camera_ids'))}")
+    reading = reader(root, split, views, **{k: v for k, v in options.items() if k in read_params})
+    return MultiViewDataset.from_reading(reading, **{k: v for k, v in options.items() if k in data_params})

@@ -32,12 +32,15 @@ from mvpose.data.dataset import (
     DatasetError,
     Group,
     MultiViewDataset,
+    Reading,
     ViewRecord,
     check_images_exist,
     image_size,
+    read_dataset,
     select_views,
 )
-from mvpose.geometry.calibration import CalibrationError, h36m_camera_params
+from mvpose.data.registry import register_dataset
+from mvpose.geometry.calibration.common import CalibrationError, field_array
 from mvpose.safe_load import UntrustedFileError, load_pickle
 from mvpose.skeletons import H36M_ACTIONS, get_skeleton
 
@@ -45,10 +48,14 @@ __all__ = [
     "H36M_CAMERA_IDS",
     "DAMAGED_SEQUENCES",
     "H36MDataset",
+    "read_h36m",
     "annotation_file",
     "load_annotations",
     "is_damaged",
     "group_records",
+    "H36M_IMAGE_SIZES",
+    "h36m_camera_params",
+    "h36m_camera_dict",
 ]
 
 log = logging.getLogger(__name__)
@@ -71,6 +78,58 @@ NUM_JOINTS = 17
 GroupKey = tuple[int, int, int, int]  # subject, action, subaction, image_id
 
 
+# ------------------------------------------------------------------------- Human3.6M cameras
+# Human3.6M image sizes (width, height) per camera id: two of the four cameras record 1000x1002.
+H36M_IMAGE_SIZES = {"54138969": (1000, 1002), "55011271": (1000, 1000), "58860488": (1000, 1000), "60457274": (1000, 1002)}
+
+
+def h36m_camera_params(cam: Mapping[str, Any], where: str = "Human3.6M camera", name: str | None = None) -> dict[str, Any]:
+    """Convert a Human3.6M camera dict to mvpose parameters.
+
+    Accepts both the H36M-Toolbox annotation layout (``R (3,3)``, ``T (3,1)`` camera centre, ``fx``,
+    ``fy``, ``cx``, ``cy`` as 1-element arrays, ``k (3,1)``, ``p (2,1)``) and the
+    ``h36m_cameras.json`` layout (``f (2,)``, ``c (2,)``). Human3.6M stores the centre, so ``t = -R T``.
+    """
+    R = field_array(cam, "R", where, (3, 3))
+    C = field_array(cam, "T", where, (3,))
+    if "f" in cam:
+        fx, fy = field_array(cam, "f", where, (2,))
+        cx, cy = field_array(cam, "c", where, (2,))
+    else:
+        fx, fy, cx, cy = (float(field_array(cam, k, where).reshape(-1)[0]) for k in ("fx", "fy", "cx", "cy"))
+    k = field_array(cam, "k", where, (3,))
+    p = field_array(cam, "p", where, (2,))
+    cam_id = str(cam.get("camera_id", cam.get("name", name or "")))
+    size = np.asarray(H36M_IMAGE_SIZES.get(cam_id, (1000, 1000)), dtype=np.float64)
+    return {
+        "name": name or cam_id,
+        "K": np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]]),
+        "dist": np.array([k[0], k[1], p[0], p[1], k[2]]),
+        "R": R,
+        "t": -R @ C,
+        "size": size,
+    }
+
+
+def h36m_camera_dict(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """mvpose parameters -> the H36M-Toolbox annotation camera dict (``T`` is the camera centre)."""
+    R = np.asarray(params["R"], dtype=np.float64)
+    K = np.asarray(params["K"], dtype=np.float64)
+    d = np.asarray(params["dist"], dtype=np.float64)
+    C = -R.T @ np.asarray(params["t"], dtype=np.float64)
+    return {
+        "R": R,
+        "T": C.reshape(3, 1),
+        "fx": np.array([K[0, 0]]),
+        "fy": np.array([K[1, 1]]),
+        "cx": np.array([K[0, 2]]),
+        "cy": np.array([K[1, 2]]),
+        "k": np.array([d[0], d[1], d[4]]).reshape(3, 1),
+        "p": np.array([d[2], d[3]]).reshape(2, 1),
+    }
+
+
+# ------------------------------------------------------------------------------ annotations
 def _split_name(split: str) -> str:
     name = SPLIT_ALIASES.get(split, split)
     if name not in SPLIT_FILES:
@@ -177,8 +236,18 @@ def _array(rec: Mapping[str, Any], key: str, shape: tuple[int, ...], where: str)
     return arr
 
 
-class H36MDataset(MultiViewDataset):
-    """Multi-view Human3.6M samples (format in :mod:`mvpose.data.dataset`).
+@register_dataset("h36m", aliases=("human36m",))
+def read_h36m(
+    root: str | Path,
+    split: str = "train",
+    views: int | Sequence[int] | None = None,
+    frame_stride: int | None = None,
+    drop_damaged: bool = True,
+    image_sizes: Mapping[int, tuple[int, int]] | None = None,
+    check_files: bool = True,
+    view_tolerance_mm: float = VIEW_TOLERANCE_MM,
+) -> Reading:
+    """Read a Human3.6M split (H36M-Toolbox layout) into multi-view groups.
 
     Args:
         root: dataset root (``annot/`` and ``images/`` inside).
@@ -193,143 +262,136 @@ class H36MDataset(MultiViewDataset):
             reference sizes); without it, sizes are checked only against ``image_sizes``.
         view_tolerance_mm: largest accepted distance (mm) between the world poses
             ``R^T joints_3d_camera + T`` of one group's views (DatasetError naming the record otherwise).
-        options: :class:`MultiViewDataset` options.
+
+    Returns:
+        The :class:`~mvpose.data.dataset.Reading`: MPJPE broken down per action, hidden joints supervised.
+
+    Raises:
+        DatasetError: a missing or malformed file, record or image (the message names it).
     """
+    root = Path(root)
+    split = _split_name(split)
+    path = annotation_file(root, split)
+    camera_ids = select_views(views, len(H36M_CAMERA_IDS), f"Human3.6M {path}")
+    stride = int(frame_stride or DEFAULT_FRAME_STRIDE[split])
+    if stride < 1:
+        raise DatasetError(f"Human3.6M: frame_stride must be >= 1, got {stride}")
 
-    breakdown: str | None = "action"  # MPJPE per Human3.6M action in evaluation reports
-
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        views: int | Sequence[int] | None = None,
-        frame_stride: int | None = None,
-        drop_damaged: bool = True,
-        image_sizes: Mapping[int, tuple[int, int]] | None = None,
-        check_files: bool = True,
-        view_tolerance_mm: float = VIEW_TOLERANCE_MM,
-        **options: Any,
-    ) -> None:
-        self.root = Path(root)
-        self.view_tolerance_mm = float(view_tolerance_mm)
-        self.split = _split_name(split)
-        path = annotation_file(root, split)
-        camera_ids = select_views(views, len(H36M_CAMERA_IDS), f"Human3.6M {path}")
-        stride = int(frame_stride or DEFAULT_FRAME_STRIDE[self.split])
-        if stride < 1:
-            raise DatasetError(f"Human3.6M: frame_stride must be >= 1, got {stride}")
-
-        records = load_annotations(path)
-        num_records = len(records)
-        damaged = [r for r in records if is_damaged(r)]
-        if drop_damaged and damaged:
-            records = [r for r in records if not is_damaged(r)]
-            log.info("%s: left out %d records of the damaged S9 sequences", path, len(damaged))
-        if not records:
-            raise DatasetError(f"{path}: no records left after dropping the damaged S9 sequences")
-        complete, incomplete = group_records(records, camera_ids, str(path))
-        self.incomplete_groups: list[tuple[GroupKey, list[int]]] = incomplete
-        if incomplete:
-            log.warning(
-                "%s: %d of %d groups lack a chosen camera %s and are not used (listed in incomplete_groups; first %s missing %s)",
-                path, len(incomplete), len(incomplete) + len(complete), camera_ids, incomplete[0][0], incomplete[0][1],
-            )
-        if not complete:
-            raise DatasetError(f"{path}: no group has all chosen cameras {camera_ids}")
-        selected = complete[::stride]
-        log.info(
-            "%s: %d records -> %d complete groups -> %d samples (every %d), views %s",
-            path, num_records, len(complete), len(selected), stride, camera_ids,
+    records = load_annotations(path)
+    num_records = len(records)
+    damaged = [r for r in records if is_damaged(r)]
+    if drop_damaged and damaged:
+        records = [r for r in records if not is_damaged(r)]
+        log.info("%s: left out %d records of the damaged S9 sequences", path, len(damaged))
+    if not records:
+        raise DatasetError(f"{path}: no records left after dropping the damaged S9 sequences")
+    complete, incomplete = group_records(records, camera_ids, str(path))
+    if incomplete:
+        log.warning(
+            "%s: %d of %d groups lack a chosen camera %s and are not used (listed in incomplete_groups; first %s missing %s)",
+            path, len(incomplete), len(incomplete) + len(complete), camera_ids, incomplete[0][0], incomplete[0][1],
         )
+    if not complete:
+        raise DatasetError(f"{path}: no group has all chosen cameras {camera_ids}")
+    selected = complete[::stride]
+    log.info(
+        "%s: %d records -> %d complete groups -> %d samples (every %d), views %s",
+        path, num_records, len(complete), len(selected), stride, camera_ids,
+    )
 
-        groups = [self._group(records, key, idx, path) for key, idx in selected]
-        if check_files:
-            check_images_exist(groups, f"Human3.6M {self.split} ({path})")
-        if image_sizes is not None or check_files:
-            self._set_image_sizes(groups, image_sizes)
-        options.setdefault("supervise_hidden", True)
-        super().__init__(groups, get_skeleton("h36m"), camera_ids, name=f"h36m-{self.split}", **options)
+    groups = [_group(records, key, idx, path, root, float(view_tolerance_mm)) for key, idx in selected]
+    if check_files:
+        check_images_exist(groups, f"Human3.6M {split} ({path})")
+    if image_sizes is not None or check_files:
+        _set_image_sizes(groups, image_sizes)
+    return Reading(groups, get_skeleton("h36m"), camera_ids, name=f"h36m-{split}", split=split, root=root,
+                   breakdown="action", supervise_hidden=True, incomplete_groups=incomplete)
 
-    @property
-    def action_names(self) -> dict[int, str]:
-        return dict(H36M_ACTIONS)
 
-    @staticmethod
-    def _set_image_sizes(groups: list[Group], override: Mapping[int, tuple[int, int]] | None) -> None:
-        """Set the accepted image sizes per camera: ``override``, else the size of its first image."""
-        if override is not None:
-            sizes = {int(c): (tuple(int(v) for v in s),) for c, s in override.items()}
-        else:
-            sizes = {}
-            for view in (v for g in groups for v in g.views):
-                if view.camera_id in sizes:
-                    continue
-                W, H = image_size(view.image)
-                cx, cy = view.K[0, 2], view.K[1, 2]
-                if not (0 < cx < W and 0 < cy < H):
-                    raise DatasetError(
-                        f"{view.image}: image is {W}x{H} but camera {view.camera_id}'s principal point "
-                        f"({cx:.1f}, {cy:.1f}) lies outside it: images and camera parameters disagree"
-                    )
-                # The real rig's 1000x1002 cameras are cut to 1000 rows by some tools: accept both.
-                alt = {1002: 1000, 1000: 1002}.get(H) if W == 1000 else None
-                sizes[view.camera_id] = ((W, H),) if alt is None else ((W, H), (W, alt))
+def H36MDataset(root: str | Path, split: str = "train", views: int | Sequence[int] | None = None,
+                **options: Any) -> MultiViewDataset:
+    """Human3.6M samples (format in :mod:`mvpose.data.dataset`): :func:`read_h36m` into a
+    :class:`~mvpose.data.dataset.MultiViewDataset`; ``options`` go to the reader or the dataset."""
+    return read_dataset(read_h36m, root, split, views, **options)
+
+
+def _set_image_sizes(groups: list[Group], override: Mapping[int, tuple[int, int]] | None) -> None:
+    """Set the accepted image sizes per camera: ``override``, else the size of its first image."""
+    if override is not None:
+        sizes = {int(c): (tuple(int(v) for v in s),) for c, s in override.items()}
+    else:
+        sizes = {}
         for view in (v for g in groups for v in g.views):
-            if view.camera_id not in sizes:
-                raise DatasetError(f"Human3.6M: image_sizes gives no size for camera {view.camera_id} (has {sorted(sizes)})")
-            view.image_sizes = sizes[view.camera_id]
-
-    def _world_truth(self, records, indices: list[int], views: list[ViewRecord], path: Path) -> np.ndarray:
-        """World pose (17, 3) mm of a group: ``R^T joints_3d_camera + T`` of its first view.
-
-        Raises DatasetError naming the records when two views' world poses differ by more than
-        ``view_tolerance_mm`` (wrong camera, wrong ``joints_3d_camera`` or a mixed-up record).
-        """
-        worlds = []
-        for i, view in zip(indices, views):
-            rec = records[i]
-            cam = _array(rec, "joints_3d_camera", (NUM_JOINTS, 3), f"{path} record ({rec['image']})")
-            worlds.append((cam - view.t) @ view.R)  # R^T (x - t) = R^T x + C
-        worlds = np.stack(worlds)
-        gap = np.linalg.norm(worlds - worlds[0], axis=-1)  # (V, J) mm
-        if gap.max() > self.view_tolerance_mm:
-            v, j = np.unravel_index(np.argmax(gap), gap.shape)
-            raise DatasetError(
-                f"{path} record ({records[indices[v]]['image']}): its world pose R^T joints_3d_camera + T "
-                f"differs from that of record ({records[indices[0]]['image']}) by {gap[v, j]:.1f} mm at joint {j} "
-                f"(at most {self.view_tolerance_mm:g} mm accepted): the views of one frame disagree "
-                "(wrong camera or joints_3d_camera)"
-            )
-        return worlds[0]
-
-    def _group(self, records, key: GroupKey, indices: list[int], path: Path) -> Group:
-        views = []
-        for i in indices:
-            rec = records[i]
-            where = f"{path} record ({rec['image']})"
-            cam = int(rec["camera_id"])
-            try:
-                params = h36m_camera_params(rec["camera"], where=f"{where} field 'camera'", name=H36M_CAMERA_IDS[cam])
-            except CalibrationError as err:
-                raise DatasetError(str(err)) from err
-            vis = _array(rec, "joints_vis", (NUM_JOINTS, 3), where)
-            views.append(
-                ViewRecord(
-                    image=self.root / "images" / str(rec["image"]).replace("\\", "/"),
-                    joints_2d=_array(rec, "joints_2d", (NUM_JOINTS, 2), where),
-                    joints_vis=(vis[:, 0] > 0).astype(np.float64),
-                    center=_array(rec, "center", (2,), where),
-                    scale=_array(rec, "scale", (2,), where),
-                    K=params["K"], R=params["R"], t=params["t"], dist=params["dist"],
-                    camera_id=cam,
-                    image_sizes=(),
+            if view.camera_id in sizes:
+                continue
+            W, H = image_size(view.image)
+            cx, cy = view.K[0, 2], view.K[1, 2]
+            if not (0 < cx < W and 0 < cy < H):
+                raise DatasetError(
+                    f"{view.image}: image is {W}x{H} but camera {view.camera_id}'s principal point "
+                    f"({cx:.1f}, {cy:.1f}) lies outside it: images and camera parameters disagree"
                 )
-            )
-            if np.any(views[-1].scale <= 0):
-                raise DatasetError(f"{where}: field 'scale' must be positive, found {views[-1].scale.tolist()}")
-        joints_3d = self._world_truth(records, indices, views, path)
-        subject, action, subaction, image_id = key
-        return Group(
-            views=views, joints_3d=joints_3d, subject=subject, action=action, subaction=subaction,
-            frame=image_id, action_name=H36M_ACTIONS[action],
+            # The real rig's 1000x1002 cameras are cut to 1000 rows by some tools: accept both.
+            alt = {1002: 1000, 1000: 1002}.get(H) if W == 1000 else None
+            sizes[view.camera_id] = ((W, H),) if alt is None else ((W, H), (W, alt))
+    for view in (v for g in groups for v in g.views):
+        if view.camera_id not in sizes:
+            raise DatasetError(f"Human3.6M: image_sizes gives no size for camera {view.camera_id} (has {sorted(sizes)})")
+        view.image_sizes = sizes[view.camera_id]
+
+
+def _world_truth(records, indices: list[int], views: list[ViewRecord], path: Path, tolerance_mm: float) -> np.ndarray:
+    """World pose (17, 3) mm of a group: ``R^T joints_3d_camera + T`` of its first view.
+
+    Raises DatasetError naming the records when two views' world poses differ by more than
+    ``tolerance_mm`` (wrong camera, wrong ``joints_3d_camera`` or a mixed-up record).
+    """
+    worlds = []
+    for i, view in zip(indices, views):
+        rec = records[i]
+        cam = _array(rec, "joints_3d_camera", (NUM_JOINTS, 3), f"{path} record ({rec['image']})")
+        worlds.append((cam - view.t) @ view.R)  # R^T (x - t) = R^T x + C
+    worlds = np.stack(worlds)
+    gap = np.linalg.norm(worlds - worlds[0], axis=-1)  # (V, J) mm
+    if gap.max() > tolerance_mm:
+        v, j = np.unravel_index(np.argmax(gap), gap.shape)
+        raise DatasetError(
+            f"{path} record ({records[indices[v]]['image']}): its world pose R^T joints_3d_camera + T "
+            f"differs from that of record ({records[indices[0]]['image']}) by {gap[v, j]:.1f} mm at joint {j} "
+            f"(at most {tolerance_mm:g} mm accepted): the views of one frame disagree "
+            "(wrong camera or joints_3d_camera)"
         )
+    return worlds[0]
+
+
+def _group(records, key: GroupKey, indices: list[int], path: Path, root: Path, tolerance_mm: float) -> Group:
+    views = []
+    for i in indices:
+        rec = records[i]
+        where = f"{path} record ({rec['image']})"
+        cam = int(rec["camera_id"])
+        try:
+            params = h36m_camera_params(rec["camera"], where=f"{where} field 'camera'", name=H36M_CAMERA_IDS[cam])
+        except CalibrationError as err:
+            raise DatasetError(str(err)) from err
+        vis = _array(rec, "joints_vis", (NUM_JOINTS, 3), where)
+        views.append(
+            ViewRecord(
+                image=root / "images" / str(rec["image"]).replace("\\", "/"),
+                joints_2d=_array(rec, "joints_2d", (NUM_JOINTS, 2), where),
+                joints_vis=(vis[:, 0] > 0).astype(np.float64),
+                center=_array(rec, "center", (2,), where),
+                scale=_array(rec, "scale", (2,), where),
+                K=params["K"], R=params["R"], t=params["t"], dist=params["dist"],
+                camera_id=cam,
+                image_sizes=(),
+            )
+        )
+        if np.any(views[-1].scale <= 0):
+            raise DatasetError(f"{where}: field 'scale' must be positive, found {views[-1].scale.tolist()}")
+    joints_3d = _world_truth(records, indices, views, path, tolerance_mm)
+    subject, action, subaction, image_id = key
+    return Group(
+        views=views, joints_3d=joints_3d, subject=subject, action=action, subaction=subaction,
+        frame=image_id, action_name=H36M_ACTIONS[action],
+    )

@@ -17,7 +17,7 @@ joints are :data:`H36M_32_TO_17` of the 32, ``joints_3d`` comes from ``D3_Positi
 (the pose retargeted to the universal skeleton, camera frame: NOT the world pose), ``joints_3d_camera``
 from ``D3_Positions_mono`` (the real pose, camera frame, mm), ``joints_2d`` from ``D2_Positions``, and
 the box is the root +-1 m horizontally, -0.9 m / +1.1 m vertically in the camera frame, projected
-without distortion. The world pose is ``R^T joints_3d_camera + T`` (what :class:`~mvpose.data.h36m.H36MDataset`
+without distortion. The world pose is ``R^T joints_3d_camera + T`` (what :func:`~mvpose.data.h36m.read_h36m`
 and the official 3D evaluation use). ``D3_Positions`` (world) serves only to check labels and cameras.
 
 When a take's ``D3_Positions_mono_universal`` file is missing (it is a separate archive), its
@@ -376,7 +376,7 @@ def _reprojection(take: Take, camera: dict[str, np.ndarray], world: np.ndarray, 
     import torch
 
     from mvpose.geometry import Cameras
-    from mvpose.geometry.calibration import h36m_camera_params
+    from mvpose.data.h36m import h36m_camera_params
 
     p = h36m_camera_params(camera, where=f"{take} camera", name=take.camera_name)
     cam = Cameras.from_params(p["K"], p["R"], p["t"], p["dist"], p["size"])
@@ -389,7 +389,8 @@ def _reprojection(take: Take, camera: dict[str, np.ndarray], world: np.ndarray, 
 
 
 def _camera_dicts(calibration: Path, subjects: Sequence[int]) -> dict[int, list[dict[str, np.ndarray]]]:
-    from mvpose.geometry.calibration import CalibrationError, h36m_camera_dict, read_calibration
+    from mvpose.data.h36m import h36m_camera_dict
+    from mvpose.geometry.calibration import CalibrationError, read_calibration
 
     try:
         rigs = read_calibration(calibration)
@@ -543,7 +544,7 @@ def prepare_h36m(
 
 
 def _report(out, subjects, actions, every, splits, results, checks, skipped, warnings, present, files) -> dict[str, Any]:
-    from mvpose.geometry.calibration import H36M_IMAGE_SIZES
+    from mvpose.data.h36m import H36M_IMAGE_SIZES
     from mvpose.skeletons import get_skeleton
 
     joints = get_skeleton("h36m").joints

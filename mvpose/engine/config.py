@@ -48,6 +48,8 @@ DEFAULTS: dict[str, Any] = {
         "keep_ratio_warmup_epochs": 0,
         "keep_ratio_decay_epochs": 0,
         "workers": 2,
+        # Intra-op threads of the training process on CPU; None: torch's default.
+        "threads": None,
         "amp": True,  # only takes effect on CUDA
         "max_steps_per_epoch": None,
         "val_every_epochs": 1,

@@ -24,7 +24,8 @@ from tqdm import tqdm
 from mvpose import metrics
 from mvpose.data.dataset import sample_cameras
 from mvpose.engine.checkpoint import atomic_write_text
-from mvpose.engine.decode import crop_to_original, decode_heatmaps
+from mvpose.engine.decode import crop_to_original
+from mvpose.engine.distributed import unwrap
 from mvpose.geometry.triangulation import triangulate
 from mvpose.skeletons import H36M_ACTIONS, get_skeleton
 
@@ -33,8 +34,7 @@ log = logging.getLogger(__name__)
 
 def is_multiview(model: torch.nn.Module) -> bool:
     """Multi-view models take (B, V, 3, H, W) images and world rays; single-view ones (B, 3, H, W)."""
-    model = getattr(model, "module", model)  # unwrap DDP
-    return bool(getattr(model, "multiview", False))
+    return unwrap(model).multiview
 
 
 def forward_views(model: torch.nn.Module, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
@@ -62,16 +62,7 @@ def forward_views(model: torch.nn.Module, batch: dict[str, Any], device: torch.d
 
 def output_kind(model: torch.nn.Module) -> str:
     """``"heatmap"`` for heatmap models, ``"simcc"`` for SimCC models (HRPVT)."""
-    return getattr(getattr(model, "module", model), "output_kind", "heatmap")
-
-
-def keypoints_from_output(out: dict[str, torch.Tensor], input_hw: tuple[int, int], decode: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, V, J, 2) crop-pixel joints and (B, V, J) confidences from any model's output."""
-    if "heatmaps" in out:
-        return decode_heatmaps(out["heatmaps"].float().cpu(), input_hw, method=decode)
-    if "keypoints" in out and "confidence" in out:
-        return out["keypoints"].float().cpu(), out["confidence"].float().cpu()
-    raise ValueError(f"model output has neither heatmaps nor keypoints+confidence (keys: {sorted(out)})")
+    return unwrap(model).output_kind
 
 
 def flip_test_output(
@@ -121,7 +112,7 @@ def predict(
         if flip_index is not None:
             out = flip_test_output(model, batch, device, out, flip_index)
         H, W = batch["image"].shape[-2:]
-        crop_xy, conf = keypoints_from_output(out, (H, W), decode)
+        crop_xy, conf = unwrap(model).predict(out, (H, W), decode)
         batch_3d = bool(batch["has_3d"].all()) if "has_3d" in batch else True
         if has_3d is None:
             has_3d = batch_3d
@@ -159,9 +150,9 @@ BREAKDOWNS = ("action", "sequence", None)
 def breakdown_of(dataset: Any) -> str | None:
     """How a dataset's MPJPE is broken down: ``"action"`` (Human3.6M), ``"sequence"`` (Ski-Pose) or None.
 
-    Read from the reader's ``breakdown`` attribute (through a single-view wrapper's ``base``).
+    Read from the reader's ``breakdown`` attribute (a single-view wrapper passes it through).
     """
-    value = getattr(getattr(dataset, "base", dataset), "breakdown", None)
+    value = dataset.breakdown
     if value not in BREAKDOWNS:
         raise ValueError(f"dataset {type(dataset).__name__}: breakdown {value!r} is not one of {BREAKDOWNS}")
     return value

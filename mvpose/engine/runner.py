@@ -82,7 +82,7 @@ def evaluate_checkpoint(
         cfg["dataset"]["eval_every"] = every
     if rays is not None:
         cfg["dataset"]["rays"] = rays
-    ds = build_datasets(cfg, splits=(split,), token_grid=getattr(model, "token_grid", None), target_type=output_kind(model))[split]
+    ds = build_datasets(cfg, splits=(split,), token_grid=model.token_grid, target_type=output_kind(model))[split]
     loader = DataLoader(ds, batch_size=int(cfg["eval"]["batch_size"]), shuffle=False, num_workers=0, collate_fn=collate)
     if flip_test is None:
         flip_test = bool(cfg["eval"].get("flip_test", False))
@@ -94,7 +94,7 @@ def evaluate_checkpoint(
                   checkpoint=str(checkpoint), split=split, flip_test=bool(flip_test),
                   rays=cfg["dataset"].get("rays", "exact"))
     out_dir = Path(out_dir or Path(checkpoint).parent)
-    coco_gt = getattr(ds, "coco", None)
+    coco_gt = ds.coco
     if coco_gt is not None:
         results_path = out_dir / f"{name}_coco_results.json"
         report["coco"] = evaluate_coco(pred, coco_gt, results_path)
@@ -122,12 +122,12 @@ def sample_outputs(model: torch.nn.Module, batch: dict[str, Any], decode: str = 
         the views, as :func:`mvpose.engine.evaluate.predict` does), or None for data without 3D (COCO).
     """
     from mvpose.data.dataset import sample_cameras
-    from mvpose.engine.evaluate import keypoints_from_output
+    from mvpose.engine.distributed import unwrap
     from mvpose.geometry.triangulation import triangulate
 
     model.eval()
     out = forward_views(model, batch, torch.device("cpu"))
-    crop_xy, conf = keypoints_from_output(out, tuple(batch["image"].shape[-2:]), decode)
+    crop_xy, conf = unwrap(model).predict(out, tuple(batch["image"].shape[-2:]), decode)
     points3d = None
     if "has_3d" in batch and bool(batch["has_3d"].all()):
         points3d = triangulate(crop_xy.double(), sample_cameras(batch).to(dtype=torch.float64), conf.clamp_min(0).double()).points3d
@@ -148,7 +148,7 @@ def plot_kept_tokens(checkpoint: str | Path, out: str | Path, data_root: str | N
     model, cfg = load_model(checkpoint)
     if data_root:
         cfg["dataset"]["root"] = data_root
-    ds = build_datasets(cfg, splits=("val",), token_grid=getattr(model, "token_grid", None))["val"]
+    ds = build_datasets(cfg, splits=("val",), token_grid=model.token_grid)["val"]
     batch = collate([ds[i] for i in range(min(samples, len(ds)))])
     res = sample_outputs(model, batch, cfg["eval"]["decode"])
     if res["kept"] is None:

@@ -1,4 +1,8 @@
-"""The training loop shared by every model: Adam + weighted MSE on heatmaps, step LR, checkpoints.
+"""The training loop shared by every model: Adam on the model's own loss, step LR, checkpoints.
+
+The loop asks the model only for the contract of :class:`mvpose.models.base.PoseModel` (its loss,
+its keep-ratio hook, ``multiview`` / ``output_kind`` / ``token_grid``) and runs in named steps:
+:func:`_setup`, :func:`_resume`, :func:`_train_one_epoch`, :func:`_validate`, :func:`_end_epoch`.
 
 Works the same on one CPU process, one GPU, or several processes under ``torchrun`` (DDP).
 Determinism on CPU: data order comes from a ``DistributedSampler`` seeded by (seed, epoch), the
@@ -13,6 +17,7 @@ import logging
 import os
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +27,12 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from mvpose.engine.checkpoint import atomic_write_text, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
-from mvpose.engine.distributed import DistInfo, all_reduce_mean, cleanup_distributed, init_distributed
-from mvpose.engine.evaluate import breakdown_of, build_report, forward_views, joint_names_for, output_kind, predict
+from mvpose.engine.distributed import DistInfo, all_reduce_mean, cleanup_distributed, init_distributed, unwrap
+from mvpose.engine.evaluate import breakdown_of, build_report, forward_views, joint_names_for, predict
+from mvpose.engine.runtime import keep_freed_memory
+from mvpose.models.base import PoseModel
 from mvpose.safe_load import UntrustedFileError
+from mvpose.parallel import worker_context
 
 log = logging.getLogger(__name__)
 
@@ -33,39 +41,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def heatmap_loss(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Joint-weighted MSE of TokenPose / SimpleBaseline: ``0.5 * mean((w * (pred - target))^2)``.
-
-    Args:
-        pred, target: (..., J, h, w).
-        weight: (..., J) joint weights (0 for joints outside the crop or unlabelled).
-    """
-    w = weight.to(pred.dtype)[..., None, None]
-    return 0.5 * ((pred * w - target.to(pred.dtype) * w) ** 2).mean()
-
-
-def model_loss(model: torch.nn.Module, out: dict[str, torch.Tensor], batch: dict[str, Any], device: torch.device) -> torch.Tensor:
-    """The training loss of any registered model on a (B, V, ...) batch.
-
-    Heatmap models: joint-weighted MSE. SimCC models (``output_kind == "simcc"``): the model's own
-    ``loss`` on the 1D labels. Models with ``loss_terms`` (SHaRPose) add them: the coarse-stage
-    heatmap loss and, weighted 0.03 as in the official code, the quality predictor's loss.
-    """
-    core = getattr(model, "module", model)
-    weight = batch["target_weight"].to(device).flatten(0, 1)
-    if getattr(core, "output_kind", "heatmap") == "simcc":
-        flat = {k: v.flatten(0, 1) for k, v in out.items() if isinstance(v, torch.Tensor) and v.dim() > 1}
-        return core.loss(flat, batch["target_x"].to(device).flatten(0, 1), batch["target_y"].to(device).flatten(0, 1), weight)
-    target = batch["target"].to(device).flatten(0, 1)
-    loss = heatmap_loss(out["heatmaps"].float().flatten(0, 1), target, weight)
-    if hasattr(core, "loss_terms"):
-        flat = {k: v.flatten(0, 1) if isinstance(v, torch.Tensor) and v.dim() > 1 else v.flatten() for k, v in out.items()
-                if isinstance(v, torch.Tensor) and v.dim() > 0}
-        terms = core.loss_terms(flat, target, weight)
-        loss = loss + terms["coarse"] + 0.03 * terms["quality"]
-    return loss
 
 
 def keep_ratio_at(epoch_float: float, tcfg: dict[str, Any], target: float) -> float:
@@ -77,19 +52,6 @@ def keep_ratio_at(epoch_float: float, tcfg: dict[str, Any], target: float) -> fl
     if decay <= 0:
         return float(target)
     return keep_ratio_schedule(epoch_float, decay, target, warmup=float(tcfg.get("keep_ratio_warmup_epochs", 0) or 0))
-
-
-def _set_keep_ratio(model: torch.nn.Module, r: float) -> None:
-    core = getattr(model, "module", model)
-    if hasattr(core, "set_keep_ratio"):
-        core.set_keep_ratio(r)
-
-
-def _target_keep_ratio(model: torch.nn.Module) -> float | None:
-    core = getattr(model, "module", model)
-    cfg = getattr(core, "config", {}) or {}
-    r = cfg.get("keep_ratio")
-    return float(r) if r is not None else None
 
 
 def build_datasets(cfg: dict[str, Any], splits=("train", "val"), token_grid=None, target_type: str = "heatmap"):
@@ -210,7 +172,7 @@ def _check_replicas(model: torch.nn.Module, out_dir: Path, dinfo: DistInfo) -> l
     """Gather every rank's weight checksum; DDP keeps replicas identical, so a mismatch is a bug."""
     import json
 
-    mine = weights_checksum(getattr(model, "module", model))
+    mine = weights_checksum(unwrap(model))
     every: list = [None] * dinfo.world_size
     torch.distributed.all_gather_object(every, mine)
     if dinfo.is_main:
@@ -238,16 +200,7 @@ def loader_workers(requested: int, processes: int = 1, cpus: int | None = None) 
     return max(0, min(int(requested), cpus // max(1, processes) - 1))
 
 
-def _save_epoch(model, cfg, optimizer, scheduler, scaler, epoch: int, step: int, best_jdr: float, path: Path) -> dict[str, Any]:
-    core = getattr(model, "module", model)
-    ckpt = {
-        "model": core.state_dict(), "config": cfg, "model_config": getattr(core, "config", None),
-        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-        "epoch": epoch, "step": step, "best_jdr": best_jdr,
-        "rng": rng_state(),
-    }
-    save_checkpoint(ckpt, path)
-    return ckpt
+LOG_FIELDS = ["epoch", "lr", "keep_ratio", "train_loss", "samples_per_s", "val_jdr", "val_mpjpe_mm", "seconds"]
 
 
 class CSVLog:
@@ -288,13 +241,67 @@ def train(cfg: dict[str, Any], out_dir: str | Path, resume: bool = False, device
 
     dinfo: DistInfo = init_distributed(device)
     out_dir = Path(out_dir)
+    threads = torch.get_num_threads()
     try:
+        if dinfo.device.type == "cpu":
+            # Same computation, faster on CPU: freed memory is reused instead of being
+            # page-faulted in again every step (mvpose.engine.runtime).
+            keep_freed_memory()
+            if cfg["train"].get("threads"):
+                torch.set_num_threads(int(cfg["train"]["threads"]))
         return _train(cfg, out_dir, resume, dinfo, progress, yaml)
     finally:
+        torch.set_num_threads(threads)
         cleanup_distributed()
 
 
-def _train(cfg, out_dir: Path, resume: bool, dinfo: DistInfo, progress: bool, yaml) -> dict[str, Any]:
+def _init_worker(worker_id: int) -> None:
+    """DataLoader worker start: OpenCV's own thread pool would compete with the other workers and
+    the training process for the cores (torch already runs one thread in a worker)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+@dataclass
+class _Run:
+    """What the named steps of one training run share."""
+
+    cfg: dict[str, Any]
+    out_dir: Path
+    dinfo: DistInfo
+    model: torch.nn.Module  # DDP-wrapped under torchrun (after :func:`_resume`)
+    core: PoseModel  # the model itself
+    datasets: dict[str, Any]
+    sampler: DistributedSampler
+    loader: DataLoader
+    val_loader: DataLoader
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    use_amp: bool
+    start_epoch: int = 0
+    best_jdr: float = -1.0
+    step: int = 0
+    csv_log: CSVLog | None = None
+    tb: Any = None
+
+    @property
+    def last_path(self) -> Path:
+        return self.out_dir / "last.pt"
+
+    def save(self, epoch: int, path: Path) -> None:
+        """Checkpoint: weights, configuration, optimiser / scheduler / scaler, counters and RNG states."""
+        save_checkpoint({
+            "model": self.core.state_dict(), "config": self.cfg, "model_config": self.core.config,
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(), "epoch": epoch, "step": self.step, "best_jdr": self.best_jdr,
+            "rng": rng_state(),
+        }, path)
+
+
+def _setup(cfg: dict[str, Any], out_dir: Path, dinfo: DistInfo, yaml) -> _Run:
+    """Seed, write the run's ``config.yaml``, build the model, the data loaders and the optimiser."""
     tcfg = cfg["train"]
     seed = int(cfg.get("seed", 0))
     seed_everything(seed)
@@ -305,7 +312,7 @@ def _train(cfg, out_dir: Path, resume: bool, dinfo: DistInfo, progress: bool, ya
         atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
 
     model = build_model_from_config(cfg).to(dinfo.device)
-    datasets = build_datasets(cfg, token_grid=getattr(model, "token_grid", None), target_type=output_kind(model))
+    datasets = build_datasets(cfg, token_grid=model.token_grid, target_type=model.output_kind)
     from mvpose.data import collate
 
     sampler = DistributedSampler(datasets["train"], num_replicas=dinfo.world_size, rank=dinfo.rank, shuffle=True, seed=seed, drop_last=True)
@@ -317,6 +324,10 @@ def _train(cfg, out_dir: Path, resume: bool, dinfo: DistInfo, progress: bool, ya
     loader = DataLoader(
         datasets["train"], batch_size=int(tcfg["batch_size"]), sampler=sampler, num_workers=workers,
         collate_fn=collate, drop_last=True, persistent_workers=workers > 0, pin_memory=dinfo.device.type == "cuda",
+        worker_init_fn=_init_worker if workers > 0 else None,
+        # Not forked from this process: once it has used OpenCV's thread pool (validation, a previous
+        # run of the demo), cv2.setNumThreads in a forked worker deadlocks on the copied pool.
+        multiprocessing_context=worker_context(preload=["mvpose.data"]) if workers > 0 else None,
     )
     if len(loader) == 0:
         from mvpose.engine.config import ConfigError
@@ -327,128 +338,156 @@ def _train(cfg, out_dir: Path, resume: bool, dinfo: DistInfo, progress: bool, ya
         )
     val_loader = DataLoader(datasets["val"], batch_size=int(cfg["eval"]["batch_size"]), shuffle=False, num_workers=0, collate_fn=collate)
 
-    target_r = _target_keep_ratio(model)
     optimizer = torch.optim.Adam(optimizer_groups(model, tcfg), lr=float(tcfg["lr"]), weight_decay=float(tcfg.get("weight_decay", 0.0)))
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(tcfg["lr_steps"]), gamma=float(tcfg["lr_factor"]))
     use_amp = bool(tcfg.get("amp", True)) and dinfo.device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    return _Run(cfg, out_dir, dinfo, model, model, datasets, sampler, loader, val_loader, optimizer, scheduler, scaler, use_amp)
 
-    start_epoch, best_jdr, step = 0, -1.0, 0
-    last_path = out_dir / "last.pt"
+
+def _resume(run: _Run) -> None:
+    """Continue from ``last.pt``: weights, optimiser, scheduler, scaler, counters and RNG states."""
+    if not run.last_path.exists():
+        raise FileNotFoundError(f"--resume: {run.last_path} does not exist (nothing to resume)")
+    ckpt = load_checkpoint(run.last_path, map_location=run.dinfo.device)
+    run.core.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    run.scaler.load_state_dict(ckpt.get("scaler", {}))
+    run.start_epoch, run.best_jdr, run.step = ckpt["epoch"] + 1, ckpt.get("best_jdr", -1.0), ckpt.get("step", 0)
+    restore_rng_state(ckpt["rng"])
+    log.info("resumed from %s at epoch %d", run.last_path, run.start_epoch)
+
+
+def _open_logs(run: _Run) -> None:
+    """The main process's ``log.csv`` and, when installed, TensorBoard writer."""
+    if not run.dinfo.is_main:
+        return
+    run.csv_log = CSVLog(run.out_dir / "log.csv", LOG_FIELDS)
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+
+        run.tb = SummaryWriter(str(run.out_dir / "tb"))
+    except ImportError:  # TensorBoard is optional
+        run.tb = None
+
+
+def _train_one_epoch(run: _Run, epoch: int, steps_per_epoch: int, progress: bool) -> dict[str, Any]:
+    """One epoch of optimiser steps; returns the log row so far (``epoch``, ``lr``, ``keep_ratio``,
+    ``train_loss`` averaged over processes, ``samples_per_s``)."""
+    cfg, tcfg, dinfo, model = run.cfg, run.cfg["train"], run.dinfo, run.model
+    epochs = int(tcfg["epochs"])
+    target_r = run.core.scheduled_keep_ratio
+    run.sampler.set_epoch(epoch)
+    run.datasets["train"].set_epoch(epoch)
+    model.train()
+    t0 = time.perf_counter()
+    loss_sum, seen = torch.zeros((), device=dinfo.device), 0
+    bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", unit="step", disable=not (progress and dinfo.is_main), leave=False)
+    r = None
+    for i, batch in enumerate(run.loader):
+        if i >= steps_per_epoch:
+            break
+        if target_r is not None:
+            r = keep_ratio_at(epoch + i / steps_per_epoch, tcfg, target_r)
+            run.core.set_keep_ratio(r)
+        with torch.autocast(device_type=dinfo.device.type, dtype=torch.float16, enabled=run.use_amp):
+            out = forward_views(model, batch, dinfo.device)
+            loss = run.core.loss(out, batch)
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        if tcfg.get("grad_clip"):
+            run.scaler.unscale_(run.optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), float(tcfg["grad_clip"]))
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.step += 1
+        n = batch["image"].shape[0]
+        seen += n
+        loss_sum += loss.detach() * n
+        bar.set_postfix(loss=f"{loss.item():.2e}", sps=f"{seen * dinfo.world_size / (time.perf_counter() - t0):.1f}")
+        bar.update(1)
+        if i == 1 and epoch == run.start_epoch and dinfo.is_main:
+            _announce_duration((time.perf_counter() - t0) / 2, steps_per_epoch * (epochs - run.start_epoch), cfg)
+    bar.close()
+    run.scheduler.step()
+    train_loss = float(all_reduce_mean(loss_sum / max(seen, 1)))
+    sps = seen * dinfo.world_size / (time.perf_counter() - t0)
+    return {
+        "epoch": epoch + 1, "lr": run.optimizer.param_groups[0]["lr"], "keep_ratio": r if r is not None else "",
+        "train_loss": train_loss, "samples_per_s": round(sps, 2),
+    }
+
+
+def _validate(run: _Run, epoch: int, row: dict[str, Any], t0: float, progress: bool) -> None:
+    """Evaluate on the validation split (main process): ``val_jdr`` and ``val_mpjpe_mm`` into ``row``.
+
+    A failing validation writes the row it has and re-raises; the trained epoch is already saved.
+    """
+    cfg = run.cfg
+    joint_names = joint_names_for(cfg["dataset"]["name"], int(cfg["model"].get("num_joints", 17)))
+    try:
+        pred = predict(run.core, run.val_loader, run.dinfo.device, decode=cfg["eval"]["decode"], progress=progress)
+        rep = build_report(pred, joint_names, cfg["eval"]["jdr_head_size"], cfg["eval"]["jdr_factor"],
+                           breakdown=breakdown_of(run.datasets["val"]))
+    except Exception:
+        log.error("epoch %d: validation failed; the trained epoch is saved in %s (continue with --resume)",
+                  epoch + 1, run.last_path)
+        row["seconds"] = round(time.perf_counter() - t0, 2)
+        run.csv_log.write(row)
+        raise
+    # Data without 3D ground truth (COCO) has no MPJPE: the column stays empty.
+    row["val_jdr"], row["val_mpjpe_mm"] = rep["jdr"]["overall"], (rep["mpjpe_mm"] or {}).get("overall", "")
+    log.info("epoch %d: loss %.3e JDR %.3f MPJPE %s mm", epoch + 1, row["train_loss"], row["val_jdr"], row["val_mpjpe_mm"])
+
+
+def _end_epoch(run: _Run, epoch: int, row: dict[str, Any], is_val_epoch: bool, summary: dict[str, Any]) -> None:
+    """Main process: ``best.pt`` on a better JDR, ``last.pt`` again after validation, the log row."""
+    if "val_jdr" in row and row["val_jdr"] > run.best_jdr:
+        run.best_jdr = row["val_jdr"]
+        run.save(epoch, run.out_dir / "best.pt")
+        summary["best_epoch"] = epoch + 1
+    if is_val_epoch:  # again, with best_jdr and the RNG state after validation (exact --resume)
+        run.save(epoch, run.last_path)
+    run.csv_log.write(row)
+    if run.tb is not None:
+        for k in ("train_loss", "val_jdr", "val_mpjpe_mm", "lr"):
+            if row.get(k) not in (None, ""):
+                run.tb.add_scalar(k, float(row[k]), epoch + 1)
+
+
+def _train(cfg, out_dir: Path, resume: bool, dinfo: DistInfo, progress: bool, yaml) -> dict[str, Any]:
+    run = _setup(cfg, out_dir, dinfo, yaml)
     if resume:
-        if not last_path.exists():
-            raise FileNotFoundError(f"--resume: {last_path} does not exist (nothing to resume)")
-        ckpt = load_checkpoint(last_path, map_location=dinfo.device)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt.get("scaler", {}))
-        start_epoch, best_jdr, step = ckpt["epoch"] + 1, ckpt.get("best_jdr", -1.0), ckpt.get("step", 0)
-        restore_rng_state(ckpt["rng"])
-        log.info("resumed from %s at epoch %d", last_path, start_epoch)
-
+        _resume(run)
     if dinfo.enabled:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dinfo.local_rank] if dinfo.device.type == "cuda" else None)
+        run.model = torch.nn.parallel.DistributedDataParallel(run.core, device_ids=[dinfo.local_rank] if dinfo.device.type == "cuda" else None)
+    _open_logs(run)
 
-    fields = ["epoch", "lr", "keep_ratio", "train_loss", "samples_per_s", "val_jdr", "val_mpjpe_mm", "seconds"]
-    csv_log = CSVLog(out_dir / "log.csv", fields) if dinfo.is_main else None
-    tb = None
-    if dinfo.is_main:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            tb = SummaryWriter(str(out_dir / "tb"))
-        except ImportError:  # TensorBoard is optional
-            tb = None
-
+    tcfg = cfg["train"]
     epochs = int(tcfg["epochs"])
     max_steps = tcfg.get("max_steps_per_epoch")
-    steps_per_epoch = min(len(loader), int(max_steps)) if max_steps else len(loader)
-    joint_names = joint_names_for(cfg["dataset"]["name"], int(cfg["model"].get("num_joints", 17)))
+    steps_per_epoch = min(len(run.loader), int(max_steps)) if max_steps else len(run.loader)
     summary: dict[str, Any] = {"out_dir": str(out_dir)}
-
-    for epoch in range(start_epoch, epochs):
-        sampler.set_epoch(epoch)
-        if hasattr(datasets["train"], "set_epoch"):
-            datasets["train"].set_epoch(epoch)
-        model.train()
+    for epoch in range(run.start_epoch, epochs):
         t0 = time.perf_counter()
-        loss_sum, seen = torch.zeros((), device=dinfo.device), 0
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", unit="step", disable=not (progress and dinfo.is_main), leave=False)
-        r = None
-        for i, batch in enumerate(loader):
-            if i >= steps_per_epoch:
-                break
-            if target_r is not None:
-                r = keep_ratio_at(epoch + i / steps_per_epoch, tcfg, target_r)
-                _set_keep_ratio(model, r)
-            with torch.autocast(device_type=dinfo.device.type, dtype=torch.float16, enabled=use_amp):
-                out = forward_views(model, batch, dinfo.device)
-                loss = model_loss(model, out, batch, dinfo.device)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if tcfg.get("grad_clip"):
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), float(tcfg["grad_clip"]))
-            scaler.step(optimizer)
-            scaler.update()
-            step += 1
-            n = batch["image"].shape[0]
-            seen += n
-            loss_sum += loss.detach() * n
-            bar.set_postfix(loss=f"{loss.item():.2e}", sps=f"{seen * dinfo.world_size / (time.perf_counter() - t0):.1f}")
-            bar.update(1)
-            if i == 1 and epoch == start_epoch and dinfo.is_main:
-                _announce_duration((time.perf_counter() - t0) / 2, steps_per_epoch * (epochs - start_epoch), cfg)
-        bar.close()
-        scheduler.step()
-        train_loss = float(all_reduce_mean(loss_sum / max(seen, 1)))
-        sps = seen * dinfo.world_size / (time.perf_counter() - t0)
-
-        row: dict[str, Any] = {
-            "epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "keep_ratio": r if r is not None else "",
-            "train_loss": train_loss, "samples_per_s": round(sps, 2),
-        }
+        row = _train_one_epoch(run, epoch, steps_per_epoch, progress)
         is_val_epoch = (epoch + 1) % int(tcfg.get("val_every_epochs", 1)) == 0 or epoch + 1 == epochs
         if dinfo.is_main:
             # The trained epoch is on disk before validation runs: a failing validation loses nothing.
-            _save_epoch(model, cfg, optimizer, scheduler, scaler, epoch, step, best_jdr, last_path)
+            run.save(epoch, run.last_path)
         if dinfo.is_main and is_val_epoch:
-            core = getattr(model, "module", model)
-            try:
-                pred = predict(core, val_loader, dinfo.device, decode=cfg["eval"]["decode"], progress=progress)
-                rep = build_report(pred, joint_names, cfg["eval"]["jdr_head_size"], cfg["eval"]["jdr_factor"],
-                                   breakdown=breakdown_of(datasets["val"]))
-            except Exception:
-                log.error("epoch %d: validation failed; the trained epoch is saved in %s (continue with --resume)",
-                          epoch + 1, last_path)
-                row["seconds"] = round(time.perf_counter() - t0, 2)
-                csv_log.write(row)
-                raise
-            # Data without 3D ground truth (COCO) has no MPJPE: the column stays empty.
-            row["val_jdr"], row["val_mpjpe_mm"] = rep["jdr"]["overall"], (rep["mpjpe_mm"] or {}).get("overall", "")
-            log.info("epoch %d: loss %.3e JDR %.3f MPJPE %s mm", epoch + 1, train_loss, row["val_jdr"], row["val_mpjpe_mm"])
+            _validate(run, epoch, row, t0, progress)
         row["seconds"] = round(time.perf_counter() - t0, 2)
-
         if dinfo.is_main:
-            if "val_jdr" in row and row["val_jdr"] > best_jdr:
-                best_jdr = row["val_jdr"]
-                _save_epoch(model, cfg, optimizer, scheduler, scaler, epoch, step, best_jdr, out_dir / "best.pt")
-                summary["best_epoch"] = epoch + 1
-            if is_val_epoch:  # again, with best_jdr and the RNG state after validation (exact --resume)
-                _save_epoch(model, cfg, optimizer, scheduler, scaler, epoch, step, best_jdr, last_path)
-            csv_log.write(row)
-            if tb is not None:
-                for k in ("train_loss", "val_jdr", "val_mpjpe_mm", "lr"):
-                    if row.get(k) not in (None, ""):
-                        tb.add_scalar(k, float(row[k]), epoch + 1)
-        summary.update(last_epoch=epoch + 1, train_loss=train_loss)
+            _end_epoch(run, epoch, row, is_val_epoch, summary)
+        summary.update(last_epoch=epoch + 1, train_loss=row["train_loss"])
         if dinfo.enabled:
             torch.distributed.barrier()
-    if tb is not None:
-        tb.close()
+    if run.tb is not None:
+        run.tb.close()
     if dinfo.enabled:
-        summary["replica_checksums"] = _check_replicas(model, out_dir, dinfo)
-    summary["best_jdr"] = best_jdr
+        summary["replica_checksums"] = _check_replicas(run.model, out_dir, dinfo)
+    summary["best_jdr"] = run.best_jdr
     summary["checkpoint"] = str(out_dir / "best.pt")
     return summary

@@ -32,6 +32,8 @@ from typing import Iterator, Mapping, Sequence
 import cv2
 import numpy as np
 
+from mvpose.frames import IMAGE_SUFFIXES, VIDEO_SUFFIXES, frame_number
+
 __all__ = [
     "Board",
     "BoardCalibrationError",
@@ -53,8 +55,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".webm")
 # Board poses whose own PnP fit is worse than this (px RMS) are not trusted for extrinsics.
 MAX_POSE_RMS_PX = 3.0
 
@@ -219,8 +219,6 @@ def iter_frames(source: str | Path, every: int = 1) -> Iterator[tuple[int, np.nd
     files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise BoardCalibrationError(f"{source}: no images ({', '.join(IMAGE_SUFFIXES)})")
-    from mvpose.capture.keypoints import frame_number
-
     numbers = [frame_number(p.name) for p in files]
     if any(n is None for n in numbers) or len(set(numbers)) != len(numbers):
         numbers = list(range(len(files)))

@@ -599,7 +599,8 @@ def triangulate_robust(
     """Triangulation that rejects outlier views per joint.
 
     Modes:
-        ``"drop_worst"`` (Pose2Sim's strategy): while a joint's largest reprojection error over its used views
+        ``"drop_worst"`` (after Pose2Sim, which compares the *mean* error over the views with its
+        threshold and searches every camera combination, where this drops views greedily on the *largest* error): while a joint's largest reprojection error over its used views
         exceeds ``threshold_px`` and more than ``min_views`` views remain, drop the view whose removal leaves
         the smallest largest error, and re-solve; at most ``V - min_views`` rounds over the whole batch.
         ``"ransac"``: triangulate from every subset of ``min_views`` views (a random sample of

@@ -21,15 +21,46 @@ __all__ = ["StemNet", "HRNet", "build_backbone", "BACKBONES"]
 BN_MOMENTUM = 0.1
 
 
-def conv_bn(cin: int, cout: int, kernel: int = 3, stride: int = 1, relu: bool = True) -> nn.Sequential:
-    """Convolution without bias, batch norm, optional ReLU."""
+class ConvBN(nn.Sequential):
+    """Convolution without bias, batch norm, optional ReLU (modules ``0``, ``1``, ``2``).
+
+    In training it runs the three modules in turn. In evaluation the batch norm is folded
+    into the convolution (``w * gamma / sqrt(var + eps)``, bias ``beta - mean * gamma /
+    sqrt(var + eps)``), recomputed from the current parameters at every call, so the
+    activation map is written once instead of three times; the result equals the unfolded
+    modules up to float rounding (about 1e-6 relative). Modules with forward hooks (FLOP
+    counters) run unfolded, so the hooks see their calls.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, Cin, H, W) -> (B, Cout, H / stride, W / stride)."""
+        conv, bn = self[0], self[1]
+        # Module-hook counters (thop, mvpose.models.flops.count_paper_code) must see the modules run.
+        hooked = any(m._forward_hooks or m._forward_pre_hooks for m in self)
+        if self.training or hooked or bn.running_var is None or bn.weight is None:
+            return super().forward(x)
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        weight = conv.weight * scale.view(-1, 1, 1, 1)
+        bias = bn.bias - bn.running_mean * scale
+        pointwise = conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.groups == 1
+        if pointwise and x.is_contiguous(memory_format=torch.channels_last):
+            # A 1x1 convolution on channels_last data is one matrix product over the pixels;
+            # as a convolution, PyTorch's CPU path first broadcasts the bias into the output.
+            y = F.linear(x.permute(0, 2, 3, 1), weight.flatten(1), bias).permute(0, 3, 1, 2)
+        else:
+            y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+        return y.relu_() if len(self) > 2 else y
+
+
+def conv_bn(cin: int, cout: int, kernel: int = 3, stride: int = 1, relu: bool = True) -> ConvBN:
+    """Convolution without bias, batch norm, optional ReLU (see :class:`ConvBN`)."""
     layers: list[nn.Module] = [
         nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False),
         nn.BatchNorm2d(cout, momentum=BN_MOMENTUM),
     ]
     if relu:
         layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
+    return ConvBN(*layers)
 
 
 class BasicBlock(nn.Module):
@@ -58,7 +89,11 @@ class Bottleneck(nn.Module):
         self.shortcut = nn.Identity() if cin == cout else conv_bn(cin, cout, 1, relu=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.body(x) + self.shortcut(x))
+        # In place: the batch norm ending ``body`` keeps no output for its backward, and an
+        # in-place sum saves one activation-sized allocation per block.
+        out = self.body(x)
+        out += self.shortcut(x)
+        return out.relu_()
 
 
 class StemNet(nn.Module):

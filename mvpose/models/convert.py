@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from mvpose.models.blocks import sine_positional_encoding_2d
+from mvpose.models.registry import build_model
 from mvpose.safe_load import read_torch_file, state_dict_from_file, unwrap_state_dict
 
 __all__ = [
@@ -231,8 +232,6 @@ def convert_state_dict(
         ConversionError: an unknown layout, a key that maps to nothing, a missing key or a shape
             that does not fit, naming ``where`` and the first few such keys.
     """
-    from mvpose.models.registry import build_model
-
     layout, backbone, transformer, extra = _split_layout(state, where)
     unmapped: list[str] = []
     if "keypoint_token" not in transformer or "pos_embedding" not in transformer:

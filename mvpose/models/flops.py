@@ -68,6 +68,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from mvpose.models.registry import build_model
+
 __all__ = [
     "count_params", "count_macs", "count_paper_code", "flops_table", "figure_convention", "CONVENTIONS",
     "PAPER_FIGURES", "KNOWN_DISCREPANCIES",
@@ -232,8 +234,6 @@ def flops_table(convention: str = "dense") -> list[dict[str, Any]]:
 
 @functools.lru_cache(maxsize=None)
 def _flops_table(convention: str) -> list[dict[str, Any]]:
-    from mvpose.models.registry import build_model  # the registry imports the models
-
     rows = []
     costs: dict[str, dict[str, float | None]] = {}  # the same configuration in several tables is counted once
     for label, name, overrides, views, paper_params, paper_gmacs, source in PAPER_FIGURES:

@@ -27,12 +27,15 @@ Output (``output_kind = "simcc"``): ``simcc_x (B, J, W k)``, ``simcc_y (B, J, H 
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
+from mvpose.models.base import PoseModel, batch_field
+from mvpose.models.lite_hrnet import TINY_MONO
 from mvpose.models.pvt import PVTv2, to_map, to_tokens
+from mvpose.models.registry import register_config
 from mvpose.models.simcc import SimCCHead, decode_simcc, simcc_loss
 
 __all__ = ["HRPMStem", "HRPMv2", "HRPVT"]
@@ -98,7 +101,7 @@ class HRPMv2(nn.Module):
         return x + self.down(total)
 
 
-class HRPVT(nn.Module):
+class HRPVT(PoseModel):
     """PVT v2 + HRPM + SimCC.
 
     Args:
@@ -113,7 +116,6 @@ class HRPVT(nn.Module):
         split_ratio: SimCC bins per pixel k.
     """
 
-    multiview = False
     output_kind = "simcc"
 
     def __init__(
@@ -205,8 +207,29 @@ class HRPVT(nn.Module):
         keypoints, confidence = decode_simcc(simcc_x, simcc_y, self.split_ratio)
         return {"simcc_x": simcc_x, "simcc_y": simcc_y, "keypoints": keypoints, "confidence": confidence}
 
-    def loss(
-        self, out: dict[str, torch.Tensor], target_x: torch.Tensor, target_y: torch.Tensor, weight: torch.Tensor
-    ) -> torch.Tensor:
-        """SimCC KL loss of a forward output against the pipeline's 1D labels (B, J, Wk / Hk)."""
-        return simcc_loss(out["simcc_x"], out["simcc_y"], target_x, target_y, weight)
+    def loss(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, Any]) -> torch.Tensor:
+        """SimCC KL loss (:func:`mvpose.models.simcc.simcc_loss`) of ``simcc_x`` / ``simcc_y``
+        ``(B, V, J, W k / H k)`` against the batch's ``target_x`` / ``target_y`` 1D labels of the same
+        shapes, weighted by ``target_weight (B, V, J)``; scalar."""
+        x, y = outputs["simcc_x"].flatten(0, 1), outputs["simcc_y"].flatten(0, 1)
+        return simcc_loss(x, y, batch_field(batch, "target_x", x), batch_field(batch, "target_y", x),
+                          batch_field(batch, "target_weight", x))
+
+    def predict(
+        self, outputs: Mapping[str, torch.Tensor], input_hw: tuple[int, int], decode: str = "udp"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The SimCC argmax joints ``keypoints (B, V, J, 2)`` (crop pixels) and ``confidence
+        (B, V, J)`` of the forward pass, on the CPU (``decode`` is for heatmaps and not used)."""
+        return outputs["keypoints"].float().cpu(), outputs["confidence"].float().cpu()
+
+
+# ----------------------------------------------------------------------------------------
+# Registered configurations. HRPVT on PVT v2-b2 with SimCC (k = 2): v1 = HRPM v1 stem; v2 = stem
+# + HRPM v2 after every layer of stage 1 (see mvpose.models.flops for why this is the variant of
+# the abstract); a tiny CPU variant (128x96 input).
+_HRPVT = dict(num_joints=17, image_size=(256, 192), heatmap_size=(64, 48), backbone="b2", split_ratio=2.0)
+register_config("hrpvt_v1", HRPVT, **_HRPVT, stem="hrpm", insertion="none")
+register_config("hrpvt_v2", HRPVT, **_HRPVT, stem="hrpm", insertion="layer")
+register_config("hrpvt_tiny", HRPVT, **TINY_MONO, backbone="b0",
+                backbone_options={"dims": (16, 32, 64, 128), "heads": (1, 2, 4, 8), "depths": (1, 1, 1, 1)},
+                stem="hrpm", insertion="layer", stem_channels=8)

@@ -28,6 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mvpose.models.base import PoseModel
+from mvpose.models.registry import register_config
+
 __all__ = ["LiteHRNet", "channel_shuffle", "heatmap_argmax"]
 
 
@@ -200,7 +203,7 @@ class IterativeHead(nn.Module):
         return last
 
 
-class LiteHRNet(nn.Module):
+class LiteHRNet(PoseModel):
     """Lite-HRNet pose estimator: image -> heatmaps at stride 4.
 
     Args:
@@ -214,7 +217,6 @@ class LiteHRNet(nn.Module):
         reduce_ratio: channel reduction of the cross-resolution weighting.
     """
 
-    multiview = False
 
     def __init__(
         self,
@@ -290,3 +292,15 @@ class LiteHRNet(nn.Module):
                 f"found {tuple(images.shape)}"
             )
         return {"heatmaps": self.final(self.features(images))}
+
+
+# ----------------------------------------------------------------------------------------
+# Registered configurations. Lite-HRNet-18 / -30 (official configs): the lightweight estimator
+# guiding ViTransPose; a tiny CPU variant (128x96 input) for tests and demos.
+_LITE = dict(num_joints=17, image_size=(256, 192), heatmap_size=(64, 48), stem_channels=32,
+             widths=(40, 80, 160, 320), num_blocks=2, reduce_ratio=8)
+register_config("lite_hrnet_18", LiteHRNet, **_LITE, num_modules=(2, 4, 2))
+register_config("lite_hrnet_30", LiteHRNet, **_LITE, num_modules=(3, 8, 3))
+TINY_MONO = dict(num_joints=17, image_size=(128, 96), heatmap_size=(32, 24))
+register_config("lite_hrnet_tiny", LiteHRNet, **TINY_MONO, stem_channels=16, widths=(16, 32, 64, 128),
+                num_modules=(1, 1, 1), num_blocks=1, reduce_ratio=4)

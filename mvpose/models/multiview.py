@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mvpose.models.ppt import PPT, gather_tokens
+from mvpose.models.base import PoseModel
+from mvpose.models.ppt import PPT, TINY, gather_tokens
+from mvpose.models.registry import register_config
 
 __all__ = ["MultiViewPPT", "token_pixel_centers"]
 
@@ -47,7 +49,7 @@ def token_pixel_centers(input_hw: Sequence[int], token_grid_hw: Sequence[int]) -
     return torch.stack([grid_x, grid_y], dim=-1).reshape(h * w, 2)
 
 
-class MultiViewPPT(nn.Module):
+class MultiViewPPT(PoseModel):
     """Shared-weight PPT per view + cross-view fusion among human tokens.
 
     Args:
@@ -158,6 +160,9 @@ class MultiViewPPT(nn.Module):
         self, images: torch.Tensor, rays: torch.Tensor | None, view_mask: torch.Tensor | None, keep_ratio: float | None
     ) -> dict[str, torch.Tensor | tuple]:
         b, v = images.shape[:2]
+        # Attention needs no mask when every camera is there (the same attention, and on CUDA
+        # the fused kernels take no mask). A meta tensor (FLOP counting) cannot be inspected.
+        all_views = view_mask is None or (view_mask.device.type != "meta" and bool(view_mask.all()))
         if view_mask is None:
             view_mask = torch.ones(b, v, dtype=torch.bool, device=images.device)
         else:
@@ -181,22 +186,23 @@ class MultiViewPPT(nn.Module):
         else:
             pos_3d = torch.zeros_like(pos)
         missing = ~view_mask
-        padding = torch.cat(
-            [missing.repeat_interleave(j, dim=1), missing.repeat_interleave(k, dim=1)], dim=1
-        )  # (B, V*J + V*K), same order as the fused tokens
+        padding = None
+        if not all_views:
+            padding = torch.cat(
+                [missing.repeat_interleave(j, dim=1), missing.repeat_interleave(k, dim=1)], dim=1
+            )  # (B, V*J + V*K), same order as the fused tokens
 
-        pos_2d = pos.reshape(b, v * k, d)
         pos_3d = pos_3d.reshape(b, v * k, d)
+        # Encodings padded with zeros for the keypoint tokens, so adding them is one op.
+        zeros = pos_3d.new_zeros(b, v * j, d)
+        both = torch.cat([zeros, pos.reshape(b, v * k, d) + pos_3d], dim=1) if ppt.pe_every_layer else None
+        only_3d = torch.cat([zeros, pos_3d], dim=1)
         x = torch.cat([keypoints, visual], dim=1)
         for n, idx in enumerate(range(depth - self.fusion_layers, depth)):
             if ppt.pe_every_layer and idx > 0:
-                add = pos_2d + pos_3d
+                x = x + both
             elif n == 0:  # the 3D encoding reaches fusion even without per-layer encodings
-                add = pos_3d
-            else:
-                add = None
-            if add is not None:
-                x = torch.cat([x[:, : v * j], x[:, v * j :] + add], dim=1)
+                x = x + only_3d
             x = ppt.layers[idx](x, key_padding_mask=padding)
 
         heatmaps = ppt.heatmaps(x[:, : v * j].reshape(b, v, j, d))
@@ -206,3 +212,16 @@ class MultiViewPPT(nn.Module):
             "token_grid": ppt.token_grid,
             "view_mask": view_mask,
         }
+
+
+# ----------------------------------------------------------------------------------------
+# Registered configurations. Multi-view (Human3.6M, 256x256, 4x4 patches -> 16x16 tokens, 64x64
+# heatmaps): the first 9 layers per view, HTI before the 4th and 7th, the last 3 layers fuse the
+# views (paper text; its 9.7 GMACs confirm it). The official code splits 10 + 2 with HTI at
+# (3, 6, 9): build_model("mv_ppt_s", fusion_layers=2, prune_layers=(3, 6, 9)).
+_H36M = dict(num_joints=17, image_size=(256, 256), heatmap_size=(64, 64), patch_size=(4, 4),
+             dim=192, heads=8, mlp_ratio=3.0, depth=12, keep_ratio=0.7, prune_layers=(3, 6),
+             fusion_layers=3, use_3d_pe=True)
+register_config("mv_ppt_s", MultiViewPPT, **_H36M, backbone="stem", scale_with_head=False)
+register_config("mv_ppt_b", MultiViewPPT, **_H36M, backbone="hrnet_w32", scale_with_head=True)
+register_config("mv_ppt_tiny", MultiViewPPT, **TINY, prune_layers=(1, 2), fusion_layers=1, use_3d_pe=True)

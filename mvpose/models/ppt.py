@@ -28,7 +28,9 @@ import torch
 from torch import nn
 
 from mvpose.models.backbones import build_backbone
+from mvpose.models.base import PoseModel
 from mvpose.models.blocks import TransformerBlock, init_transformer_weights, sine_positional_encoding_2d
+from mvpose.models.registry import register_config
 
 __all__ = [
     "PPT",
@@ -92,7 +94,7 @@ def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.gather(x, 1, expanded)
 
 
-class PPT(nn.Module):
+class PPT(PoseModel):
     """Token-pruned pose transformer (TokenPose when ``keep_ratio == 1``).
 
     Args:
@@ -116,6 +118,7 @@ class PPT(nn.Module):
     """
 
     multiview = False  # takes (B, 3, H, W); the engine asks
+    embed_chunk = 1  # images per backbone call in inference (see :meth:`embed`)
 
     def __init__(
         self,
@@ -208,11 +211,25 @@ class PPT(nn.Module):
                 f"PPT: expected images of shape (B, 3, {self.image_size[0]}, {self.image_size[1]}), "
                 f"found {tuple(images.shape)}"
             )
-        visual = self.patch_embed(self.backbone(images)).flatten(2).transpose(1, 2)  # (B, N, D)
+        # channels_last: the CPU convolutions skip their layout reorders (about 10 % faster).
+        images = images.contiguous(memory_format=torch.channels_last)
+        if self.training or images.device.type != "cpu" or images.shape[0] <= self.embed_chunk:
+            # Training keeps one call: batch norm statistics are taken over the whole batch.
+            # A GPU wants the whole batch in one kernel launch.
+            visual = self._visual_tokens(images)
+        else:
+            # CPU inference, image by image: the stride-4 feature maps (4 MB per 256x256 image)
+            # then stay in cache and are not allocated afresh for the whole batch; the batch
+            # norms use running statistics, so the result does not depend on the chunking.
+            visual = torch.cat([self._visual_tokens(chunk) for chunk in images.split(self.embed_chunk)])
         b = visual.shape[0]
         pos = self.pos_2d.to(visual.dtype).expand(b, -1, -1)
         tokens = torch.cat([self.keypoint_tokens.expand(b, -1, -1).to(visual.dtype), visual + pos], dim=1)
         return tokens, pos
+
+    def _visual_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, 3, H, W) -> backbone and patch embedding -> (B, N, D)."""
+        return self.patch_embed(self.backbone(images)).flatten(2).transpose(1, 2)
 
     def encode(
         self,
@@ -238,10 +255,14 @@ class PPT(nn.Module):
         if not 0.0 < r <= 1.0:
             raise ValueError(f"PPT: keep_ratio must be in (0, 1], found {r}")
         j = self.num_joints
+        # The encoding padded with zeros for the keypoint tokens: adding it is one op (x + 0 is x).
+        padded = None
         for idx in layers:
             layer = self.layers[idx]
             if idx > 0 and self.pe_every_layer:
-                tokens = torch.cat([tokens[:, :j], tokens[:, j:] + pos], dim=1)
+                if padded is None:
+                    padded = torch.cat([pos.new_zeros(pos.shape[0], j, pos.shape[2]), pos], dim=1)
+                tokens = tokens + padded
             prune = idx in self.prune_layers and r < 1.0
             tokens, attn = layer.attend(tokens, attn_rows=slice(0, j) if prune else None)
             if prune:
@@ -250,6 +271,7 @@ class PPT(nn.Module):
                 keep = select_human_tokens(scores, r)
                 tokens = torch.cat([tokens[:, :j], gather_tokens(tokens[:, j:], keep)], dim=1)
                 pos = gather_tokens(pos, keep)
+                padded = None
                 kept = torch.gather(kept, 1, keep)
             tokens = layer.feed_forward(tokens)
         return tokens, pos, kept
@@ -284,3 +306,29 @@ class PPT(nn.Module):
             "kept_indices": kept,
             "token_grid": self.token_grid,
         }
+
+
+# ----------------------------------------------------------------------------------------
+# Registered configurations. The PPT family follows paper 001 section 4.1.2 and the official
+# configs (TokenPose / PPT repositories): D = 192, 8 heads, MLP ratio 3, 256 visual tokens, keep
+# ratio 0.7. Single-view, COCO 256x192: a 4x3 patch on the 64x48 stride-4 map gives 16x16 = 256 tokens.
+_COCO = dict(num_joints=17, image_size=(256, 192), heatmap_size=(64, 48), patch_size=(4, 3),
+             dim=192, heads=8, mlp_ratio=3.0)
+# TokenPose-S scales attention logits by D^-0.5; the HRNet-based variants by (D/heads)^-0.5.
+_S = dict(_COCO, backbone="stem", depth=12, scale_with_head=False)
+_B = dict(_COCO, backbone="hrnet_w32", depth=12, scale_with_head=True)
+# L/D6: depth 6 with HTI before the 2nd, 4th and 5th layers (paper 001, section 4.1.2; the
+# official code keeps its default (3, 6, 9), i.e. one HTI at layer 3 for depth 6).
+_L = dict(_COCO, backbone="hrnet_w48", depth=6, scale_with_head=True)
+
+register_config("tokenpose_s", PPT, **_S, keep_ratio=1.0, prune_layers=())
+register_config("ppt_s", PPT, **_S, keep_ratio=0.7, prune_layers=(3, 6, 9))
+register_config("tokenpose_b", PPT, **_B, keep_ratio=1.0, prune_layers=())
+register_config("ppt_b", PPT, **_B, keep_ratio=0.7, prune_layers=(3, 6, 9))
+register_config("ppt_l", PPT, **_L, keep_ratio=0.7, prune_layers=(1, 3, 4))
+
+# Tiny CPU demo model: 128x128 input, narrow one-block stem, 16x16 tokens, 4 layers of 64.
+TINY = dict(num_joints=17, image_size=(128, 128), heatmap_size=(32, 32), patch_size=(2, 2),
+            backbone="stem", backbone_options={"width": 32, "blocks": 1}, dim=64, depth=4, heads=4,
+            mlp_ratio=2.0, keep_ratio=0.7, scale_with_head=True)
+register_config("ppt_tiny", PPT, **TINY, prune_layers=(1, 2))

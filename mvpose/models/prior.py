@@ -14,10 +14,13 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from mvpose.models.base import PoseModel
+from mvpose.models.registry import register_config
+
 __all__ = ["CropPrior"]
 
 
-class CropPrior(nn.Module):
+class CropPrior(PoseModel):
     """Learned, input-independent heatmaps.
 
     Args:
@@ -38,3 +41,7 @@ class CropPrior(nn.Module):
         if images.dim() != 4 or tuple(images.shape[-2:]) != self.image_size:
             raise ValueError(f"CropPrior: expected images of shape (B, 3, {self.image_size[0]}, {self.image_size[1]}), found {tuple(images.shape)}")
         return {"heatmaps": self.heatmaps.expand(images.shape[0], -1, -1, -1)}
+
+
+# Reference: input-independent heatmaps, the average crop.
+register_config("crop_prior", CropPrior, num_joints=17, image_size=(128, 128), heatmap_size=(32, 32))

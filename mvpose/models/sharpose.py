@@ -26,14 +26,17 @@ by an off-by-one slice); here all J rows count.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mvpose.models.base import PoseModel, batch_field
 from mvpose.models.blocks import Mlp, TransformerBlock, init_transformer_weights
+from mvpose.models.lite_hrnet import TINY_MONO
 from mvpose.models.ppt import gather_tokens, num_kept_tokens
+from mvpose.models.registry import register_config
 
 __all__ = ["SHaRPose", "QualityPredictor", "fine_patch_indices", "keypoint_similarity"]
 
@@ -99,7 +102,7 @@ class QualityPredictor(nn.Module):
         return torch.sigmoid(self.mlp(self.norm(token)))[..., 0]
 
 
-class SHaRPose(nn.Module):
+class SHaRPose(PoseModel):
     """Coarse-to-fine pose transformer with sparse high-resolution tokens.
 
     Args:
@@ -117,7 +120,8 @@ class SHaRPose(nn.Module):
         dropout: dropout in the encoder.
     """
 
-    multiview = False
+    # Weight of the quality predictor's loss in the training loss (the official SHaRPose code).
+    quality_loss_weight: float = 0.03
 
     def __init__(
         self,
@@ -314,6 +318,19 @@ class SHaRPose(nn.Module):
         out["refined"] = refined
         return out
 
+    def loss(self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, Any]) -> torch.Tensor:
+        """The heatmap loss on ``outputs["heatmaps"]`` plus :meth:`loss_terms`: the coarse-stage
+        heatmap loss and, weighted by :attr:`quality_loss_weight`, the quality predictor's loss.
+
+        Outputs and batch fields carry ``(B, V)`` leading axes (:mod:`mvpose.models.base`); scalar.
+        """
+        total = super().loss(outputs, batch)
+        flat = {k: v.flatten(0, 1) if v.dim() > 1 else v.flatten() for k, v in outputs.items()
+                if isinstance(v, torch.Tensor) and v.dim() > 0}
+        ref = flat["heatmaps"]
+        terms = self.loss_terms(flat, batch_field(batch, "target", ref), batch_field(batch, "target_weight", ref))
+        return total + terms["coarse"] + self.quality_loss_weight * terms["quality"]
+
     def loss_terms(
         self, out: dict[str, torch.Tensor], target: torch.Tensor, weight: torch.Tensor, sigma: float = 2.5
     ) -> dict[str, torch.Tensor]:
@@ -330,3 +347,14 @@ class SHaRPose(nn.Module):
         with torch.no_grad():
             sim = keypoint_similarity(out["coarse_heatmaps"], target, weight, sigma)
         return {"coarse": coarse, "quality": F.mse_loss(out["quality"], sim)}
+
+
+# ----------------------------------------------------------------------------------------
+# Registered configurations. SHaRPose-Small/-Base (official configs): coarse stage at half the
+# input size (128x96), fine stage at the input size (256x192), 16x16 patches; a tiny CPU variant.
+_SHARP = dict(num_joints=17, image_size=(256, 192), heatmap_size=(64, 48),
+              patch_size=16, depth=12, heads=12, mlp_ratio=4.0, qkv_bias=True, quality_threshold=0.99)
+register_config("sharpose_s", SHaRPose, **_SHARP, dim=384, alpha=0.5)
+register_config("sharpose_b", SHaRPose, **_SHARP, dim=768, alpha=0.4)
+register_config("sharpose_tiny", SHaRPose, **TINY_MONO, patch_size=16, dim=64, depth=2, heads=4,
+                mlp_ratio=2.0, alpha=0.5, attention_start=0)

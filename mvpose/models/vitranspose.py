@@ -35,10 +35,12 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from mvpose.models.base import PoseModel
 from mvpose.models.blocks import TransformerBlock, init_transformer_weights
-from mvpose.models.lite_hrnet import heatmap_argmax
+from mvpose.models.lite_hrnet import TINY_MONO, heatmap_argmax
 from mvpose.models.patch_selection import distance_to_keypoints, select_patches, selected_token_index
 from mvpose.models.ppt import gather_tokens, select_human_tokens
+from mvpose.models.registry import build_model, register_config
 from mvpose.safe_load import UntrustedFileError, read_torch_file, unwrap_state_dict
 from mvpose.skeletons import get_skeleton
 
@@ -121,7 +123,7 @@ class HeatmapDecoder(nn.Module):
         return self.final(self.deconvs(x))
 
 
-class ViTransPose(nn.Module):
+class ViTransPose(PoseModel):
     """ViT encoder + classic heatmap decoder with optional patch selection.
 
     Args:
@@ -143,7 +145,6 @@ class ViTransPose(nn.Module):
         dropout: dropout in the encoder.
     """
 
-    multiview = False
 
     def __init__(
         self,
@@ -228,8 +229,6 @@ class ViTransPose(nn.Module):
     def _build_guide(self, name: str | None, options: dict | None, checkpoint: str | None) -> nn.Module | None:
         if name is None:
             return None
-        from mvpose.models.registry import build_model  # the registry imports this module
-
         h, w = self.image_size
         guide = build_model(name, **{"num_joints": self.num_joints, "image_size": (h, w),
                                      "heatmap_size": (h // 4, w // 4), **(options or {})})
@@ -368,3 +367,30 @@ class ViTransPose(nn.Module):
         out["heatmaps"] = self.decoder(fmap)
         out["selected"] = selected
         return out
+
+
+# ----------------------------------------------------------------------------------------
+# Registered configurations. ViTransPose-S/-B: ViT-S/B on 16x16 patches with ViTPose's classic
+# decoder (``vitranspose_b`` is ViTPose-B); ``_bfs`` / ``_bone`` select patches around the
+# Lite-HRNet-18 keypoints (give it trained weights with guide_checkpoint=PATH, or pass
+# guide_keypoints to forward), ``_jointtok`` with learnable joint tokens.
+_VITP = dict(num_joints=17, image_size=(256, 192), heatmap_size=(64, 48), patch_size=16, depth=12,
+             heads=12, mlp_ratio=4.0, qkv_bias=True, skeleton="coco")
+for _size, _dim in (("s", 384), ("b", 768)):
+    register_config(f"vitranspose_{_size}", ViTransPose, **_VITP, dim=_dim, selection="none")
+    register_config(f"vitranspose_{_size}_bfs", ViTransPose, **_VITP, dim=_dim, selection="neighbors",
+                    num_neighbors=4, guide="lite_hrnet_18")
+    register_config(f"vitranspose_{_size}_bone", ViTransPose, **_VITP, dim=_dim, selection="skeleton",
+                    num_neighbors=0, guide="lite_hrnet_18")
+    register_config(f"vitranspose_{_size}_jointtok", ViTransPose, **_VITP, dim=_dim, selection="joint_tokens",
+                    keep_ratio=0.7, prune_layers=(3, 6, 9))
+
+# Tiny CPU variants (128x96 input) for tests and demos, guided by lite_hrnet_tiny: train it first
+# and pass guide_checkpoint=PATH (docs/baselines.md).
+_TINY_VITP = dict(TINY_MONO, patch_size=16, dim=64, depth=2, heads=4, mlp_ratio=2.0, decoder_channels=32,
+                  skeleton="coco", prune_layers=(0,))
+register_config("vitranspose_tiny", ViTransPose, **_TINY_VITP)
+register_config("vitranspose_tiny_bfs", ViTransPose, **_TINY_VITP, selection="neighbors", num_neighbors=1,
+                guide="lite_hrnet_tiny")
+register_config("vitranspose_tiny_bone", ViTransPose, **_TINY_VITP, selection="skeleton", num_neighbors=0,
+                guide="lite_hrnet_tiny")

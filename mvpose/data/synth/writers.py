@@ -264,7 +264,7 @@ def universal_stand_in(joints_cam: np.ndarray) -> np.ndarray:
 
 def render_h36m_sequence(task: H36MTask) -> list[dict]:
     """Render one Human3.6M sequence (4 cameras x ``frames``) and return its pickle records."""
-    from mvpose.geometry.calibration import h36m_camera_dict
+    from mvpose.data.h36m import h36m_camera_dict
 
     rng = np.random.default_rng([task.seed, 1, task.subject, task.action, task.subaction])
     shape = body_shape_for_subject(task.seed, task.subject)

@@ -25,7 +25,9 @@ from mvpose.capture.keypoints import (
     resolve_joint_set,
 )
 from mvpose.capture.people import select_person
-from mvpose.capture.pipeline import CaptureError, CaptureOptions, load_capture, parse_offsets, run_capture
+from mvpose.capture.issues import IssueLog
+from mvpose.capture.pipeline import (CaptureError, CaptureOptions, check_image_bounds, load_capture, parse_offsets,
+                                     run_capture)
 from mvpose.capture.synthetic import make_synthetic_capture, write_openpose_frames
 from mvpose.capture.temporal import fill_gaps, lowpass
 from mvpose.cli import main
@@ -33,7 +35,7 @@ from mvpose.geometry.calibration import load_calibration, params_from_cameras, w
 from mvpose.metrics import mpjpe
 from mvpose.skeletons import BODY25
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RIG = REPO / "mvpose" / "calibration" / "examples" / "rig4.json"  # 4 cameras, 1920x1080, with distortion
 
 
@@ -332,6 +334,21 @@ def test_calibration_for_another_image_size_warns(tmp_path, rig):
     out = _run(["--calibration", str(tmp_path / "half.json"), "--keypoints", str(tmp_path / "kp"),
                 "--out", str(tmp_path / "o")])
     assert "fall outside the calibrated image 960x540" in out and "another resolution" in out
+
+
+def test_image_bounds_message_gives_the_span_of_the_keypoints(rig):
+    # Keypoints inside the far edges but some extrapolated past the left border (as OpenPose does for a person
+    # cut by it): the message must show where they are, not only the largest coordinates.
+    size = rig.image_size[0].numpy()
+    people = np.zeros((10, len(rig.names), 1, 5, 3))
+    people[..., 0], people[..., 1], people[..., 2] = 0.5 * size[0], 0.25 * size[1], 0.9
+    people[:, 0, 0, 0, 0] = -49.0  # 20 % of camera 0's keypoints at x = -49
+    issues = IssueLog()
+    check_image_bounds(people, rig, rig.names, issues)
+    [entry] = issues.entries
+    assert entry.kind == "calibration" and entry.count == 10 and rig.names[0] in entry.message
+    assert "20% of keypoints" in entry.message and f"x -49..{0.5 * size[0]:.0f}" in entry.message
+    assert f"y {0.25 * size[1]:.0f}..{0.25 * size[1]:.0f}" in entry.message
 
 
 def test_offsets_synchronise_cameras(tmp_path, rig):

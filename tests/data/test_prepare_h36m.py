@@ -29,7 +29,7 @@ from mvpose.cli import main as cli_main
 from mvpose.data.h36m import H36MDataset
 from mvpose.data.prepare_h36m import PrepareError, format_report, prepare_h36m
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CAMS = ("54138969", "55011271", "58860488", "60457274")
 # The published 32 -> 17 joint selection (H36M-Toolbox, VideoPose3D).
 IDX17 = [0, 1, 2, 3, 6, 7, 8, 12, 13, 14, 15, 17, 18, 19, 25, 26, 27]

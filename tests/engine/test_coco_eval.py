@@ -16,6 +16,7 @@ from mvpose.data import collate
 from mvpose.data.coco import COCODataset
 from mvpose.data.targets import heatmap_targets
 from mvpose.engine.evaluate import build_report, coco_results, evaluate_coco, joint_names_for, predict
+from mvpose.models.base import PoseModel
 
 TINY = ["--set", "dataset.image_size=[128, 96]", "--set", "dataset.heatmap_size=[32, 24]",
         "--set", "train.epochs=1", "--set", "train.max_steps_per_epoch=2", "--set", "train.batch_size=2",
@@ -70,13 +71,11 @@ def test_ground_truth_keypoints_score_ap_one_and_errors_lower_it(coco, tmp_path)
     assert report["jdr"]["overall"] == 1.0
 
 
-class GaussianOracle(torch.nn.Module):
+class GaussianOracle(PoseModel):
     """Stand-in single-view model: UDP Gaussians at the ground-truth crop joints of the current
     batch; a second call on the batch sees the horizontally flipped crops (the flip test) and
     answers for them (mirrored, left and right swapped). The test images are blank, so the crops
     alone cannot tell."""
-
-    multiview = False
 
     def __init__(self, flip_index):
         super().__init__()

@@ -18,28 +18,27 @@ import torch
 from click.testing import CliRunner
 
 from mvpose.cli import main
+from mvpose.data.h36m import h36m_camera_dict, h36m_camera_params
+from mvpose.data.skipose import skipose_cameras
 from mvpose.geometry.calibration import (
     CalibrationError,
     calibration_summary,
     cameras_from_params,
     convert_calibration,
     detect_format,
-    h36m_camera_dict,
-    h36m_camera_params,
     load_calibration,
     params_from_cameras,
     read_calibration,
     read_opencv_calibration,
     read_pose2sim_calibration,
     read_qualisys_calibration,
-    skipose_cameras,
     write_calibration,
     write_mvpose_calibration,
     write_opencv_calibration,
     write_pose2sim_calibration,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "mvpose" / "calibration" / "examples"
 
 
@@ -538,3 +537,21 @@ print(len(calibration.read_calibration(sys.argv[1])[""]))
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["4"]
+
+
+@pytest.mark.parametrize("suffix", [".toml", ".json"])
+def test_any_camera_name_round_trips(tmp_path, rng, suffix):
+    """Names with quotes, backslashes, tabs and characters outside the Basic Multilingual Plane. TOML
+    goes through tomli_w: the former hand-written printer escaped strings as JSON does, which
+    spells U+1F600 as a surrogate pair, invalid in TOML."""
+    rig = random_rig(rng, 3)
+    for p, name in zip(rig, ['say "cheese"', "C:\\cams\\1\ttab", "cam \U0001F600 é"]):
+        p["name"] = name
+    write_mvpose_calibration(tmp_path / f"rig{suffix}", {"take \U0001F600": rig})
+    back = read_calibration(tmp_path / f"rig{suffix}")
+    assert list(back) == ["take \U0001F600"]
+    assert [p["name"] for p in back["take \U0001F600"]] == [p["name"] for p in rig]
+    assert_same_params(back["take \U0001F600"], rig, atol=0)
+    if suffix == ".toml":
+        write_pose2sim_calibration(tmp_path / "Calib.toml", rig)
+        assert [p["name"] for p in read_calibration(tmp_path / "Calib.toml")[""]] == [p["name"] for p in rig]

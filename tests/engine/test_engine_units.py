@@ -9,7 +9,8 @@ import torch
 from mvpose.engine.checkpoint import atomic_save, load_checkpoint
 from mvpose.engine.config import ConfigError, apply_overrides, load_pipeline
 from mvpose.engine.decode import crop_to_original, decode_heatmaps
-from mvpose.engine.train import heatmap_loss, keep_ratio_at
+from mvpose.engine.train import keep_ratio_at
+from mvpose.models.base import heatmap_loss
 
 
 def gaussian(h, w, cx, cy, sigma=2.0):

@@ -424,12 +424,10 @@ def test_tiny_models_overfit_one_batch(name, overrides, guided):
     losses = []
     for _ in range(60):
         out = model(x, guide_keypoints=joints) if guided else model(x)
-        if "simcc_x" in out:
-            loss = model.loss(out, tx, ty, w)
-        else:
-            loss = 0.5 * ((out["heatmaps"] - target) ** 2).mean()
-            if "coarse_heatmaps" in out:
-                loss = loss + model.loss_terms(out, target, w)["coarse"]
+        # The engine's (B, V) layout, V = 1: the model's own training loss (mvpose.models.base).
+        per_view = {k: v[:, None] for k, v in out.items() if isinstance(v, torch.Tensor) and v.dim() > 0}
+        loss = model.loss(per_view, {"target": target[:, None], "target_x": tx[:, None], "target_y": ty[:, None],
+                                     "target_weight": w[:, None]})
         opt.zero_grad()
         loss.backward()
         opt.step()

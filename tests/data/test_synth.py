@@ -31,7 +31,7 @@ from mvpose.data.synth.render import Frame, Lighting, draw, joint_visibility
 from mvpose.data.synth.scene import Box
 from mvpose.data.synth.writers import UNIVERSAL_BONES_MM, universal_stand_in
 from mvpose.geometry import Cameras
-from mvpose.geometry.calibration import h36m_camera_params
+from mvpose.data.h36m import h36m_camera_params
 from mvpose.skeletons import H36M
 
 TOOLBOX_KEYS = [

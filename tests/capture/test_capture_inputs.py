@@ -27,7 +27,7 @@ from mvpose.geometry.calibration import (
 )
 from mvpose.metrics import mpjpe
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RIG = REPO / "mvpose" / "calibration" / "examples" / "rig4.json"
 
 
@@ -247,6 +247,26 @@ def test_h36m_order_read_as_coco_is_flagged_with_the_fitting_joint_set(tmp_path,
     assert r.exit_code == 0 and "skeleton" not in _kinds(s) and s["checks"]["skeleton"]["bone_error"] < 0.15
     with h5py.File(tmp_path / "o2" / "poses3d.h5") as f:
         assert mpjpe(f["poses3d"][:], X) < 1.0
+
+
+def test_body25b_order_read_as_body25_is_flagged_with_body25b(tmp_path, rig):
+    # OpenPose BODY_25B (Pose2Sim's demos) has 25 keypoints like BODY_25, in another order.
+    X = synthetic_motion(6, 30.0, "body25b", center=rig_floor_center(rig), seed=0, radius=700.0)
+    uv, inside = project_keypoints(X, rig)
+    kp = np.concatenate([uv, np.where(inside, 0.9, 0.0)[..., None]], axis=-1)
+    _coco_results(tmp_path / "kp", kp, rig.names)
+    base = ["--calibration", str(RIG), "--keypoints", str(tmp_path / "kp")]
+    r = _invoke([*base, "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    s = _summary(tmp_path / "o")
+    assert s["joint_set"] == "body25" and s["checks"]["skeleton"]["better_joint_set"] == "body25b"
+    assert "rerun with --joints body25b" in (tmp_path / "o" / "report.txt").read_text()
+    r = _invoke([*base, "--joints", "body25b", "--out", str(tmp_path / "o2")])
+    s = _summary(tmp_path / "o2")
+    assert r.exit_code == 0 and "skeleton" not in _kinds(s) and s["checks"]["skeleton"]["bone_error"] < 0.15
+    with h5py.File(tmp_path / "o2" / "poses3d.h5") as f:
+        assert mpjpe(f["poses3d"][:], X) < 1.0
+        assert list(f.attrs["joints"])[17:19] == ["Neck", "Head"]
 
 
 def test_skeleton_fit_values():
