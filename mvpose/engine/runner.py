@@ -154,7 +154,7 @@ def plot_kept_tokens(checkpoint: str | Path, out: str | Path, data_root: str | N
     if res["kept"] is None:
         raise ValueError(f"{checkpoint}: model {cfg['model']['name']!r} does not prune tokens")
     grid = res["grid"] or tuple(cfg["dataset"]["token_grid"])
-    skeleton = get_skeleton("h36m" if cfg["dataset"]["name"] in ("h36m", "synth") else cfg["dataset"]["name"])
+    skeleton = getattr(ds, "skeleton", None) or get_skeleton("h36m")
     B, V = batch["image"].shape[:2]
     panels = []
     for b in range(B):
@@ -248,9 +248,9 @@ def plot_demo_sample(checkpoints: dict[str, Path], data_root: str | Path, out_di
             panels.append({
                 "image": crop_rgb(batch["image"][0, v]), "kept": kept, "grid": res["grid"],
                 "truth": batch["joints_2d_crop"][0, v].numpy(), "pred": res["crop_xy"][0, v].numpy(), "hidden": hidden[v],
-                "title": f"view {v + 1}: {int(hidden[v].sum())} of {hidden.shape[1]} joints hidden; "
-                         + (f"{kept.shape[0]} of {res['grid'][0] * res['grid'][1]} tokens kept; " if kept is not None else "")
-                         + f"mean error {err:.1f} px",
+                "title": f"view {v + 1}: {int(hidden[v].sum())}/{hidden.shape[1]} joints hidden, "
+                         + (f"{kept.shape[0]}/{res['grid'][0] * res['grid'][1]} tokens kept, " if kept is not None else "")
+                         + f"error {err:.1f} px",
             })
     info = f"subject {batch['subject'][0]}, action {batch['action'][0]}, occlusion split sample {idx}"
     views = plot_pose_panels(panels, out_dir / "views.png", cols=V, limbs=skeleton.limbs, names=skeleton.joints,

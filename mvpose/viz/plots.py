@@ -205,7 +205,7 @@ def plot_pose_panels(panels: Sequence[dict], out: str | Path, cols: int, limbs: 
 
     n = len(panels)
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.9 * cols + (0.5 if row_labels else 0), 3.1 * rows + 0.7), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.9 * cols + (0.5 if row_labels else 0), 3.5 * rows + 0.7), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, pnl in zip(axes.ravel(), panels):
@@ -219,7 +219,7 @@ def plot_pose_panels(panels: Sequence[dict], out: str | Path, cols: int, limbs: 
             draw_pose_2d(ax, pnl["pred"], limbs, names)
         ax.set_xlim(-0.5, img.shape[1] - 0.5)
         ax.set_ylim(img.shape[0] - 0.5, -0.5)
-        ax.set_title(textwrap.fill(pnl.get("title", ""), 34), fontsize=8.5)
+        ax.set_title(textwrap.fill(pnl.get("title", ""), 38), fontsize=8.5)
     left = 0.0
     if row_labels:
         left = 0.5 / (2.9 * cols + 0.5)
