@@ -68,8 +68,10 @@ def to_plain(obj: Any, where: str = "checkpoint") -> Any:
     if isinstance(obj, Path):
         return str(obj)
     if type(obj) in (dict, collections.OrderedDict, collections.Counter):
-        return type(obj)((k if isinstance(k, (str, int)) else to_plain(k, where), to_plain(v, f"{where}[{k!r}]"))
-                         for k, v in obj.items())
+        # Built from a dict, not from (key, value) pairs: Counter(pairs) would count the pairs (a resumed
+        # MultiStepLR's milestones would become {(10, 1): 1} and the learning rate would never drop).
+        return type(obj)({(k if isinstance(k, (str, int)) else to_plain(k, where)): to_plain(v, f"{where}[{k!r}]")
+                          for k, v in obj.items()})
     if type(obj) in (list, tuple):
         return type(obj)(to_plain(v, f"{where}[{i}]") for i, v in enumerate(obj))
     raise TypeError(f"{where}: {type(obj).__module__}.{type(obj).__qualname__} cannot be stored in a checkpoint that "

@@ -55,6 +55,10 @@ DEFAULTS: dict[str, Any] = {
         "amp": True,  # only takes effect on CUDA
         "max_steps_per_epoch": None,
         "val_every_epochs": 1,
+        # Multi-view models: learning rate of the per-view part (backbone, patch embedding, keypoint
+        # tokens, per-view layers) as a fraction of train.lr; the fusion layers, 3D PE and head get
+        # train.lr (mvpose.engine.train.optimizer_groups).
+        "per_view_lr_factor": 1.0,
     },
     "eval": {"batch_size": 8, "jdr_head_size": 25.6, "jdr_factor": 0.5, "decode": "udp", "min_confidence": 0.0,
              "flip_test": False},

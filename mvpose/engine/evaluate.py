@@ -178,7 +178,11 @@ def mpjpe_breakdown(pred: dict[str, np.ndarray], valid: np.ndarray, breakdown: s
 
 def build_report(pred: dict[str, np.ndarray], joint_names: list[str], jdr_head_size: float = 25.6, jdr_factor: float = 0.5,
                  breakdown: str | None = "action") -> dict[str, Any]:
-    """Metrics from :func:`predict` arrays: JDR (overall, per joint), MPJPE (overall, per joint, broken down), PA-MPJPE.
+    """Metrics from :func:`predict` arrays: JDR (overall, per joint, on the joints visible in their view,
+    on the joints hidden in their view), MPJPE (overall, per joint, broken down), PA-MPJPE.
+
+    ``jdr.hidden`` is None when no joint is hidden (or without 3D ground truth, where unlabelled
+    joints have no position); ``jdr.visible`` counts the joints marked visible (``joints_vis``).
 
     ``breakdown`` (see :func:`breakdown_of`): ``"action"`` adds ``mpjpe_mm.per_action`` (Human3.6M
     action names), ``"sequence"`` adds ``mpjpe_mm.per_sequence`` (Ski-Pose ``seq_NNN``), None neither.
@@ -285,6 +289,9 @@ def report_csv(report: dict[str, Any]) -> str:
     w = csv.writer(buf)
     w.writerow(["metric", "key", "value"])
     w.writerow(["jdr", "overall", report["jdr"]["overall"]])
+    for key in ("visible", "hidden"):  # joints visible / hidden in their view
+        if report["jdr"].get(key) is not None:
+            w.writerow(["jdr", key, report["jdr"][key]])
     for k, v in report["jdr"]["per_joint"].items():
         w.writerow(["jdr_per_joint", k, v])
     if report.get("mpjpe_mm") is not None:

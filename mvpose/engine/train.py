@@ -32,6 +32,7 @@ from mvpose.engine.evaluate import breakdown_of, build_report, forward_views, jo
 from mvpose.engine.runtime import deterministic_algorithms, keep_freed_memory
 from mvpose.models.base import PoseModel
 from mvpose.safe_load import UntrustedFileError
+from mvpose.parallel import worker_context
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,29 @@ def build_model_from_config(cfg: dict[str, Any], load_pretrained: bool = True) -
         log.warning("pretrained %s: loaded %d of %d tensors (%d skipped: missing or other shape)",
                     pretrained, len(usable), len(own), len(own) - len(usable))
     return model
+
+
+def optimizer_groups(model: torch.nn.Module, tcfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """Parameter groups for the optimizer: one group at ``train.lr``, except that a multi-view model's
+    per-view part (everything of its shared PPT before the fusion layers: backbone, patch embedding,
+    keypoint tokens, per-view layers) gets ``train.lr x train.per_view_lr_factor`` when that factor is not 1.
+
+    A lever of multi-view fine-tuning from a single-view PPT: a lower rate keeps the pretrained
+    per-view features while the fusion layers, the 3D PE and the head adapt. Group order: fusion and
+    rest first, so ``param_groups[0]["lr"]`` is ``train.lr``.
+    """
+    factor = float(tcfg.get("per_view_lr_factor", 1.0))
+    fusion = getattr(model, "fusion_layers", None)
+    if factor == 1.0 or fusion is None or not hasattr(model, "ppt"):
+        return [{"params": [p for p in model.parameters()]}]
+    first_fused = len(model.ppt.layers) - int(fusion)
+    per_view, rest = [], []
+    for name, p in model.named_parameters():
+        parts = name.split(".")
+        in_ppt = parts[0] == "ppt" and parts[1] != "head"
+        fused = in_ppt and parts[1] == "layers" and int(parts[2]) >= first_fused
+        (per_view if in_ppt and not fused else rest).append(p)
+    return [{"params": rest}, {"params": per_view, "lr": float(tcfg["lr"]) * factor}]
 
 
 def weights_checksum(model: torch.nn.Module) -> list[float]:
@@ -353,6 +377,9 @@ def _setup(cfg: dict[str, Any], out_dir: Path, dinfo: DistInfo, yaml) -> _Run:
         datasets["train"], batch_size=int(tcfg["batch_size"]), sampler=sampler, num_workers=workers,
         collate_fn=collate, drop_last=True, persistent_workers=workers > 0, pin_memory=dinfo.device.type == "cuda",
         worker_init_fn=_init_worker if workers > 0 else None,
+        # Not forked from this process: once it has used OpenCV's thread pool (validation, a previous
+        # run of the demo), cv2.setNumThreads in a forked worker deadlocks on the copied pool.
+        multiprocessing_context=worker_context(preload=["mvpose.data"]) if workers > 0 else None,
     )
     if len(loader) == 0:
         from mvpose.engine.config import ConfigError
@@ -363,7 +390,7 @@ def _setup(cfg: dict[str, Any], out_dir: Path, dinfo: DistInfo, yaml) -> _Run:
         )
     val_loader = DataLoader(datasets["val"], batch_size=int(cfg["eval"]["batch_size"]), shuffle=False, num_workers=0, collate_fn=collate)
 
-    optimizer = torch.optim.Adam(model.parameters(), lr=float(tcfg["lr"]), weight_decay=float(tcfg.get("weight_decay", 0.0)))
+    optimizer = torch.optim.Adam(optimizer_groups(model, tcfg), lr=float(tcfg["lr"]), weight_decay=float(tcfg.get("weight_decay", 0.0)))
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(tcfg["lr_steps"]), gamma=float(tcfg["lr_factor"]))
     use_amp = bool(tcfg.get("amp", True)) and dinfo.device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)

@@ -1,10 +1,11 @@
-"""Plots people would rather look at than read: per-action MPJPE bars, kept human tokens."""
+"""Plots people would rather look at than read: per-action MPJPE bars, kept human tokens with the
+predicted and true 2D poses, and triangulated 3D skeletons beside the truth."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import matplotlib
 
@@ -127,20 +128,159 @@ def draw_tokens(
     return img
 
 
-def plot_token_grid(images: Sequence[np.ndarray], titles: Sequence[str], out: str | Path, cols: int = 4) -> Path:
-    """Save images (already drawn with :func:`draw_tokens`) as one figure."""
+def plot_token_grid(images: Sequence[np.ndarray], titles: Sequence[str], out: str | Path, cols: int = 4,
+                    suptitle: str | None = None) -> Path:
+    """Save images (already drawn with :func:`draw_tokens`) as one figure; ``titles`` are wrapped to the panel width."""
+    import textwrap
+
     n = len(images)
     cols = min(cols, n)
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.6 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 3.3 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, img, title in zip(axes.ravel(), images, titles):
         ax.imshow(img)
-        ax.set_title(title, fontsize=8)
+        ax.set_title(textwrap.fill(title, 30), fontsize=9)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+# Matplotlib colours of the two sides (the synthetic preview's convention: right orange, left blue).
+SIDE_COLOURS = {"r": "tab:orange", "l": "tab:blue", "m": "tab:green"}
+
+
+def _limb_side(names: Sequence[str], a: int, b: int) -> str:
+    sides = {n[0] for n in (names[a], names[b]) if n[0] in "rl" and n != "root"}
+    return "r" if "r" in sides else "l" if "l" in sides else "m"
+
+
+def draw_pose_2d(ax: Any, joints: np.ndarray, limbs: Sequence[tuple[int, int]], names: Sequence[str], truth: bool = False,
+                 hidden: np.ndarray | None = None) -> None:
+    """Draw one 2D skeleton on a matplotlib image axis.
+
+    Args:
+        joints: (J, 2) pixels of the image shown on ``ax``.
+        limbs, names: the skeleton's bones (joint index pairs) and joint names (sides from ``l`` / ``r``).
+        truth: the ground truth, drawn as thin white dashed lines; otherwise the prediction, solid
+            lines coloured by side (right orange, left blue).
+        hidden: (J,) bool, joints hidden in this view: a red ``x`` (drawn with the truth).
+    """
+    P = np.asarray(joints, dtype=np.float64)
+    for a, b in limbs:
+        if truth:
+            ax.plot(P[[a, b], 0], P[[a, b], 1], color="white", lw=1.0, ls="--", alpha=0.9)
+        else:
+            ax.plot(P[[a, b], 0], P[[a, b], 1], color=SIDE_COLOURS[_limb_side(names, a, b)], lw=1.6)
+    if not truth:
+        ax.scatter(P[:, 0], P[:, 1], s=6, color="yellow", zorder=3)
+    elif hidden is not None and np.any(hidden):
+        ax.scatter(P[hidden, 0], P[hidden, 1], s=30, marker="x", color="red", lw=1.5, zorder=4)
+
+
+def plot_pose_panels(panels: Sequence[dict], out: str | Path, cols: int, limbs: Sequence[tuple[int, int]],
+                     names: Sequence[str], row_labels: Sequence[str] | None = None, suptitle: str | None = None) -> Path:
+    """A grid of crops with the kept tokens, the predicted pose and the true pose.
+
+    Args:
+        panels: one dict per panel, row by row: ``image`` (H, W, 3) uint8 RGB crop, ``title``,
+            optional ``kept`` (K,) kept token indices and ``grid`` (h, w) (pruned tokens darkened,
+            see :func:`draw_tokens`), ``truth`` (J, 2) and ``pred`` (J, 2) crop pixels, ``hidden`` (J,) bool.
+        out: PNG path.
+        cols: panels per row (the views).
+        limbs, names: the skeleton (see :func:`draw_pose_2d`).
+        row_labels: a label left of each row (e.g. the method).
+        suptitle: figure title; a legend of the marks is added below it.
+
+    Returns:
+        ``out``.
+    """
+    import textwrap
+
+    n = len(panels)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.9 * cols + (0.5 if row_labels else 0), 3.5 * rows + 0.7), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, pnl in zip(axes.ravel(), panels):
+        img = pnl["image"]
+        if pnl.get("kept") is not None:
+            img = draw_tokens(img, pnl["kept"], tuple(pnl["grid"]))
+        ax.imshow(img)
+        if pnl.get("truth") is not None:
+            draw_pose_2d(ax, pnl["truth"], limbs, names, truth=True, hidden=pnl.get("hidden"))
+        if pnl.get("pred") is not None:
+            draw_pose_2d(ax, pnl["pred"], limbs, names)
+        ax.set_xlim(-0.5, img.shape[1] - 0.5)
+        ax.set_ylim(img.shape[0] - 0.5, -0.5)
+        ax.set_title(textwrap.fill(pnl.get("title", ""), 38), fontsize=8.5)
+    left = 0.0
+    if row_labels:
+        left = 0.5 / (2.9 * cols + 0.5)
+        for r, label in enumerate(row_labels[:rows]):
+            y = 1 - (r + 0.5) / rows
+            fig.text(0.005, 0.06 + 0.86 * y, textwrap.fill(label, 14), rotation=90, va="center", ha="left", fontsize=9)
+    legend = ("dashed white: truth; coloured: prediction (right orange, left blue); red x: joint hidden in this view; "
+              "dark: pruned tokens")
+    fig.suptitle((suptitle + "\n" if suptitle else "") + legend, fontsize=9)
+    fig.tight_layout(rect=(left, 0, 1, 0.97))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_skeletons_3d(truth: np.ndarray, preds: dict[str, np.ndarray], limbs: Sequence[tuple[int, int]], names: Sequence[str],
+                      out: str | Path, title: str | None = None) -> Path:
+    """One sample in 3D: the true skeleton, then each method's triangulated skeleton over the truth (grey).
+
+    Args:
+        truth: (J, 3) world mm (z up).
+        preds: label -> (J, 3) world mm; the panel title gives its MPJPE against ``truth``.
+        limbs, names: the skeleton (sides coloured as in :func:`draw_pose_2d`).
+        out: PNG path.
+
+    Returns:
+        ``out``.
+    """
+    truth = np.asarray(truth, dtype=np.float64)
+    ok = np.isfinite(truth).all(-1)
+    mid = (truth[ok].max(0) + truth[ok].min(0)) / 2
+    half = max((truth[ok].max(0) - truth[ok].min(0)).max() / 2, 300.0) * 1.15
+    n = 1 + len(preds)
+    fig = plt.figure(figsize=(3.9 * n, 4.4))
+
+    def draw(ax, P, grey: bool) -> None:
+        for a, b in limbs:
+            if np.isfinite(P[[a, b]]).all():
+                colour = "0.65" if grey else SIDE_COLOURS[_limb_side(names, a, b)]
+                ax.plot(*P[[a, b]].T, color=colour, lw=1.2 if grey else 2.2, ls="--" if grey else "-")
+
+    panels = [("ground truth", truth)] + list(preds.items())
+    for i, (label, P) in enumerate(panels):
+        ax = fig.add_subplot(1, n, i + 1, projection="3d")
+        P = np.asarray(P, dtype=np.float64)
+        if i:
+            draw(ax, truth, grey=True)
+            err = np.linalg.norm(P - truth, axis=-1)
+            label = f"{label}\nMPJPE {np.nanmean(err):.0f} mm"
+        draw(ax, P, grey=False)
+        ax.set(xlim=(mid[0] - half, mid[0] + half), ylim=(mid[1] - half, mid[1] + half), zlim=(mid[2] - half, mid[2] + half))
+        ax.set_box_aspect((1, 1, 1))
+        ax.view_init(elev=12, azim=-60)
+        ax.set_title(label, fontsize=9)
+        ax.tick_params(labelsize=6)
+    fig.suptitle((title + "\n" if title else "") + "grey dashed: truth; right orange, left blue", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.88))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
     plt.close(fig)
     return out

@@ -291,6 +291,33 @@ def test_joints_vis_marks_some_hidden_joints(h36m_records):
     assert 0.5 < vis.mean() < 1.0  # mostly visible, some self-occlusion
 
 
+def test_occlusion_split_hides_limbs_in_one_or_two_views_of_the_same_sequences(h36m_records, tmp_path):
+    out = tmp_path / "occl"
+    result = CliRunner().invoke(main, ["synth", "--out", str(out), "--subjects", "9", "--actions", "2,10,15", "--frames", "2",
+                                       "--image-size", str(SIZE), "--occlusion", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    with open(out / "annot" / "h36m_validation.pkl", "rb") as f:
+        occl = pickle.load(f)
+    plain = {r["image"]: r for r in h36m_records["validation"]}
+    assert len(occl) == len(plain) == 3 * 2 * 4 * 2
+    gained: dict[tuple, int] = {}
+    for r in occl:
+        ref = plain[r["image"]]
+        # The same poses and cameras: only objects were added.
+        np.testing.assert_array_equal(r["joints_2d"], ref["joints_2d"])
+        np.testing.assert_array_equal(r["joints_3d"], ref["joints_3d"])
+        hidden, hidden_ref = r["joints_vis"][:, 0] == 0, ref["joints_vis"][:, 0] == 0
+        assert np.all(hidden >= hidden_ref)  # an object can hide a joint, never reveal one
+        key = (r["action"], r["subaction"], r["image_id"])
+        gained[key] = gained.get(key, 0) + int(hidden.sum() > hidden_ref.sum())
+    per_frame = np.array(list(gained.values()))
+    assert np.mean((per_frame >= 1) & (per_frame <= 3)) >= 0.75  # 1-2 views are targeted; an object may catch a third
+    frac = lambda recs: np.mean([r["joints_vis"][:, 0] == 0 for r in recs])  # noqa: E731
+    assert frac(occl) > frac(plain.values()) + 0.05
+    with pytest.raises(ValueError, match="occlusion"):
+        generate(tmp_path / "ski", fmt="skipose", occlusion=True)
+
+
 # --------------------------------------------------------------------------- Ski-Pose layout
 def test_skipose_layout_and_geometry(ski_set):
     root = ski_set / SKIPOSE_ROOT_NAME

@@ -168,3 +168,26 @@ def test_pretrained_weights_load_for_training_but_not_when_rebuilding(tmp_path):
     assert not torch.equal(rebuilt.state_dict()["ppt.keypoint_tokens"], sv.state_dict()["keypoint_tokens"])
     with pytest.raises(FileNotFoundError):
         build_model_from_config(cfg)
+
+
+def test_resumed_multistep_scheduler_still_decays(tmp_path):
+    """to_plain keeps a Counter's counts (MultiStepLR milestones), so the learning rate drops after --resume."""
+    import collections
+
+    from mvpose.engine.checkpoint import load_checkpoint, save_checkpoint, to_plain
+
+    assert to_plain(collections.Counter({3: 1, 5: 2})) == collections.Counter({3: 1, 5: 2})
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.Adam([p], lr=1.0)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[2, 3], gamma=0.1)
+    opt.step()
+    sched.step()
+    save_checkpoint({"model": {}, "config": {}, "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp_path / "c.pt")
+    ck = load_checkpoint(tmp_path / "c.pt", required=("model",))
+    opt2 = torch.optim.Adam([p], lr=1.0)
+    sched2 = torch.optim.lr_scheduler.MultiStepLR(opt2, milestones=[2, 3], gamma=0.1)
+    opt2.load_state_dict(ck["optimizer"])
+    sched2.load_state_dict(ck["scheduler"])
+    opt2.step()
+    sched2.step()
+    assert opt2.param_groups[0]["lr"] == pytest.approx(0.1)

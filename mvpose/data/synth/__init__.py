@@ -149,6 +149,7 @@ def generate(
     calibration: str | Path | None = None,
     jpeg_quality: int = 85,
     runs: int = 1,
+    occlusion: bool = False,
 ) -> SynthSummary:
     """Render a synthetic multi-view dataset into ``out``.
 
@@ -171,6 +172,10 @@ def generate(
         calibration: Human3.6M rig file (default: the shipped ``mvpose/calibration/h36m.json``).
         jpeg_quality: Human3.6M JPEG quality.
         runs: Ski-Pose sequences per skier.
+        occlusion: Human3.6M only: in every frame 1-2 of the 4 cameras get an object between them
+            and the person that hides limbs (:func:`mvpose.data.synth.scene.occluder_between`);
+            hidden joints are marked in ``joints_vis`` as always. Everything else (poses, rooms,
+            cameras, appearance) is the same as without it, from its own random generator.
 
     Returns:
         a :class:`SynthSummary`.
@@ -194,7 +199,7 @@ def generate(
         subactions = _ints(subactions, "subactions", (1, 2))
         tasks = [
             H36MTask(str(out), s, a, sa, frames, int(frame_step), int(image_size), int(seed),
-                     None if calibration is None else str(calibration), int(jpeg_quality))
+                     None if calibration is None else str(calibration), int(jpeg_quality), bool(occlusion))
             for s in subjects for a in actions for sa in subactions
         ]
         records = []
@@ -209,6 +214,8 @@ def generate(
             raise ValueError(f"image_size: Ski-Pose images are 256 x 256 as published, got {image_size}")
         if actions is not None:
             raise ValueError("actions: only the Human3.6M format has actions; leave it out for skipose")
+        if occlusion:
+            raise ValueError("occlusion: only the Human3.6M format has the occlusion setting; leave it out for skipose")
         subjects = _ints(subjects or SKIPOSE_SUBJECTS, "subjects")
         if runs < 1:
             raise ValueError(f"runs: need at least one run per skier, got {runs}")

@@ -21,6 +21,7 @@ __all__ = [
     "room_background",
     "chair_primitives",
     "sample_occluders",
+    "occluder_between",
     "Slope",
     "sample_slope",
     "slope_background",
@@ -31,6 +32,7 @@ __all__ = [
 
 CHAIR_ID = 100
 OBJECT_ID = 101
+OCCLUDER_ID = 110  # + view index: the objects of the occlusion setting (``occluder_between``)
 
 
 def noise_texture(rng: np.random.Generator, height: int, width: int, scales=(4, 16, 64), weights=(0.5, 0.3, 0.2)) -> np.ndarray:
@@ -247,6 +249,61 @@ def sample_occluders(
                 prims += obj
                 break
     return prims
+
+
+OCCLUDER_KINDS = ("wall", "pillar", "screen")
+
+
+def occluder_between(rng: np.random.Generator, joints: np.ndarray, camera: np.ndarray, pid: int) -> tuple[list, str]:
+    """An object standing between ``camera`` and the person, sized to hide limbs in that camera's view.
+
+    Placed on the floor (z = 0) on the horizontal line from the pelvis to the camera, 0.7-1.5 m in
+    front of the person (never within 0.25 m of a joint, so it does not cut the body) and shifted
+    sideways by up to 0.3 m. One of :data:`OCCLUDER_KINDS`: a low wall (0.8-1.2 m tall: legs and
+    hips), a pillar beside the line (one side's arm and leg) or a screen on a pole at chest height
+    (arms and torso). About 1 m in front of a person watched from 4-5 m, it hides a limb in this
+    view and stands beside the person, not in front, for cameras at other angles.
+
+    Args:
+        rng: the generator (the occlusion setting has its own, so the scene without it is unchanged).
+        joints: (17, 3) world joints of the frame, mm, skeleton "h36m" (pelvis first).
+        camera: (3,) the camera centre, world mm.
+        pid: part id of the object (never a body part's id).
+
+    Returns:
+        (primitives, kind).
+    """
+    root = joints[0]
+    d = np.asarray(camera, dtype=np.float64)[:2] - root[:2]
+    d = d / max(float(np.linalg.norm(d)), 1e-9)
+    side = np.array([-d[1], d[0]])
+    heading = float(np.arctan2(d[1], d[0]))
+    A = _frame_z(heading)  # x axis towards the camera
+    col = muted_colour(rng, 0.05, 0.95, 0.8)
+    kind = OCCLUDER_KINDS[int(rng.integers(len(OCCLUDER_KINDS)))]
+    if kind == "wall":
+        half = np.array([rng.uniform(30, 80), rng.uniform(300, 550), rng.uniform(400, 600)])
+        offset, radius = rng.uniform(-150, 150), float(np.hypot(half[0], half[1]))
+    elif kind == "pillar":
+        r = rng.uniform(120, 200)
+        offset, radius = rng.choice([-1.0, 1.0]) * rng.uniform(100, 300), r
+    else:
+        half = np.array([20.0, rng.uniform(250, 450), rng.uniform(250, 400)])
+        offset, radius = rng.uniform(-300, 300), float(half[1])
+    dist = rng.uniform(700, 1100)
+    for _ in range(8):  # step away from the person until no joint is within 0.25 m of the object
+        q = root[:2] + dist * d + offset * side
+        if np.min(np.linalg.norm(joints[:, :2] - q, axis=-1)) > radius + 250.0 or dist > 1500:
+            break
+        dist += 150.0
+    if kind == "wall":
+        return [Box(np.array([q[0], q[1], half[2]]), A, half, col, pid)], kind
+    if kind == "pillar":
+        return [Capsule(np.array([q[0], q[1], 0.0]), np.array([q[0], q[1], rng.uniform(1900, 2400)]), r, col, pid)], kind
+    h = rng.uniform(1000, 1450)
+    panel = Box(np.array([q[0], q[1], h]), A, half, col, pid)
+    pole = Capsule(np.array([q[0], q[1], 0.0]), np.array([q[0], q[1], h]), 25.0, col * 0.6, pid)
+    return [panel, pole], kind
 
 
 # ---------------------------------------------------------------------------------------------

@@ -49,7 +49,9 @@ from mvpose.data.synth.motion import (
 )
 from mvpose.data.synth.render import Frame, Lighting, draw, joint_visibility
 from mvpose.data.synth.scene import (
+    OCCLUDER_ID,
     chair_primitives,
+    occluder_between,
     room_background,
     sample_occluders,
     sample_room,
@@ -202,6 +204,7 @@ class H36MTask:
     seed: int
     calibration: str | None
     jpeg_quality: int
+    occlusion: bool = False
 
 
 def _h36m_motion(task: H36MTask, rng: np.random.Generator, shape, views: list[View], t: np.ndarray):
@@ -286,6 +289,13 @@ def render_h36m_sequence(task: H36MTask) -> list[dict]:
     shadow = (0.35 * shape.height, float(rng.uniform(0.2, 0.45)))
 
     prims = [_frame_primitives(shape, app, track, pose, k) for k in range(task.frames)]
+    if task.occlusion:
+        # Its own generator: the sequence is the same as without occlusion, plus the objects.
+        orng = np.random.default_rng([task.seed, 2, task.subject, task.action, task.subaction])
+        for k in range(task.frames):
+            cams = orng.choice(len(views), size=int(orng.integers(1, 3)), replace=False)
+            for c in sorted(int(c) for c in cams):
+                prims[k] = prims[k] + occluder_between(orng, pose.joints[k], views[c].center, OCCLUDER_ID + c)[0]
     shape_hw = (task.image_size, task.image_size, 3)
     noise = np.rint(rng.standard_normal(shape_hw, dtype=np.float32) * noise_sigma).astype(np.int16)
     records = []
