@@ -50,8 +50,11 @@ PPT-S 1.919, the same values the official code prints), except one:
 - PPT-B on MPII (Table 2, 6.2 G): we count 6.49 G (+4.7 %). TokenPose-B's 7.1 G is matched
   (7.100), and PPT-B prunes exactly the transformer of PPT-S (same D, depth, tokens,
   r = 0.7), whose saving the paper gives as 2.53 -> 1.92 G (-0.61 G, reproduced); 7.1 - 6.2 =
-  0.9 G is more than that transformer can save at r = 0.7 with HTI at (3, 6, 9). It is the
-  one entry of :data:`KNOWN_DISCREPANCIES`.
+  0.9 G is more than that transformer can save at r = 0.7 with HTI at (3, 6, 9). The paper's
+  figure is what HTI at PPT-L/D6's positions gives: before the 2nd, 4th and 5th layers
+  (``prune_layers=(1, 3, 4)``), PPT-B on MPII counts 6.246 G (+0.7 %); so Table 2's row was most
+  likely counted with those positions, not with the (4th, 7th, 10th) the paper states for PPT-B.
+  The row keeps the stated positions and stays the one entry of :data:`KNOWN_DISCREPANCIES`.
 
 PPT-L/D6's 8.7 G is reproduced (8.75) with HTI before the 2nd, 4th and 5th layers, as the
 paper's text says; the official code's default ``pruning_loc=[3, 6, 9]`` prunes once (at
@@ -188,7 +191,8 @@ PAPER_FIGURES: list[tuple[str, str, dict, int, float | None, float | None, str]]
 
 _PPT_B_MPII = (
     "paper-code 6.49 G: the 0.9 G saving over TokenPose-B (7.1 G, matched) exceeds what HTI at r=0.7 saves on "
-    "this transformer (0.61 G, the paper's own PPT-S figures); see mvpose.models.flops"
+    "this transformer (0.61 G, the paper's own PPT-S figures); with PPT-L/D6's HTI positions (1, 3, 4) it "
+    "counts 6.246 G (+0.7 %), so the paper likely counted it so; see mvpose.models.flops"
 )
 # (label, source) -> why its figure differs from the paper by more than 2% (paper-code) / 5% (dense)
 # in the row's own convention.
