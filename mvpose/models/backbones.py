@@ -12,13 +12,36 @@ All backbones map an image (B, 3, H, W) to a feature map (B, C, H/4, W/4) and ex
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 __all__ = ["StemNet", "HRNet", "build_backbone", "BACKBONES"]
 
 BN_MOMENTUM = 0.1
+
+
+def _onednn_fusable(x: torch.Tensor) -> bool:
+    """Whether :meth:`ConvBN.fused` may run on ``x``: float32 on the CPU, oneDNN built in,
+    no autograd (the fused oneDNN operators have no backward) and no dispatch mode active
+    (FLOP counters and tracers know the standard operators, not oneDNN's fused ones)."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and not torch.is_grad_enabled()
+        and torch.backends.mkldnn.is_available()
+        and _get_current_dispatch_mode() is None
+    )
+
+
+# Folded, oneDNN-packed weights per ConvBN, keyed by the module; an entry is rebuilt when any
+# of the folded tensors changes (an optimizer step, load_state_dict and .to() bump their version
+# counters or replace them). Kept outside the module so that deepcopy and pickling never see the
+# opaque oneDNN tensors.
+_PACKED: "weakref.WeakKeyDictionary[ConvBN, tuple[tuple, torch.Tensor, torch.Tensor]]" = weakref.WeakKeyDictionary()
 
 
 class ConvBN(nn.Sequential):
@@ -26,22 +49,70 @@ class ConvBN(nn.Sequential):
 
     In training it runs the three modules in turn. In evaluation the batch norm is folded
     into the convolution (``w * gamma / sqrt(var + eps)``, bias ``beta - mean * gamma /
-    sqrt(var + eps)``), recomputed from the current parameters at every call, so the
-    activation map is written once instead of three times; the result equals the unfolded
-    modules up to float rounding (about 1e-6 relative). Modules with forward hooks (FLOP
-    counters) run unfolded, so the hooks see their calls.
+    sqrt(var + eps)``), so the activation map is written once instead of three times; the
+    result equals the unfolded modules up to float rounding (about 1e-6 relative). Without
+    autograd on a CPU, the folded convolution runs as one oneDNN call with the ReLU (and, in
+    :meth:`fused`, a residual sum) as post-ops, on weights packed once for oneDNN and
+    repacked whenever a parameter or running statistic changes. Modules with forward hooks
+    (FLOP counters) run unfolded, so the hooks see their calls.
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, Cin, H, W) -> (B, Cout, H / stride, W / stride)."""
+    def _unfolded(self) -> bool:
         conv, bn = self[0], self[1]
         # Module-hook counters (thop, mvpose.models.flops.count_paper_code) must see the modules run.
         hooked = any(m._forward_hooks or m._forward_pre_hooks for m in self)
-        if self.training or hooked or bn.running_var is None or bn.weight is None:
-            return super().forward(x)
+        return self.training or hooked or bn.running_var is None or bn.weight is None or conv.groups != 1
+
+    def _folded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        conv, bn = self[0], self[1]
         scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-        weight = conv.weight * scale.view(-1, 1, 1, 1)
-        bias = bn.bias - bn.running_mean * scale
+        return conv.weight * scale.view(-1, 1, 1, 1), bn.bias - bn.running_mean * scale
+
+    def _packed(self) -> tuple[torch.Tensor, torch.Tensor]:
+        conv, bn = self[0], self[1]
+        tensors = (conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var)
+        key = tuple((t.data_ptr(), t._version) for t in tensors)
+        entry = _PACKED.get(self)
+        if entry is None or entry[0] != key:
+            weight, bias = self._folded()
+            weight = torch._C._nn.mkldnn_reorder_conv2d_weight(
+                weight.contiguous(memory_format=torch.channels_last).to_mkldnn(),
+                list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups, None,
+            )
+            entry = (key, weight, bias.contiguous())
+            _PACKED[self] = entry
+        return entry[1], entry[2]
+
+    def fused(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """The folded block, then ``+ residual`` and the ReLU when given (the end of a residual
+        block); outside oneDNN's reach, the same computed op by op.
+
+        Args:
+            x: (B, Cin, H, W).
+            residual: (B, Cout, H / stride, W / stride) or None.
+
+        Returns:
+            (B, Cout, H / stride, W / stride); with ``residual``, ``relu(conv(x) + residual)``
+            whatever this module's own ReLU.
+        """
+        if self._unfolded() or not _onednn_fusable(x):
+            y = super().forward(x) if self._unfolded() else self._folded_forward(x)
+            return y if residual is None else (y + residual).relu_()
+        conv = self[0]
+        weight, bias = self._packed()
+        x = x.contiguous(memory_format=torch.channels_last)
+        args = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
+        if residual is None:
+            relu = "relu" if len(self) > 2 else "none"
+            return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, *args, relu, [], "")
+        residual = residual.contiguous(memory_format=torch.channels_last)
+        return torch.ops.mkldnn._convolution_pointwise.binary(
+            x, residual, weight, bias, *args, "add", None, "relu", [], ""
+        )
+
+    def _folded_forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv = self[0]
+        weight, bias = self._folded()
         pointwise = conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.groups == 1
         if pointwise and x.is_contiguous(memory_format=torch.channels_last):
             # A 1x1 convolution on channels_last data is one matrix product over the pixels;
@@ -50,6 +121,14 @@ class ConvBN(nn.Sequential):
         else:
             y = F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
         return y.relu_() if len(self) > 2 else y
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, Cin, H, W) -> (B, Cout, H / stride, W / stride)."""
+        if self._unfolded():
+            return super().forward(x)
+        if _onednn_fusable(x):
+            return self.fused(x)
+        return self._folded_forward(x)
 
 
 def conv_bn(cin: int, cout: int, kernel: int = 3, stride: int = 1, relu: bool = True) -> ConvBN:
@@ -71,7 +150,10 @@ class BasicBlock(nn.Module):
         self.body = nn.Sequential(conv_bn(channels, channels), conv_bn(channels, channels, relu=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.body(x) + x)
+        if self.training:
+            return F.relu(self.body(x) + x)
+        # Evaluation: the last convolution, the residual sum and the ReLU in one call.
+        return self.body[1].fused(self.body[0](x), residual=x)
 
 
 class Bottleneck(nn.Module):
@@ -89,6 +171,9 @@ class Bottleneck(nn.Module):
         self.shortcut = nn.Identity() if cin == cout else conv_bn(cin, cout, 1, relu=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            # Evaluation: the last convolution, the residual sum and the ReLU in one call.
+            return self.body[2].fused(self.body[1](self.body[0](x)), residual=self.shortcut(x))
         # In place: the batch norm ending ``body`` keeps no output for its backward, and an
         # in-place sum saves one activation-sized allocation per block.
         out = self.body(x)

@@ -162,6 +162,60 @@ def test_backbone_chunking_and_folding_match_the_batched_modules():
         torch.testing.assert_close(backbone(x), _reference_backbone(backbone, x), rtol=0, atol=1e-5)
 
 
+def test_fused_onednn_path_follows_weight_changes():
+    """The fused CPU inference path packs its folded weights once; a changed parameter or running
+    statistic (an optimizer step, load_state_dict) must reach the next call."""
+    torch.manual_seed(0)
+    backbone = StemNet(width=16, blocks=2).eval()
+    _randomise_batch_norms(backbone)
+    x = torch.randn(2, 3, 32, 32)
+    other = StemNet(width=16, blocks=2).eval()
+    _randomise_batch_norms(other)
+    with torch.no_grad():
+        other.conv[0][0].weight.mul_(-2.0)
+        first = backbone(x)
+        torch.testing.assert_close(first, _reference_backbone(backbone, x), rtol=0, atol=1e-5)
+        backbone.layer1[0].body[1][0].weight.mul_(1.5)  # in place, as an optimizer step
+        backbone.layer1[1].body[2][1].running_var.add_(0.5)  # a running statistic
+        changed = backbone(x)
+        torch.testing.assert_close(changed, _reference_backbone(backbone, x), rtol=0, atol=1e-5)
+        assert (changed - first).abs().max() > 1e-2
+        backbone.load_state_dict(other.state_dict())
+        torch.testing.assert_close(backbone(x), _reference_backbone(other, x), rtol=0, atol=1e-5)
+    with torch.inference_mode():
+        torch.testing.assert_close(backbone(x), _reference_backbone(other, x), rtol=0, atol=1e-5)
+
+
+def test_hrnet_inference_equals_unfolded_modules():
+    """HRNet's basic blocks end in the fused convolution + residual + ReLU in evaluation."""
+    from mvpose.models.backbones import HRNet
+
+    torch.manual_seed(0)
+    net = HRNet(32).eval()
+    _randomise_batch_norms(net)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        fused = net(x)
+        # The plain modules: training-mode blocks run convolution, batch norm, ReLU one by one;
+        # the batch norms in evaluation use the same running statistics.
+        net.train()
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()
+        plain = net(x)
+    torch.testing.assert_close(fused, plain, rtol=0, atol=1e-4 * plain.abs().max().item())
+
+
+def test_flop_count_sees_the_standard_operators():
+    """count_macs runs under a dispatch mode, where the fused oneDNN calls (unknown to it) stay off:
+    a 3x3 convolution of 8 -> 16 channels on a 10x10 map is 8 * 16 * 9 * 100 MACs."""
+    from mvpose.models.backbones import conv_bn
+    from mvpose.models.flops import count_macs
+
+    block = conv_bn(8, 16).eval()
+    assert count_macs(block, torch.zeros(1, 8, 10, 10))["dense"] == 8 * 16 * 9 * 100
+
+
 def test_multiview_training_step_equals_reference():
     """Train mode (batch statistics, in-place residual sums): same loss and same gradients."""
     torch.manual_seed(0)
