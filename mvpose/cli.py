@@ -108,33 +108,23 @@ def train(dataset, views, data_root, pipeline, model_name, overrides, out, resum
       mvpose train --pipeline demo_mv_ppt --set train.epochs=2 --out runs/try
       torchrun --nproc_per_node 2 -m mvpose train --pipeline demo_mv_ppt --device cpu
     """
-    from mvpose.engine.config import ConfigError, apply_overrides, check_model_keys, load_pipeline
+    from mvpose.engine.config import apply_overrides, check_model_keys, load_pipeline
     from mvpose.engine.train import train as run_train
 
-    try:
-        # COCO is single-view: its default recipe is single-view PPT-S.
-        cfg = load_pipeline(pipeline or ("coco_ppt_s" if dataset == "coco" else f"{dataset}_mv_ppt_s"))
-        cfg["dataset"]["name"] = dataset if pipeline is None or dataset != "h36m" else cfg["dataset"]["name"]
-        if views is not None:
-            cfg["dataset"]["views"] = views
-        if data_root is not None:
-            cfg["dataset"]["root"] = data_root
-        if model_name is not None:
-            cfg["model"] = {"name": model_name}
-        cfg = apply_overrides(cfg, overrides)
-        check_model_keys(cfg)
-    except ConfigError as err:
-        _fail(err)
-    from mvpose.data.dataset import DatasetError
-    from mvpose.geometry.calibration import CalibrationError
-    from mvpose.safe_load import UntrustedFileError
-
+    # COCO is single-view: its default recipe is single-view PPT-S.
+    cfg = load_pipeline(pipeline or ("coco_ppt_s" if dataset == "coco" else f"{dataset}_mv_ppt_s"))
+    cfg["dataset"]["name"] = dataset if pipeline is None or dataset != "h36m" else cfg["dataset"]["name"]
+    if views is not None:
+        cfg["dataset"]["views"] = views
+    if data_root is not None:
+        cfg["dataset"]["root"] = data_root
+    if model_name is not None:
+        cfg["model"] = {"name": model_name}
+    cfg = apply_overrides(cfg, overrides)
+    check_model_keys(cfg)
     out = out or f"runs/{cfg['name']}"
     click.echo(_train_plan(cfg, paper_default=pipeline is None), err=True)
-    try:
-        summary = run_train(cfg, out, resume=resume, device=device, overwrite=overwrite)
-    except (DatasetError, CalibrationError, ConfigError, FileNotFoundError, FileExistsError, UntrustedFileError) as err:
-        _fail(err)
+    summary = run_train(cfg, out, resume=resume, device=device, overwrite=overwrite)
     click.echo(f"best JDR {summary['best_jdr']:.4f}; checkpoints and log.csv in {summary['out_dir']}")
 
 
@@ -188,7 +178,7 @@ def evaluate(checkpoint, model_name, dataset, views, data_root, split, every, ou
         report, paths = evaluate_checkpoint(checkpoint, dataset=dataset, views=views, data_root=data_root,
                                             split=split, every=every, out_dir=out, name=name, model_name=model_name,
                                             flip_test=flip_test, rays=rays)
-    except (ValueError, FileNotFoundError, KeyError) as err:
+    except KeyError as err:  # ValueError and OSError: the group turns them into "Error: ..."
         _fail(err)
     click.echo(f"{report['model']} on {report['dataset']} ({report['views']} views, {report['samples']} samples)")
     if report.get("keep_ratio") is not None:
@@ -232,17 +222,11 @@ def plot_mpjpe(reports, out, labels, title) -> None:
     """
     from mvpose.viz.plots import load_report, plot_mpjpe_per_action
 
-    try:
-        reps = [load_report(r) for r in reports]
-    except ValueError as err:
-        _fail(err)
+    reps = [load_report(r) for r in reports]
     if labels and len(labels) != len(reps):
         raise click.UsageError(f"{len(labels)} --label for {len(reps)} reports")
     labels = labels or _report_labels(reps, reports)
-    try:
-        path = plot_mpjpe_per_action(reps, labels, out, title)
-    except ValueError as err:
-        _fail(err)
+    path = plot_mpjpe_per_action(reps, labels, out, title)
     click.echo(f"wrote {path}")
 
 
@@ -275,10 +259,7 @@ def plot_tokens(checkpoint, data_root, samples, out) -> None:
     """
     from mvpose.engine.runner import plot_kept_tokens
 
-    try:
-        path = plot_kept_tokens(checkpoint, out, data_root=data_root, samples=samples)
-    except (ValueError, FileNotFoundError) as err:
-        _fail(err)
+    path = plot_kept_tokens(checkpoint, out, data_root=data_root, samples=samples)
     click.echo(f"wrote {path}")
 
 
@@ -346,12 +327,8 @@ def demo(out, epochs, from_scratch, device) -> None:
       mvpose demo --from-scratch --out runs/demo_scratch
     """
     from mvpose.engine.runner import run_demo
-    from mvpose.resources import WeightsChecksumError
 
-    try:
-        paths = run_demo(out, epochs=epochs, device=device, from_scratch=from_scratch)
-    except (WeightsChecksumError, FileNotFoundError) as err:
-        _fail(err)
+    paths = run_demo(out, epochs=epochs, device=device, from_scratch=from_scratch)
     click.echo(paths["results table"].read_text())
     click.echo("demo outputs:")
     for k, v in paths.items():
@@ -388,10 +365,7 @@ def calibrate_convert(src, dst, to, rig, calibration_units) -> None:
     from mvpose.geometry.calibration import convert_calibration
     from mvpose.resources import resolve_calibration
 
-    try:
-        click.echo(convert_calibration(resolve_calibration(src), dst, to=to, rig=rig, units=calibration_units))
-    except (ValueError, OSError) as err:
-        _fail(err)
+    click.echo(convert_calibration(resolve_calibration(src), dst, to=to, rig=rig, units=calibration_units))
 
 
 @main.group()
@@ -425,12 +399,9 @@ def prepare_h36m_cmd(raw, out, subjects, actions, every, workers, calibration) -
     """
     from mvpose.data.prepare_h36m import format_report, parse_subjects, prepare_h36m
 
-    try:
-        action_ids = [int(a) for a in actions.replace(",", " ").split()] if actions else None
-        report = prepare_h36m(raw, out, subjects=parse_subjects(subjects) or None, actions=action_ids, every=every,
-                              workers=workers, calibration=calibration)
-    except ValueError as err:  # PrepareError, or a non-numeric --actions
-        _fail(err)
+    action_ids = [int(a) for a in actions.replace(",", " ").split()] if actions else None
+    report = prepare_h36m(raw, out, subjects=parse_subjects(subjects) or None, actions=action_ids, every=every,
+                          workers=workers, calibration=calibration)
     click.echo(format_report(report))
 
 
@@ -468,7 +439,7 @@ def synth(out, fmt, subjects, actions, frames, image_size, seed, preview, worker
         summary = generate(out, fmt=fmt, subjects=ids(subjects, "--subjects"), actions=ids(actions, "--actions"),
                            frames=frames, image_size=image_size, seed=seed, workers=workers or None, preview=preview,
                            occlusion=occlusion)
-    except (ValueError, KeyError, OSError) as err:
+    except KeyError as err:  # ValueError and OSError: the group turns them into "Error: ..."
         _fail(err)
     click.echo(f"{summary.images} images ({summary.sequences} sequences) in {summary.seconds:.1f} s "
                f"({summary.images_per_second:.0f} images/s), {summary.bytes / 1e6:.1f} MB -> {summary.root}")
@@ -567,29 +538,26 @@ def triangulate_cmd(calibration, rig, calibration_units, keypoints, checkpoint, 
         raise click.UsageError("--boxes, --batch-size and --device go with --checkpoint")
     from mvpose.resources import resolve_calibration
 
-    try:
-        calibration = str(resolve_calibration(calibration))
-        options = CaptureOptions(joints=joints, calibration_units=calibration_units, mode=mode, threshold_px=threshold, min_confidence=min_confidence,
-                                 min_views=min_views, refine=refine, max_gap=max_gap, cutoff_hz=cutoff,
-                                 filter_order=order, fps=fps, offsets=parse_offsets(offsets), workers=workers)
-        frames = [int(f) for f in plot_frames.split(",")] if plot_frames else None
-        detect = None
-        if checkpoint is not None:
-            from mvpose.capture.detect import DetectOptions
+    calibration = str(resolve_calibration(calibration))
+    options = CaptureOptions(joints=joints, calibration_units=calibration_units, mode=mode, threshold_px=threshold, min_confidence=min_confidence,
+                             min_views=min_views, refine=refine, max_gap=max_gap, cutoff_hz=cutoff,
+                             filter_order=order, fps=fps, offsets=parse_offsets(offsets), workers=workers)
+    frames = [int(f) for f in plot_frames.split(",")] if plot_frames else None
+    detect = None
+    if checkpoint is not None:
+        from mvpose.capture.detect import DetectOptions
 
-            detect = DetectOptions(checkpoint, boxes=boxes, batch_size=batch_size, device=device)
-        if people.strip() == "1":
-            result = run_capture(calibration, keypoints, out, options, detect=detect, rig=rig, videos=videos,
-                                 images=images, render=render, plot_frames=frames, render_every=render_every)
-        else:
-            from mvpose.capture.multi import PeopleOptions, parse_people, run_people_capture
+        detect = DetectOptions(checkpoint, boxes=boxes, batch_size=batch_size, device=device)
+    if people.strip() == "1":
+        result = run_capture(calibration, keypoints, out, options, detect=detect, rig=rig, videos=videos,
+                             images=images, render=render, plot_frames=frames, render_every=render_every)
+    else:
+        from mvpose.capture.multi import PeopleOptions, parse_people, run_people_capture
 
-            result = run_people_capture(calibration, keypoints, out, options,
-                                        PeopleOptions(parse_people(people), max_distance_mm=track_distance),
-                                        detect=detect, rig=rig, videos=videos, images=images, render=render,
-                                        plot_frames=frames, render_every=render_every)
-    except (ValueError, OSError) as err:
-        _fail(err)
+        result = run_people_capture(calibration, keypoints, out, options,
+                                    PeopleOptions(parse_people(people), max_distance_mm=track_distance),
+                                    detect=detect, rig=rig, videos=videos, images=images, render=render,
+                                    plot_frames=frames, render_every=render_every)
     click.echo(result.paths["report"].read_text(), nl=False)
     detection = result.capture.detection
     for who, det in (detection.items() if isinstance(detection, dict) else [("", detection)]):
@@ -629,10 +597,7 @@ def _board(kind, squares, square_size, marker_size, dictionary, images, videos):
         cols, rows = (int(v) for v in squares.lower().split("x"))
     except ValueError:
         raise click.BadParameter(f"expected COLSxROWS such as 9x6, got {squares!r}", param_hint="--squares") from None
-    try:
-        return Board(kind, (cols, rows), square_size, marker_size, dictionary), images or videos
-    except ValueError as err:
-        _fail(err)
+    return Board(kind, (cols, rows), square_size, marker_size, dictionary), images or videos
 
 
 @calibrate.command("intrinsics")
@@ -656,11 +621,8 @@ def calibrate_intrinsics_cmd(kind, squares, square_size, marker_size, dictionary
     from mvpose.geometry.calibration import write_mvpose_calibration
 
     board, folder = _board(kind, squares, square_size, marker_size, dictionary, images, videos)
-    try:
-        results = intrinsics_from_folder(folder, board, every=every, max_views=max_views, fix_k3=fix_k3, progress=True)
-        write_mvpose_calibration(out, [r.params() for r in results])
-    except (ValueError, OSError) as err:
-        _fail(err)
+    results = intrinsics_from_folder(folder, board, every=every, max_views=max_views, fix_k3=fix_k3, progress=True)
+    write_mvpose_calibration(out, [r.params() for r in results])
     click.echo(format_intrinsics(results))
     click.echo(f"wrote {out}")
 
@@ -689,12 +651,9 @@ def calibrate_extrinsics_cmd(kind, squares, square_size, marker_size, dictionary
     from mvpose.geometry.calibration import calibration_summary, write_mvpose_calibration
 
     board, folder = _board(kind, squares, square_size, marker_size, dictionary, images, videos)
-    try:
-        result = extrinsics_from_folder(folder, intrinsics, board, every=every, reference=reference, world=world,
-                                        origin_frame=origin_frame, progress=True)
-        write_mvpose_calibration(out, result.params)
-    except (ValueError, OSError) as err:
-        _fail(err)
+    result = extrinsics_from_folder(folder, intrinsics, board, every=every, reference=reference, world=world,
+                                    origin_frame=origin_frame, progress=True)
+    write_mvpose_calibration(out, result.params)
     click.echo(format_extrinsics(result))
     click.echo(calibration_summary(result.params))
     click.echo(f"wrote {out}")
@@ -722,7 +681,7 @@ def checkpoint_upgrade(old, new) -> None:
 
     try:
         ckpt = upgrade_checkpoint(old, new)
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except TypeError as err:  # ValueError and OSError: the group turns them into "Error: ..."
         _fail(err)
     click.echo(f"wrote {new} ({len(ckpt['model'])} tensors, model {ckpt['config'].get('model', {}).get('name', '?')})")
 
@@ -756,10 +715,7 @@ def convert_weights(src, dst, keep_ratio, patch_size, heads) -> None:
     """
     from mvpose.models.convert import convert_file
 
-    try:
-        record = convert_file(src, dst, keep_ratio=keep_ratio, patch_size=tuple(patch_size) if patch_size else None,
-                              heads=heads)
-    except (ValueError, OSError) as err:
-        _fail(err)
+    record = convert_file(src, dst, keep_ratio=keep_ratio, patch_size=tuple(patch_size) if patch_size else None,
+                          heads=heads)
     click.echo(f"{src}: {record['architecture']} ({record['dataset']}) -> {dst} (model {record['model']}, "
                f"keep ratio {record['keep_ratio']:g})")
