@@ -425,7 +425,7 @@ def synth(out, fmt, subjects, actions, frames, image_size, seed, preview, worker
     \b
     Examples:
       mvpose synth --out data/synth_h36m --format h36m --preview
-      mvpose synth --out data/synth_h36m_occl --subjects 9,11 --occlusion   # the occlusion validation split
+      mvpose synth --out data/synth_h36m_occl --occlusion   # occlusion set: S9/S11 the occlusion split
     """
     from mvpose.data.synth import generate
 

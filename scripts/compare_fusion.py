@@ -85,6 +85,10 @@ def compare(args, seed: int, out: Path) -> list[dict]:
     if args.max_steps:
         overrides.append(f"train.max_steps_per_epoch={args.max_steps}")
     occl_root = args.occlusion_root or str(ensure_demo_data("h36m_occl"))
+    if args.train_root:
+        overrides.append(f"dataset.root={args.train_root}")
+    # The standard split is always the demo set's validation subjects, whatever the runs trained on.
+    std_root = str(ensure_demo_data("h36m"))
     rows, reports = [], []
 
     def evaluate_once(ckpt: Path, run: Path, name: str, **kw) -> dict:
@@ -94,14 +98,15 @@ def compare(args, seed: int, out: Path) -> list[dict]:
 
     def record(label: str, pipeline: str, run: Path, ablations: bool = True) -> None:
         ckpt = run / "last.pt"  # the end of the budget: no model selection on the validation set
-        rep = evaluate_once(ckpt, run, "report")
+        rep = evaluate_once(ckpt, run, "report", data_root=std_root)
         occ = evaluate_once(ckpt, run, "report_occlusion", data_root=occl_root)
         rep1 = solo = None
         if ablations and not args.skip_ablations:
-            rep1 = evaluate_once(with_model_config(ckpt, "r1", keep_ratio=1.0), run, "report_r1")
+            rep1 = evaluate_once(with_model_config(ckpt, "r1", keep_ratio=1.0), run, "report_r1", data_root=std_root)
             if pipeline.startswith("demo_mv"):
                 # The same weights with the fusion layers attending within each view only.
-                solo = evaluate_once(with_model_config(ckpt, "nofusion", fuse_views=False), run, "report_nofusion")
+                solo = evaluate_once(with_model_config(ckpt, "nofusion", fuse_views=False), run, "report_nofusion",
+                                     data_root=std_root)
         rep["label"] = label
         reports.append(rep)
         rows.append({
@@ -203,6 +208,9 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="Override for every fine-tuning run.")
     ap.add_argument("--mv-set", action="append", default=[], metavar="KEY=VALUE", help="Override for the multi-view runs only.")
     ap.add_argument("--occlusion-root", default=None, help="Occlusion validation split (default: data/synth_h36m_occl).")
+    ap.add_argument("--train-root", default=None,
+                    help="Fine-tuning data of every method (default: the demo set), e.g. an occlusion training set: "
+                         "data/synth_h36m_occl (the demo occlusion set: its training subjects)")
     ap.add_argument("--no-references", action="store_true", help="Skip the crop prior and pretrained reference rows.")
     ap.add_argument("--skip-ablations", action="store_true", help="Skip the r = 1 and fusion-off evaluations.")
     ap.add_argument("--every", type=int, default=1, help="Evaluate every N-th validation frame group.")

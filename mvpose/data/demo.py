@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -9,12 +10,13 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 # Demo settings: small enough to generate in seconds on 2 cores, large enough to learn from.
-# "h36m_occl" is the occlusion validation split: the validation sequences of "h36m" (same seed, same
-# poses and rooms) with objects hiding limbs in 1-2 of the 4 views (`mvpose synth --occlusion`).
+# "h36m_occl" is "h36m" (same seed, same sequences, poses and rooms) with, in every frame, objects
+# hiding limbs in 1-2 of the 4 views (`mvpose synth --occlusion`): its validation subjects are the
+# occlusion split, its training subjects the occlusion training set.
 DEMO_SETTINGS = {
     "h36m": {"fmt": "h36m", "frames": None, "image_size": 256, "seed": 0},
     "skipose": {"fmt": "skipose", "frames": None, "image_size": 256, "seed": 0},
-    "h36m_occl": {"fmt": "h36m", "frames": None, "image_size": 256, "seed": 0, "subjects": (9, 11), "occlusion": True},
+    "h36m_occl": {"fmt": "h36m", "frames": None, "image_size": 256, "seed": 0, "occlusion": True},
 }
 
 
@@ -24,19 +26,30 @@ def demo_root(name: str) -> Path:
     return base / f"synth_{name}"
 
 
+def completion_stamp(name: str) -> str:
+    """What ``ROOT/.complete`` of the demo set ``name`` holds once generated: its settings."""
+    return json.dumps(DEMO_SETTINGS[name], sort_keys=True) + "\n"
+
+
 def ensure_demo_data(name: str) -> Path:
-    """Return the demo set's root, generating it first if it is not there (complete) yet."""
+    """Return the demo set's root, generating it first if it is not there (complete, with today's
+    settings) yet. The settings are recorded in ``ROOT/.complete``; a set made with other settings
+    (an older release's) is generated again."""
     if name not in DEMO_SETTINGS:
         raise ValueError(f"no synthetic demo set for dataset {name!r}; known: {sorted(DEMO_SETTINGS)}; pass --data-root")
     root = demo_root(name)
     marker = root / ".complete"
+    s = DEMO_SETTINGS[name]
+    stamp = completion_stamp(name)
     if marker.exists():
-        return root
+        if marker.read_text() == stamp or (marker.read_text() == "ok\n" and name != "h36m_occl"):
+            return root  # ("ok": sets of earlier releases whose settings have not changed since)
+        log.warning("%s: made with other settings than today's %s; generating it again", root, stamp.strip())
+        marker.unlink()
     from mvpose.data.synth import generate
 
-    s = DEMO_SETTINGS[name]
     log.warning("generating the synthetic %s demo set in %s (first use)", name, root)
     generate(root, fmt=s["fmt"], frames=s["frames"], image_size=s["image_size"], seed=s["seed"],
              subjects=s.get("subjects"), occlusion=s.get("occlusion", False))
-    marker.write_text("ok\n")
+    marker.write_text(stamp)
     return root

@@ -11,6 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from mvpose.cli import main
+from mvpose.data.demo import completion_stamp
 from mvpose.resources import SHIPPED_WEIGHTS, WeightsChecksumError, sha256_of, shipped_weights_path, verify_sha256
 
 
@@ -53,7 +54,7 @@ def test_demo_fine_tunes_both_methods_from_the_shipped_weights(tmp_path, monkeyp
     for name, occlusion in (("synth_h36m", False), ("synth_h36m_occl", True)):
         generate(data / name, fmt="h36m", subjects=(1, 9), frames=2, actions=(2, 14), image_size=128, seed=0, workers=1,
                  occlusion=occlusion)
-        (data / name / ".complete").write_text("ok\n")
+        (data / name / ".complete").write_text(completion_stamp(name.removeprefix("synth_")))
     monkeypatch.setenv("MVPOSE_DATA", str(data))
     out = tmp_path / "demo"
     res = CliRunner().invoke(main, ["demo", "--out", str(out), "--epochs", "1", "--device", "cpu"])
@@ -66,6 +67,9 @@ def test_demo_fine_tunes_both_methods_from_the_shipped_weights(tmp_path, monkeyp
     for pipeline in ("demo_sv_ppt", "demo_mv_ppt"):
         ckpt = torch.load(out / pipeline / "last.pt", map_location="cpu", weights_only=True)
         assert ckpt["config"]["model"]["pretrained"] == pretrained and ckpt["config"]["train"]["epochs"] == 1
+        # Both fine-tune on the occlusion set; only the multi-view run slows its per-view part.
+        assert Path(ckpt["config"]["dataset"]["root"]) == data / "synth_h36m_occl"
+        assert ckpt["config"]["train"]["per_view_lr_factor"] == (0.1 if pipeline == "demo_mv_ppt" else 1.0)
     # Fine-tuning starts from the shipped weights: one step moves the per-view weights only a little.
     start = torch.load(pretrained, map_location="cpu", weights_only=True)["model"]
     sv = torch.load(out / "demo_sv_ppt" / "last.pt", map_location="cpu", weights_only=True)["model"]
@@ -90,10 +94,31 @@ def test_demo_reports_damaged_weights_without_a_traceback(tmp_path, monkeypatch)
     data = tmp_path / "data"
     for name in ("synth_h36m", "synth_h36m_occl"):  # marked complete: no generation
         (data / name).mkdir(parents=True)
-        (data / name / ".complete").write_text("ok\n")
+        (data / name / ".complete").write_text(completion_stamp(name.removeprefix("synth_")))
     monkeypatch.setenv("MVPOSE_DATA", str(data))
     res = CliRunner().invoke(main, ["demo", "--out", str(tmp_path / "demo")])
     assert res.exit_code == 1 and "sha256" in res.output and "0" * 64 in res.output and "Traceback" not in res.output
+
+
+def test_demo_set_made_with_other_settings_is_generated_again(tmp_path, monkeypatch):
+    """An occlusion set of an earlier release (validation subjects only, marked "ok") is not reused:
+    the demo now trains on the occlusion set's training subjects too."""
+    import mvpose.data.demo as demo
+
+    calls = []
+    monkeypatch.setenv("MVPOSE_DATA", str(tmp_path))
+    monkeypatch.setattr("mvpose.data.synth.generate", lambda root, **kw: calls.append((Path(root), kw)))
+    (tmp_path / "synth_h36m").mkdir()
+    (tmp_path / "synth_h36m" / ".complete").write_text("ok\n")  # unchanged settings: reused
+    old = tmp_path / "synth_h36m_occl"
+    old.mkdir()
+    (old / ".complete").write_text("ok\n")
+    assert demo.ensure_demo_data("h36m") == tmp_path / "synth_h36m" and calls == []
+    assert demo.ensure_demo_data("h36m_occl") == old
+    assert len(calls) == 1 and calls[0][1]["occlusion"] is True and calls[0][1]["subjects"] is None
+    assert (old / ".complete").read_text() == completion_stamp("h36m_occl")
+    demo.ensure_demo_data("h36m_occl")  # now current: not generated again
+    assert len(calls) == 1
 
 
 def test_per_view_lr_factor_slows_only_the_per_view_part():
