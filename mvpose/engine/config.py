@@ -7,6 +7,7 @@ every checkpoint, so a run can be rebuilt from its checkpoint alone.
 from __future__ import annotations
 
 import copy
+import re
 import difflib
 import inspect
 from pathlib import Path
@@ -15,6 +16,18 @@ from typing import Any, Iterable
 import yaml
 
 from mvpose.resources import pipelines_dir
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader that also reads ``2e-3`` / ``1E5`` as numbers (YAML 1.2 floats; PyYAML
+    follows YAML 1.1, where a float needs a dot, so ``--set train.lr=2e-3`` was a string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
 
 DEFAULTS: dict[str, Any] = {
     "name": "run",
@@ -102,7 +115,7 @@ def load_pipeline(path: str | Path) -> dict[str, Any]:
     """Read a pipeline YAML and merge it over :data:`DEFAULTS`."""
     p = resolve_pipeline(path)
     try:
-        doc = yaml.safe_load(p.read_text()) or {}
+        doc = yaml.load(p.read_text(), Loader=_Loader) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{p}: not valid YAML: {err}") from err
     if not isinstance(doc, dict):
@@ -195,7 +208,7 @@ def apply_overrides(cfg: dict[str, Any], overrides: Iterable[str]) -> dict[str, 
         key, raw = item.split("=", 1)
         key = key.strip()
         try:
-            value = yaml.safe_load(raw)
+            value = yaml.load(raw, Loader=_Loader)
         except yaml.YAMLError as err:
             raise ConfigError(f"--set {item!r}: value is not valid YAML: {err}") from err
         parts = key.split(".")

@@ -57,13 +57,24 @@ class MultiViewPPT(PoseModel):
         use_3d_pe: add the ray-direction encoding to the visual tokens in fusion (ablation).
         fuse_views: False runs the fusion layers on each view's own tokens only: the same
             weights without cross-view attention (an ablation measuring what fusion adds).
+        zero_init_fusion: zero-initialise the last linear layer of the attention and of the MLP
+            (the residual branches) of every fusion layer. Pretrained weights loaded afterwards
+            replace those of the layers the pretrained model has; a fusion layer it does not have
+            (``depth`` one more than the pretrained PPT's) then starts as the identity, so
+            fine-tuning starts from the pretrained single-view predictions exactly (the head reads
+            the keypoint tokens, which no positional encoding touches) and the cross-view attention
+            is learned from there. (Not in the paper, whose fusion layers are pretrained PPT layers:
+            a lever for short CPU fine-tuning, README "Fusion vs single view".)
         **ppt_config: arguments of :class:`PPT`; ``prune_layers`` must lie in the per-view
             layers.
     """
 
     multiview = True  # takes (B, V, 3, H, W) and rays; the engine asks
 
-    def __init__(self, fusion_layers: int = 3, use_3d_pe: bool = True, fuse_views: bool = True, **ppt_config) -> None:
+    def __init__(
+        self, fusion_layers: int = 3, use_3d_pe: bool = True, fuse_views: bool = True, zero_init_fusion: bool = False,
+        **ppt_config,
+    ) -> None:
         super().__init__()
         self.ppt = PPT(**ppt_config)
         depth = len(self.ppt.layers)
@@ -84,7 +95,14 @@ class MultiViewPPT(PoseModel):
         if self.pos_3d is not None:
             nn.init.trunc_normal_(self.pos_3d.weight, std=0.02)
             nn.init.zeros_(self.pos_3d.bias)
+        if zero_init_fusion:
+            for layer in self.ppt.layers[depth - fusion_layers:]:
+                for linear in (layer.attn.proj, layer.mlp.fc2):
+                    nn.init.zeros_(linear.weight)
+                    nn.init.zeros_(linear.bias)
         self.config = {**self.ppt.config, "fusion_layers": fusion_layers, "use_3d_pe": use_3d_pe, "fuse_views": self.fuse_views}
+        if zero_init_fusion:  # only recorded when used: checkpoints of earlier releases stay loadable as they are
+            self.config["zero_init_fusion"] = True
 
     @property
     def token_grid(self) -> tuple[int, int]:
