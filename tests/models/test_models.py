@@ -424,3 +424,22 @@ def test_paper_config_hyper_parameters():
     assert ppt_s.prune_layers == (3, 6, 9) and ppt_s.keep_ratio == 0.7
     assert ppt_s.layers[0].attn.heads == 8 and ppt_s.layers[0].mlp.fc1.out_features == 576
     assert mv.token_grid == (16, 16) and mv.fusion_layers == 3
+
+
+def test_zero_init_fusion_layer_starts_at_the_single_view_predictions():
+    """A fusion layer the pretrained PPT lacks, zero-initialised, is the identity: with the
+    single-view weights loaded, the multi-view model predicts what the single-view one does, view by
+    view; without zero_init_fusion it does not."""
+    torch.manual_seed(0)
+    sv = build_model("ppt_tiny").eval()
+    images = torch.randn(2, 4, 3, 128, 128)
+    rays = torch.nn.functional.normalize(torch.randn(2, 4, 256, 3), dim=-1)
+    with torch.no_grad():
+        ref = torch.stack([sv(images[:, i])["heatmaps"] for i in range(4)], 1)
+        for zero, same in ((True, True), (False, False)):
+            mv = build_model("mv_ppt_tiny", depth=5, fusion_layers=1, zero_init_fusion=zero).eval()
+            missing, _ = mv.load_state_dict({f"ppt.{k}": v for k, v in sv.state_dict().items()}, strict=False)
+            assert any(k.startswith("ppt.layers.4.") for k in missing)  # the new fusion layer
+            out = mv(images, rays=rays)["heatmaps"]
+            assert torch.allclose(out, ref, atol=1e-6) is same
+    assert mv.config.get("zero_init_fusion") is None  # recorded only when used
