@@ -32,18 +32,22 @@ def completion_stamp(name: str) -> str:
 
 
 def ensure_demo_data(name: str) -> Path:
-    """Return the demo set's root, generating it first if it is not there (complete, with today's
-    settings) yet. The settings are recorded in ``ROOT/.complete``; a set made with other settings
-    (an older release's) is generated again."""
+    """Return the demo set's dataset root (what its reader takes: the folder itself for Human3.6M,
+    ``synth_skipose/Ski-PosePTZ-CameraDataset-png`` for Ski-Pose), generating the set first if it is
+    not there (complete, with today's settings) yet. The settings are recorded in ``.complete``; a
+    set made with other settings (an older release's) is generated again."""
     if name not in DEMO_SETTINGS:
         raise ValueError(f"no synthetic demo set for dataset {name!r}; known: {sorted(DEMO_SETTINGS)}; pass --data-root")
+    from mvpose.data.synth.writers import SKIPOSE_ROOT_NAME  # the published zip's folder, the reader's root
+
     root = demo_root(name)
-    marker = root / ".complete"
     s = DEMO_SETTINGS[name]
+    data_root = root / SKIPOSE_ROOT_NAME if s["fmt"] == "skipose" else root
+    marker = root / ".complete"
     stamp = completion_stamp(name)
     if marker.exists():
         if marker.read_text() == stamp or (marker.read_text() == "ok\n" and name != "h36m_occl"):
-            return root  # ("ok": sets of earlier releases whose settings have not changed since)
+            return data_root  # ("ok": sets of earlier releases whose settings have not changed since)
         log.warning("%s: made with other settings than today's %s; generating it again", root, stamp.strip())
         marker.unlink()
     from mvpose.data.synth import generate
@@ -52,4 +56,4 @@ def ensure_demo_data(name: str) -> Path:
     generate(root, fmt=s["fmt"], frames=s["frames"], image_size=s["image_size"], seed=s["seed"],
              subjects=s.get("subjects"), occlusion=s.get("occlusion", False))
     marker.write_text(stamp)
-    return root
+    return data_root

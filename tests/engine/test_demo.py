@@ -165,3 +165,23 @@ def test_report_separates_joints_hidden_in_their_view():
     assert "jdr,hidden,0.0" in report_csv(rep) and "jdr,visible,1.0" in report_csv(rep)
     vis[:] = True
     assert build_report({**pred, "vis": vis}, joint_names_for("h36m", 17), 6.55, 0.5)["jdr"]["hidden"] is None
+
+
+def test_skipose_demo_set_root_is_the_readers_root(tmp_path, monkeypatch):
+    """`--dataset skipose` without --data-root: the generated set is read from its
+    Ski-PosePTZ-CameraDataset-png folder (it was handed the folder above and refused)."""
+    import mvpose.data.demo as demo
+    from mvpose.data.skipose import SkiPoseDataset
+    from mvpose.data.synth import generate
+
+    monkeypatch.setenv("MVPOSE_DATA", str(tmp_path))
+    real = generate
+
+    def small(root, **kw):
+        return real(root, **{**kw, "subjects": (1, 6), "frames": 1, "workers": 1})
+
+    monkeypatch.setattr("mvpose.data.synth.generate", small)
+    root = demo.ensure_demo_data("skipose")
+    assert root == tmp_path / "synth_skipose" / "Ski-PosePTZ-CameraDataset-png"
+    assert len(SkiPoseDataset(root, split="train")) > 0 and len(SkiPoseDataset(root, split="test")) > 0
+    assert demo.ensure_demo_data("skipose") == root  # marked complete: found again, not regenerated
