@@ -152,7 +152,7 @@ def _train_plan(cfg: dict, paper_default: bool) -> str:
 @click.option("--views", type=int, default=None, help="Cameras per sample (default: the checkpoint's).")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None, help="Dataset root (default: the checkpoint's).")
 @click.option("--split", default="val", show_default=True, help="Split to evaluate.")
-@click.option("--every", type=int, default=None, help="Evaluate every N-th frame group (default 64, as published).")
+@click.option("--every", type=click.IntRange(min=1), default=None, help="Evaluate every N-th frame group (default 64, as published).")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Report folder (default: the checkpoint's folder).")
 @click.option("--name", default="report", show_default=True, help="Report file stem.")
 @click.option("--flip-test/--no-flip-test", default=None,
@@ -379,7 +379,7 @@ def prepare() -> None:
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Dataset root to write (annot/, images/).")
 @click.option("--subjects", multiple=True, help="Subjects, e.g. S9 or 1,5 (repeatable; default all seven).")
 @click.option("--actions", default=None, help="Action ids 2..16, comma separated (default all).")
-@click.option("--every", default=1, show_default=True, help="Keep every N-th frame (1 = all, as published).")
+@click.option("--every", type=click.IntRange(min=1), default=1, show_default=True, help="Keep every N-th frame (1 = all, as published).")
 @click.option("--workers", type=int, default=None, help="Video decoding processes (default min(4, cores); 0 = in-process).")
 @click.option("--calibration", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Camera file with rigs S1..S11 (default mvpose/calibration/h36m.json).")
@@ -581,7 +581,7 @@ def _board_options(fn):
                      help="Folder of images, or one image folder per camera."),
         click.option("--videos", type=click.Path(exists=True, file_okay=False), default=None,
                      help="Folder with one video per camera."),
-        click.option("--every", type=int, default=1, show_default=True, help="Use every N-th frame."),
+        click.option("--every", type=click.IntRange(min=1), default=1, show_default=True, help="Use every N-th frame."),
     ]
     for option in reversed(options):
         fn = option(fn)

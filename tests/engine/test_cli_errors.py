@@ -83,3 +83,9 @@ def test_plot_default_labels_are_distinct(tmp_path, monkeypatch):
     seen.clear()
     res = CliRunner().invoke(main, ["plot", "mpjpe", str(paths[0]), str(paths[0]), "-o", str(tmp_path / "p.png")])
     assert seen["labels"] == [f"demo_mv_ppt ({paths[0]})"] * 2  # same folder: the path (what else is there)
+
+
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_every_below_one_is_refused_naming_the_option(value):
+    res = CliRunner().invoke(main, ["evaluate", "--checkpoint", "x.pt", "--every", value])
+    assert res.exit_code == 2 and "--every" in res.output and "Traceback" not in res.output
