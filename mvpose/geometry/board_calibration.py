@@ -90,9 +90,11 @@ class Board:
             raise BoardCalibrationError(f"square size must be > 0 mm, got {self.square_mm}")
         if self.kind == "charuco":
             if self.marker_mm is None or not 0 < self.marker_mm < self.square_mm:
+                found = "none (give --marker-size, the printed ArUco marker's side in mm)" if self.marker_mm is None \
+                    else f"{self.marker_mm} mm"
                 raise BoardCalibrationError(
                     f"a ChArUco board needs a marker size between 0 and the square size {self.square_mm} mm, "
-                    f"got {self.marker_mm}"
+                    f"found {found}"
                 )
             if not hasattr(cv2.aruco, self.dictionary):
                 known = sorted(n for n in dir(cv2.aruco) if n.startswith("DICT_"))

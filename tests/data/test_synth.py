@@ -413,3 +413,11 @@ def test_bad_arguments_are_explained(tmp_path):
         generate(tmp_path, fmt="skipose", actions=(2,))
     result = CliRunner().invoke(main, ["synth", "--out", str(tmp_path), "--subjects", "one"])
     assert result.exit_code != 0 and "--subjects" in result.output
+
+
+def test_skipose_subjects_outside_the_published_skiers_are_refused(tmp_path):
+    from mvpose.data.synth import generate
+
+    with pytest.raises(ValueError, match=r"skiers \(1, 2, 3, 4, 5, 6\).*got \[99\]"):
+        generate(tmp_path / "s", fmt="skipose", subjects=(1, 99), frames=1)
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").rglob("*.png"))  # nothing rendered

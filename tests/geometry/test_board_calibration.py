@@ -186,8 +186,10 @@ def test_coverage_of_known_rectangles():
 
 
 def test_board_checks():
-    with pytest.raises(BoardCalibrationError, match="marker size"):
+    with pytest.raises(BoardCalibrationError, match="marker size .* found none \\(give --marker-size"):
         Board("charuco", (7, 5), 40.0)
+    with pytest.raises(BoardCalibrationError, match="found 45.0 mm"):
+        Board("charuco", (7, 5), 40.0, 45.0)
     with pytest.raises(BoardCalibrationError, match="dictionary"):
         Board("charuco", (7, 5), 40.0, 30.0, "DICT_NOPE")
     assert Board("checkerboard", (8, 6), 30.0).symmetric and not CHECKER.symmetric

@@ -217,6 +217,10 @@ def generate(
         if occlusion:
             raise ValueError("occlusion: only the Human3.6M format has the occlusion setting; leave it out for skipose")
         subjects = _ints(subjects or SKIPOSE_SUBJECTS, "subjects")
+        unknown = [s for s in subjects if s not in SKIPOSE_SUBJECTS]
+        if unknown:
+            raise ValueError(f"subjects: Ski-Pose has skiers {SKIPOSE_SUBJECTS} (test split: "
+                             f"{tuple(SKIPOSE_TEST_SUBJECTS)}), got {unknown}")
         if runs < 1:
             raise ValueError(f"runs: need at least one run per skier, got {runs}")
         tasks = []
