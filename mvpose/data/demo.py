@@ -45,8 +45,9 @@ def ensure_demo_data(name: str) -> Path:
     data_root = root / SKIPOSE_ROOT_NAME if s["fmt"] == "skipose" else root
     marker = root / ".complete"
     stamp = completion_stamp(name)
-    if marker.exists():
-        if marker.read_text() == stamp or (marker.read_text() == "ok\n" and name != "h36m_occl"):
+    found = marker.read_text() if marker.exists() else None
+    if found is not None:
+        if found == stamp or (found == "ok\n" and name != "h36m_occl"):
             return data_root  # ("ok": sets of earlier releases whose settings have not changed since)
         log.warning("%s: made with other settings than today's %s; generating it again", root, stamp.strip())
         marker.unlink()

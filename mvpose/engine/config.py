@@ -7,9 +7,9 @@ every checkpoint, so a run can be rebuilt from its checkpoint alone.
 from __future__ import annotations
 
 import copy
-import re
 import difflib
 import inspect
+import re
 from pathlib import Path
 from typing import Any, Iterable
 

@@ -58,10 +58,10 @@ class ConvBN(nn.Sequential):
     """
 
     def _unfolded(self) -> bool:
-        conv, bn = self[0], self[1]
+        bn = self[1]
         # Module-hook counters (thop, mvpose.models.flops.count_paper_code) must see the modules run.
         hooked = any(m._forward_hooks or m._forward_pre_hooks for m in self)
-        return self.training or hooked or bn.running_var is None or bn.weight is None or conv.groups != 1
+        return self.training or hooked or bn.running_var is None or bn.weight is None
 
     def _folded(self) -> tuple[torch.Tensor, torch.Tensor]:
         conv, bn = self[0], self[1]
@@ -95,9 +95,16 @@ class ConvBN(nn.Sequential):
             (B, Cout, H / stride, W / stride); with ``residual``, ``relu(conv(x) + residual)``
             whatever this module's own ReLU.
         """
-        if self._unfolded() or not _onednn_fusable(x):
-            y = super().forward(x) if self._unfolded() else self._folded_forward(x)
-            return y if residual is None else (y + residual).relu_()
+        conv = self[0]
+        if self._unfolded():
+            y = super().forward(x)
+        elif conv.groups != 1 or not _onednn_fusable(x):
+            y = self._folded_forward(x)
+        else:
+            return self._onednn(x, residual)
+        return y if residual is None else (y + residual).relu_()
+
+    def _onednn(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
         conv = self[0]
         weight, bias = self._packed()
         x = x.contiguous(memory_format=torch.channels_last)
@@ -124,11 +131,7 @@ class ConvBN(nn.Sequential):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, Cin, H, W) -> (B, Cout, H / stride, W / stride)."""
-        if self._unfolded():
-            return super().forward(x)
-        if _onednn_fusable(x):
-            return self.fused(x)
-        return self._folded_forward(x)
+        return self.fused(x)
 
 
 def conv_bn(cin: int, cout: int, kernel: int = 3, stride: int = 1, relu: bool = True) -> ConvBN:
