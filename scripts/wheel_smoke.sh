@@ -59,7 +59,10 @@ PY
 step "installing it into a fresh virtual environment"
 "$PY" -m venv --system-site-packages --without-pip "$WORK/venv"  # no pip copy: 15 s less
 VPY="$WORK/venv/bin/python"
-"$PY" -m pip --python "$VPY" install --quiet "$WHEEL"  # pip >= 22.3
+"$PY" -m pip --python "$VPY" install --quiet "$WHEEL"  # pip >= 22.3; resolves the wheel's requirements
+# When the base interpreter already holds mvpose of this version (a `pip install .` there), pip
+# skips the wheel above ("already installed"); this puts it into the new environment regardless.
+"$PY" -m pip --python "$VPY" install --quiet --no-deps --force-reinstall "$WHEEL"
 SITE="$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 export PATH="$WORK/venv/bin:$PATH"
 cd "$WORK/run"  # outside the checkout from here on
