@@ -415,7 +415,7 @@ def prepare_h36m_cmd(raw, out, subjects, actions, every, workers, calibration) -
 @click.option("--image-size", type=int, default=256, show_default=True, help="Image side (Ski-Pose: always 256).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same bytes.")
 @click.option("--preview", is_flag=True, help="Also write OUT/preview.png (views x frames with the skeleton).")
-@click.option("--workers", type=int, default=0, show_default=True, help="Processes (0 = all CPU cores).")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Processes (0 = all CPU cores).")
 @click.option("--occlusion", is_flag=True,
               help="Human3.6M: in every frame an object between 1-2 of the 4 cameras and the person hides limbs "
                    "(the same sequences as without it, plus the objects; hidden joints marked in joints_vis).")
@@ -439,8 +439,14 @@ def synth(out, fmt, subjects, actions, frames, image_size, seed, preview, worker
         summary = generate(out, fmt=fmt, subjects=ids(subjects, "--subjects"), actions=ids(actions, "--actions"),
                            frames=frames, image_size=image_size, seed=seed, workers=workers or None, preview=preview,
                            occlusion=occlusion)
-    except KeyError as err:  # ValueError and OSError: the group turns them into "Error: ..."
+    except KeyError as err:  # OSError: the group turns it into "Error: ..."
         _fail(err)
+    except ValueError as err:  # generate() names its parameters; the user typed the options
+        text = str(err)
+        name = text.split(":", 1)[0]
+        if name in ("subjects", "actions", "frames", "image_size"):
+            text = "--" + name.replace("_", "-") + text[len(name):]
+        raise ValueError(text) from None
     click.echo(f"{summary.images} images ({summary.sequences} sequences) in {summary.seconds:.1f} s "
                f"({summary.images_per_second:.0f} images/s), {summary.bytes / 1e6:.1f} MB -> {summary.root}")
     if summary.preview is not None:

@@ -119,6 +119,34 @@ def _reason(err: Exception) -> str:
     return m.group(1).strip() if m else f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
 
 
+def _damage(path: Path) -> str | None:
+    """What is wrong with the container of a ``torch.save`` file, in plain words, or None.
+
+    ``torch.save`` writes a zip archive whose table of contents (the central directory) is at the
+    end, so a copy or download cut short loses it (torch then reports a miniz error or ``[Errno 22]``);
+    and every member has a CRC-32, which ``torch.load`` does not check: a damaged byte in a tensor
+    would load as a wrong weight. Checking the CRCs reads the file once (about 40 ms for 100 MB).
+    """
+    import zipfile
+
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if size == 0:
+        return "the file is empty (0 bytes)"
+    if head != b"PK\x03\x04":
+        return None  # not a zip: a legacy torch.save file or something else; torch's reason stands
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return (f"the file is a truncated or damaged zip archive (the format of torch.save): its table of contents "
+                f"is missing after {size} bytes; it was probably cut short while being written or copied: copy it again")
+    if bad is not None:
+        return f"the zip archive (the format of torch.save) is damaged: member {bad!r} fails its checksum; copy it again"
+    return None
+
+
 def read_torch_file(path: str | Path, map_location: str | torch.device | None = "cpu",
                     trust: bool | None = None) -> Any:
     """Load a ``torch.save`` file without running code from it.
@@ -137,12 +165,16 @@ def read_torch_file(path: str | Path, map_location: str | torch.device | None = 
     Raises:
         FileNotFoundError: ``path`` does not exist.
         UntrustedFileError: the file needs a global outside the allowlist; names the file and the global.
-        ValueError: the file is not a readable ``torch.save`` file (names the file).
+        ValueError: the file is not a readable ``torch.save`` file (names the file): empty, truncated, a
+            zip member failing its CRC-32 (checked before loading: torch does not), or not torch's format.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
     trust = _TRUST.get() if trust is None else trust
+    damage = _damage(path)
+    if damage is not None:
+        raise ValueError(f"{path}: not a readable checkpoint ({damage})")
     try:
         with torch.serialization.safe_globals(list(_numpy_safe_globals())):
             return torch.load(path, map_location=map_location, weights_only=True)

@@ -249,3 +249,25 @@ def test_numpy1_pickle_names_load(tmp_path):
     (tmp_path / "old.pkl").write_bytes(data)
     got = load_pickle(tmp_path / "old.pkl")
     assert np.array_equal(got["a"], np.arange(4.0)) and got["s"] == 2.5
+
+
+def test_damaged_checkpoints_are_named_before_torch_reads_them(tmp_path):
+    save_checkpoint({"model": {"w": torch.arange(4096, dtype=torch.float32)}, "config": _tiny_cfg()}, tmp_path / "ok.pt")
+    data = (tmp_path / "ok.pt").read_bytes()
+    assert torch.equal(read_torch_file(tmp_path / "ok.pt")["model"]["w"], torch.arange(4096, dtype=torch.float32))
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty\.pt: not a readable checkpoint \(the file is empty \(0 bytes\)\)"):
+        read_torch_file(tmp_path / "empty.pt")
+    # Cut short: torch itself says "[Errno 22] Invalid argument" or a miniz error for these.
+    for n in (1000, len(data) // 2, len(data) - 10):
+        (tmp_path / "cut.pt").write_bytes(data[:n])
+        with pytest.raises(ValueError, match=rf"cut\.pt: not a readable checkpoint \(the file is a truncated .* after {n} bytes"):
+            read_torch_file(tmp_path / "cut.pt")
+    # One damaged byte inside the tensor: torch.load would return a wrong weight without a word.
+    member_start = data.index(np.arange(4096, dtype=np.float32).tobytes()[:64])
+    flipped = bytearray(data)
+    flipped[member_start + 1000] ^= 0xFF
+    (tmp_path / "flip.pt").write_bytes(bytes(flipped))
+    assert not torch.equal(torch.load(tmp_path / "flip.pt", weights_only=True)["model"]["w"], torch.arange(4096, dtype=torch.float32))
+    with pytest.raises(ValueError, match=r"flip\.pt: not a readable checkpoint \(the zip archive .* member '[^']+/data/0' fails its checksum"):
+        read_torch_file(tmp_path / "flip.pt")

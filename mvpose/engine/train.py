@@ -353,16 +353,12 @@ class _Run:
 
 
 def _setup(cfg: dict[str, Any], out_dir: Path, dinfo: DistInfo, yaml) -> _Run:
-    """Seed, write the run's ``config.yaml``, build the model, the data loaders and the optimiser."""
+    """Seed, build the model, the data loaders and the optimiser, then write the run's ``config.yaml``."""
     tcfg = cfg["train"]
     seed = int(cfg.get("seed", 0))
     seed_everything(seed)
     if dinfo.device.type == "cpu":
         deterministic_algorithms()
-    if dinfo.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
-
     model = build_model_from_config(cfg).to(dinfo.device)
     datasets = build_datasets(cfg, token_grid=model.token_grid, target_type=model.output_kind)
     from mvpose.data import collate
@@ -389,6 +385,9 @@ def _setup(cfg: dict[str, Any], out_dir: Path, dinfo: DistInfo, yaml) -> _Run:
             f"per process; lower train.batch_size or dataset.train_every"
         )
     val_loader = DataLoader(datasets["val"], batch_size=int(cfg["eval"]["batch_size"]), shuffle=False, num_workers=0, collate_fn=collate)
+    if dinfo.is_main:  # once the model and the data are known to build: a refused run leaves no folder behind
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
 
     optimizer = torch.optim.Adam(optimizer_groups(model, tcfg), lr=float(tcfg["lr"]), weight_decay=float(tcfg.get("weight_decay", 0.0)))
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(tcfg["lr_steps"]), gamma=float(tcfg["lr_factor"]))

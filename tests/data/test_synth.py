@@ -413,6 +413,15 @@ def test_bad_arguments_are_explained(tmp_path):
         generate(tmp_path, fmt="skipose", actions=(2,))
     result = CliRunner().invoke(main, ["synth", "--out", str(tmp_path), "--subjects", "one"])
     assert result.exit_code != 0 and "--subjects" in result.output
+    # The CLI names its options, not generate()'s parameters.
+    for args, line in ((["--image-size", "17"], "Error: --image-size: must be within 32..2048 pixels, got 17"),
+                       (["--frames", "0"], "Error: --frames: need at least 1 frame per sequence, got 0"),
+                       (["--format", "skipose", "--image-size", "128"],
+                        "Error: --image-size: Ski-Pose images are 256 x 256 as published, got 128")):
+        result = CliRunner().invoke(main, ["synth", "--out", str(tmp_path / "x"), *args])
+        assert result.exit_code == 1 and result.output.strip().splitlines()[-1] == line, result.output
+    result = CliRunner().invoke(main, ["synth", "--out", str(tmp_path / "x"), "--workers", "-1"])
+    assert result.exit_code == 2 and "--workers" in result.output
 
 
 def test_skipose_subjects_outside_the_published_skiers_are_refused(tmp_path):

@@ -89,3 +89,11 @@ def test_plot_default_labels_are_distinct(tmp_path, monkeypatch):
 def test_every_below_one_is_refused_naming_the_option(value):
     res = CliRunner().invoke(main, ["evaluate", "--checkpoint", "x.pt", "--every", value])
     assert res.exit_code == 2 and "--every" in res.output and "Traceback" not in res.output
+
+
+def test_refused_train_leaves_no_run_folder(tmp_path):
+    """A run that stops before training (here: no data) writes nothing, so the folder stays free."""
+    out = tmp_path / "run"
+    line = _run("train", "--pipeline", "demo_sv_ppt", "--out", str(out), "--data-root", str(tmp_path / "missing"))
+    assert "missing" in line
+    assert not out.exists()
