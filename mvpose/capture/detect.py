@@ -32,7 +32,8 @@ original pixels of the camera's own frames (camera frame numbers, before ``--off
 - JSON: a list of ``{"frame": 12, "box": [x0, y0, x1, y1], "score": 0.9}`` (``score`` optional).
 
 Several people (``--people``): a ``person`` column / key names the person of each box; each person is then
-followed on its own (:func:`detect_capture` with ``person``) by :func:`mvpose.capture.multi.detect_people`.
+followed on its own, with its own crops and track, from frames decoded once for all of them
+(:func:`detect_captures`, called by :func:`mvpose.capture.multi.detect_people`).
 
 A frame without a box in the file falls back to tracking. The boxes used are written back as
 ``OUT/boxes/<camera>.csv`` in the same format (with a ``source`` column, ``file`` or ``track``), so a run can
@@ -82,6 +83,7 @@ __all__ = [
     "box_file_people",
     "boxes_around",
     "detect_capture",
+    "detect_captures",
     "infer",
     "load_detector",
     "open_frame_source",
@@ -594,26 +596,74 @@ def detect_capture(
     Returns:
         A :class:`~mvpose.capture.pipeline.Capture` with ``people (T, V, 1, J, 3)`` and ``detection``.
     """
+    return detect_captures(calibration, detect, options, [person], rig=rig, videos=videos, images=images,
+                           timings=timings, issues=issues)[0]
+
+
+def detect_captures(
+    calibration: str | Path,
+    detect: DetectOptions,
+    options: CaptureOptions,
+    persons: Sequence[str | None],
+    *,
+    rig: str | None = None,
+    videos: str | Path | None = None,
+    images: str | Path | None = None,
+    timings: dict[str, float] | None = None,
+    issues: IssueLog | None = None,
+) -> list[Capture]:
+    """:func:`detect_capture` for several people of the box files at once: every frame is decoded once and
+    each person is cropped, inferred and tracked from it on its own.
+
+    Args:
+        persons: the box files' person ids to follow (``[None]``: the single-person behaviour).
+        Others: as :func:`detect_capture`.
+
+    Returns:
+        One :class:`~mvpose.capture.pipeline.Capture` per entry of ``persons``, in that order.
+    """
     detect.check()
     timings = {} if timings is None else timings
     if (videos is None) == (images is None):
         raise CaptureError("the model path needs the frames: give --videos DIR or --images DIR (one of them)")
+    if not persons:
+        raise ValueError("detect_captures: persons is empty")
     folder, what = (videos, "video") if videos is not None else (images, "image folder")
     where = f"{'videos' if videos is not None else 'images'} {folder}"
     issues = IssueLog() if issues is None else issues
     with issues.capture_logging():
         return _detect_capture(calibration, detect, options, rig, folder, what, where, videos, images, timings, issues,
-                               person)
+                               list(persons))
+
+
+@dataclass
+class _Followed:
+    """One person followed through the frames: its box-file boxes, tracker and results so far."""
+
+    person: str | None
+    file_boxes: np.ndarray  # (T, V, 4), NaN where the box files have none
+    tracker: BoxTracker
+    keypoints: np.ndarray  # (T, V, J, 3)
+    boxes: np.ndarray  # (T, V, 4)
+    source: np.ndarray  # (T, V) int8
+    step: int = 1
+    whole_passes: int = 0
+    refine_passes: int = 0
+    forwarded: int = 0
+
+    @property
+    def label(self) -> str:
+        return "" if self.person is None else f"person {self.person}: "
 
 
 def _detect_capture(calibration, detect, options, rig, folder, what, where, videos, images, timings, issues,
-                    person) -> Capture:
+                    persons) -> list[Capture]:
     rig_cams = load_calibration(calibration, rig=rig, units=options.calibration_units)
     entries = find_camera_sources(folder, VIDEO_SUFFIXES if videos is not None else ())
     names = match_cameras(rig_cams.names, list(entries), where, issues, what=what)
     offsets = dict(options.offsets)
     check_offsets(offsets, names)
-    box_files = _read_boxes(detect.boxes, names, rig_cams.names, person)
+    box_files = [_read_boxes(detect.boxes, names, rig_cams.names, person) for person in persons]
     detector = load_detector(detect.checkpoint, detect.device, options.joints)
     cameras = rig_cams[names].to(dtype=torch.float64)
     sources = [open_frame_source(n, entries[n]) for n in names]
@@ -637,22 +687,22 @@ def _detect_capture(calibration, detect, options, rig, folder, what, where, vide
                        "the other frames use the remaining views", kind="frames", count=int(T - have))
     frame_sizes = np.array([s.size or (cw, ch) for s, (cw, ch) in zip(sources, calib_size)], dtype=np.float64)
 
-    file_boxes = np.full((T, V, 4), np.nan)
-    for name, per_frame in box_files.items():
-        v = names.index(name)
-        for t, f in enumerate(cam_frames[:, v].tolist()):
-            if f in per_frame:
-                file_boxes[t, v] = per_frame[f]
-    unused = [n for n in box_files if not np.isfinite(file_boxes[:, names.index(n)]).any()]
-    if unused:
-        issues.add(f"boxes {detect.boxes}: no box of camera(s) {', '.join(unused)} falls on a capture frame")
-
-    tracker = BoxTracker(detector, detect, options, cameras, frame_index, file_boxes, frame_sizes, timings)
-    keypoints = np.full((T, V, J, 3), np.nan)
-    keypoints[..., 2] = 0.0
-    boxes = np.full((T, V, 4), np.nan)
-    source = np.zeros((T, V), np.int8)
-    whole_passes = refine_passes = forwarded = 0
+    followed = []
+    for person, files in zip(persons, box_files):
+        file_boxes = np.full((T, V, 4), np.nan)
+        for name, per_frame in files.items():
+            v = names.index(name)
+            for t, f in enumerate(cam_frames[:, v].tolist()):
+                if f in per_frame:
+                    file_boxes[t, v] = per_frame[f]
+        unused = [n for n in files if not np.isfinite(file_boxes[:, names.index(n)]).any()]
+        tracker = BoxTracker(detector, detect, options, cameras, frame_index, file_boxes, frame_sizes, timings)
+        keypoints = np.full((T, V, J, 3), np.nan)
+        keypoints[..., 2] = 0.0
+        one = _Followed(person, file_boxes, tracker, keypoints, np.full((T, V, 4), np.nan), np.zeros((T, V), np.int8))
+        if unused:
+            issues.add(f"{one.label}boxes {detect.boxes}: no box of camera(s) {', '.join(unused)} falls on a capture frame")
+        followed.append(one)
     B = detect.batch_size
     workers = min(V, options.workers if options.workers is not None else V)
 
@@ -662,76 +712,93 @@ def _detect_capture(calibration, detect, options, rig, folder, what, where, vide
     try:
         with ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
             ahead = _Prefetch(readers, T, B, pool)
-            s, step = 0, 1
+            s = 0
             while s < T:
                 # After a (re)start the batches grow 1, 2, 4, ...: the track gets a velocity before a whole
-                # batch is cropped around one pose.
-                lost = tracker.lost(int(frame_index[s]))
-                e = min(s + (1 if lost else step), T)
+                # batch is cropped around one pose. The frames are decoded once for everyone followed, so a
+                # step is the shortest any of them asks for.
+                lost = [one.tracker.lost(int(frame_index[s])) for one in followed]
+                e = min(s + min(1 if was_lost else one.step for one, was_lost in zip(followed, lost)), T)
                 with _Timer(timings, "detect_read_s"):
                     frames = ahead.take(e - s)
-                avail = np.array([[img is not None for img in row] for row in frames])  # (n, V)
-                has_file = np.isfinite(file_boxes[s:e]).all(-1) & avail
-                seen = np.flatnonzero(avail.sum(axis=1) >= 2)  # frames that can be triangulated
-                searched = None
-                if person is not None:
-                    # One of several people: no whole-frame search, no whole-frame crop (it would find anyone).
-                    _, _, code = tracker.choose_boxes(s, e, avail, has_file)
-                    avail &= code != 3
-                    frames = [[img if ok else None for img, ok in zip(row, ok_row)] for row, ok_row in zip(frames, avail)]
-                elif lost and (avail & ~has_file).any() and len(seen):
-                    # No pose to crop around: find the person on the whole frame, triangulate, track; then crop
-                    # that frame around the pose found, which sharpens it (coarse to fine).
-                    i = searched = seen[0]
-                    kp0 = tracker.run_pass(frames[i:i + 1], tracker.whole[None], np.ones((1, V)), frame_index[s + i:s + i + 1])
-                    whole_passes += 1
-                    for _ in range(detect.search_refine):
-                        if tracker.lost(int(frame_index[s + i])):
-                            break
-                        box, pad, _ = tracker.choose_boxes(s + i, s + i + 1, avail[i:i + 1], has_file[i:i + 1])
-                        tracker.run_pass(frames[i:i + 1], box, pad, frame_index[s + i:s + i + 1])
-                        refine_passes += 1
-                box, pad, src_code = tracker.choose_boxes(s, e, avail, has_file)
-                keep = avail.any(axis=1)  # frames with at least one view
-                if searched is not None and tracker.lost(int(frame_index[s + searched])) and not has_file[searched].any():
-                    # the search found no one: its whole-frame answer is the answer for that frame
-                    keypoints[s + searched], keep[searched] = kp0[0], False
-                keep = np.flatnonzero(keep)
-                if len(keep):
-                    keypoints[s + keep] = tracker.run_pass([frames[n] for n in keep], box[keep], pad[keep], frame_index[s + keep])
-                    forwarded += len(keep)
-                boxes[s:e] = np.where(avail[..., None], box, np.nan)
-                source[s:e] = src_code
+                for one, was_lost in zip(followed, lost):
+                    _follow(one, detect, frames, s, e, was_lost, frame_index, V)
+                    one.step = min(2 if was_lost else 2 * one.step, B)
                 bar.update(e - s)
-                s, step = e, min(2 if lost else 2 * step, B)
+                s = e
     finally:
         bar.close()
         for r in readers:
             r.close()
     elapsed = time.perf_counter() - wall
-    missing_all = [n for v, n in enumerate(names) if not (keypoints[:, v, :, 2] > 0).any()]
-    for n in missing_all:
-        issues.add(f"camera {n}: the model found no joint in any frame", kind="cameras")
-    people = keypoints[:, :, None]  # (T, V, 1, J, 3): one person, as the readers give it
-    check_image_bounds(people, cameras, names, issues)
-    counts = {n: {BOX_SOURCES[c]: int((source[:, v] == c).sum()) for c in range(1, len(BOX_SOURCES))}
-              for v, n in enumerate(names)}
-    info = {
-        "checkpoint": detector.checkpoint, "model": detector.name, "multiview": detector.multiview,
-        "input_size_hw": list(detector.input_hw), "joint_set": detector.joint_set, "device": str(detector.device),
-        "batch_size": B, "padding": detect.padding, "frames": T, "forward_samples": forwarded,
-        "whole_frame_passes": whole_passes, "search_refine_passes": refine_passes, "boxes": counts,
-        "frames_per_s": T / elapsed if elapsed > 0 else None,
-        "timings_s": {"total": elapsed,
-                      **{k[len("detect_"):-2]: v for k, v in timings.items() if k.startswith("detect_")}},
-    }
-    log.info("detect: %d frames x %d views in %.1f s (%.1f frames/s), %d whole-frame passes", T, V, elapsed,
-             info["frames_per_s"] or 0.0, whole_passes)
-    capture = Capture(cameras, list(names), frame_index, people, detector.joint_set, issues,
-                      {s.name: str(s.path) for s in sources})
-    capture.detection = Detection(boxes, source, cam_frames, list(names), info)
-    capture.units = calibration_units(calibration, units=options.calibration_units)
-    return capture
+    units = calibration_units(calibration, units=options.calibration_units)
+    captures = []
+    for one in followed:
+        missing_all = [n for v, n in enumerate(names) if not (one.keypoints[:, v, :, 2] > 0).any()]
+        for n in missing_all:
+            issues.add(f"{one.label}camera {n}: the model found no joint in any frame", kind="cameras")
+        people = one.keypoints[:, :, None]  # (T, V, 1, J, 3): one person, as the readers give it
+        check_image_bounds(people, cameras, names, issues)
+        counts = {n: {BOX_SOURCES[c]: int((one.source[:, v] == c).sum()) for c in range(1, len(BOX_SOURCES))}
+                  for v, n in enumerate(names)}
+        info = {
+            "checkpoint": detector.checkpoint, "model": detector.name, "multiview": detector.multiview,
+            "input_size_hw": list(detector.input_hw), "joint_set": detector.joint_set, "device": str(detector.device),
+            "batch_size": B, "padding": detect.padding, "frames": T, "forward_samples": one.forwarded,
+            "whole_frame_passes": one.whole_passes, "search_refine_passes": one.refine_passes, "boxes": counts,
+            "people_followed_together": len(followed),
+            "frames_per_s": T / elapsed if elapsed > 0 else None,
+            "timings_s": {"total": elapsed,
+                          **{k[len("detect_"):-2]: v for k, v in timings.items() if k.startswith("detect_")}},
+        }
+        capture = Capture(cameras, list(names), frame_index, people, detector.joint_set, issues,
+                          {s.name: str(s.path) for s in sources})
+        capture.detection = Detection(one.boxes, one.source, cam_frames, list(names), info)
+        capture.units = units
+        captures.append(capture)
+    log.info("detect: %d frames x %d views%s in %.1f s (%.1f frames/s), %d whole-frame passes", T, V,
+             f" x {len(followed)} people" if len(followed) > 1 else "", elapsed, T / elapsed if elapsed > 0 else 0.0,
+             sum(one.whole_passes for one in followed))
+    return captures
+
+
+def _follow(one: _Followed, detect: DetectOptions, frames: list, s: int, e: int, lost: bool, frame_index: np.ndarray,
+            V: int) -> None:
+    """Capture rows ``s:e`` of one person: choose the crops (box file, track, or a whole-frame search when
+    the single person is lost), run the model, triangulate, move the track on; fills ``one``'s arrays."""
+    tracker = one.tracker
+    avail = np.array([[img is not None for img in row] for row in frames])  # (n, V)
+    has_file = np.isfinite(one.file_boxes[s:e]).all(-1) & avail
+    seen = np.flatnonzero(avail.sum(axis=1) >= 2)  # frames that can be triangulated
+    searched = None
+    if one.person is not None:
+        # One of several people: no whole-frame search, no whole-frame crop (it would find anyone).
+        _, _, code = tracker.choose_boxes(s, e, avail, has_file)
+        avail &= code != 3
+        frames = [[img if ok else None for img, ok in zip(row, ok_row)] for row, ok_row in zip(frames, avail)]
+    elif lost and (avail & ~has_file).any() and len(seen):
+        # No pose to crop around: find the person on the whole frame, triangulate, track; then crop
+        # that frame around the pose found, which sharpens it (coarse to fine).
+        i = searched = seen[0]
+        kp0 = tracker.run_pass(frames[i:i + 1], tracker.whole[None], np.ones((1, V)), frame_index[s + i:s + i + 1])
+        one.whole_passes += 1
+        for _ in range(detect.search_refine):
+            if tracker.lost(int(frame_index[s + i])):
+                break
+            box, pad, _ = tracker.choose_boxes(s + i, s + i + 1, avail[i:i + 1], has_file[i:i + 1])
+            tracker.run_pass(frames[i:i + 1], box, pad, frame_index[s + i:s + i + 1])
+            one.refine_passes += 1
+    box, pad, src_code = tracker.choose_boxes(s, e, avail, has_file)
+    keep = avail.any(axis=1)  # frames with at least one view
+    if searched is not None and tracker.lost(int(frame_index[s + searched])) and not has_file[searched].any():
+        # the search found no one: its whole-frame answer is the answer for that frame
+        one.keypoints[s + searched], keep[searched] = kp0[0], False
+    keep = np.flatnonzero(keep)
+    if len(keep):
+        one.keypoints[s + keep] = tracker.run_pass([frames[n] for n in keep], box[keep], pad[keep], frame_index[s + keep])
+        one.forwarded += len(keep)
+    one.boxes[s:e] = np.where(avail[..., None], box, np.nan)
+    one.source[s:e] = src_code
 
 
 def write_detection(detection: Detection, out_dir: str | Path) -> dict[str, Path]:

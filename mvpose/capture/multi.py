@@ -264,8 +264,9 @@ def detect_people(
     issues: IssueLog | None = None,
 ) -> Capture:
     """The model path for several people: every person of the box files (their ``person`` column / key) is
-    followed on its own by :func:`mvpose.capture.detect.detect_capture` (crops from its boxes, then from its
-    reprojected 3D pose; never from the whole frame), and the results are stacked on the person axis.
+    followed on its own by :func:`mvpose.capture.detect.detect_captures` (crops from its boxes, then from its
+    reprojected 3D pose; never from the whole frame; every frame decoded once for all of them), and the results
+    are stacked on the person axis.
 
     Returns:
         A :class:`~mvpose.capture.pipeline.Capture` with ``people (T, V, P, J, 3)``, detection ``p`` of every
@@ -273,9 +274,9 @@ def detect_people(
         :class:`~mvpose.capture.detect.Detection`.
 
     Raises:
-        CaptureError: no box folder, a box without a person id, or any error of ``detect_capture``.
+        CaptureError: no box folder, a box without a person id, or any error of ``detect_captures``.
     """
-    from mvpose.capture.detect import box_file_people, detect_capture
+    from mvpose.capture.detect import box_file_people, detect_captures
     from mvpose.geometry.calibration import load_calibration
 
     if detect.boxes is None:
@@ -287,8 +288,8 @@ def detect_people(
         raise CaptureError(f"boxes {detect.boxes}: no box in any file")
     timings = {} if timings is None else timings
     issues = IssueLog() if issues is None else issues
-    captures = [detect_capture(calibration, detect, options, rig=rig, videos=videos, images=images,
-                               timings=timings, issues=issues, person=p) for p in who]
+    captures = detect_captures(calibration, detect, options, who, rig=rig, videos=videos, images=images,
+                               timings=timings, issues=issues)
     first = captures[0]
     people = np.stack([c.people[:, :, 0] for c in captures], axis=2)  # (T, V, P, J, 3)
     capture = Capture(first.cameras, first.names, first.frame_index, people, first.joint_set, issues, first.sources,

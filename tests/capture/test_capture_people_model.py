@@ -59,6 +59,22 @@ def _oracle(uv: np.ndarray):
 
 def test_two_people_from_box_files_with_person_ids_then_tracked(tmp_path, setup, monkeypatch):
     monkeypatch.setattr(detect, "forward_views", _oracle(setup["uv"]))
+    decoded = []
+    opener = detect.open_frame_source
+
+    def counting(name, path):
+        src = opener(name, path)
+        read = src.read
+
+        def read_counting(frames):
+            for img in read(frames):
+                decoded.append((name, img is not None))
+                yield img
+
+        src.read = read_counting
+        return src
+
+    monkeypatch.setattr(detect, "open_frame_source", counting)
     uv = setup["uv"]
     truth = np.concatenate([uv.min(3) - 5, uv.max(3) + 5], -1)  # (T, V, person, 4)
     boxes = tmp_path / "boxes"
@@ -92,6 +108,9 @@ def test_two_people_from_box_files_with_person_ids_then_tracked(tmp_path, setup,
     again = read_box_file(out / "boxes" / "cam_2.csv", person="7")
     assert sorted(again) == list(range(T)) and np.allclose(again[1], truth[1, 1, 0], atol=0.01)
     assert (out / "poses3d_person3.trc").exists() and "=== person7" in r.output
+    # Both people were followed from one decoding of every frame of every camera.
+    assert len(decoded) == T * 4 and all(ok for _, ok in decoded)
+    assert det["person3"]["people_followed_together"] == 2
 
 
 def test_several_people_with_a_model_need_person_ids(tmp_path, setup):
