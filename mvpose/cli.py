@@ -492,6 +492,10 @@ def synth(out, fmt, subjects, actions, frames, image_size, seed, preview, worker
 @click.option("--min-confidence", type=float, default=0.3, show_default=True, help="Keypoints below it are ignored.")
 @click.option("--min-views", type=int, default=2, show_default=True, help="Views a joint needs.")
 @click.option("--refine/--no-refine", default=False, show_default=True, help="Levenberg-Marquardt refinement.")
+@click.option("--reject-unresolved", is_flag=True,
+              help="Robust modes: leave a joint missing in a frame when a view it kept is still more than --threshold px "
+                   "off after dropping views down to --min-views (Pose2Sim's behaviour; --max-gap can fill it). "
+                   "Default: keep such points; the report counts them either way.")
 @click.option("--max-gap", type=int, default=0, show_default=True, help="Fill gaps of at most N frames (0: off).")
 @click.option("--cutoff", type=float, default=None, help="Zero-phase Butterworth low-pass cut-off in Hz (default off).")
 @click.option("--order", type=int, default=4, show_default=True, help="Order of the zero-phase filter (even).")
@@ -509,7 +513,7 @@ def synth(out, fmt, subjects, actions, frames, image_size, seed, preview, worker
               help="With --people: largest median joint distance (mm) to link a person to the previous frames' track.")
 @_trust_option
 def triangulate_cmd(calibration, rig, calibration_units, keypoints, checkpoint, boxes, batch_size, device, videos, images, out, joints,
-                    offsets, mode, threshold, min_confidence, min_views, refine, max_gap, cutoff, order, fps, render,
+                    offsets, mode, threshold, min_confidence, min_views, refine, reject_unresolved, max_gap, cutoff, order, fps, render,
                     plot_frames, render_every, workers, people, track_distance) -> None:
     """3D joints from a recorded multi-camera capture: OUT/poses3d.h5, poses3d.trc, summary.json, report.txt.
 
@@ -546,7 +550,7 @@ def triangulate_cmd(calibration, rig, calibration_units, keypoints, checkpoint, 
 
     calibration = str(resolve_calibration(calibration))
     options = CaptureOptions(joints=joints, calibration_units=calibration_units, mode=mode, threshold_px=threshold, min_confidence=min_confidence,
-                             min_views=min_views, refine=refine, max_gap=max_gap, cutoff_hz=cutoff,
+                             min_views=min_views, refine=refine, reject_unresolved=reject_unresolved, max_gap=max_gap, cutoff_hz=cutoff,
                              filter_order=order, fps=fps, offsets=parse_offsets(offsets), workers=workers)
     frames = [int(f) for f in plot_frames.split(",")] if plot_frames else None
     detect = None

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -34,7 +34,8 @@ from mvpose.skeletons import SKELETONS, get_skeleton
 if TYPE_CHECKING:
     from mvpose.capture.types import Capture, CaptureOptions
 
-__all__ = ["SKELETON_FIT_MAX", "TYPICAL_BONE_MM", "check_person", "check_quality", "check_skeleton", "check_views", "frame_ranges",
+__all__ = ["SKELETON_FIT_MAX", "TYPICAL_BONE_MM", "check_person", "check_quality", "check_skeleton", "check_unresolved",
+           "check_views", "frame_ranges",
            "likely_unit", "skeleton_fit"]
 
 # Typical adult keypoint distances (mm) by canonical joint names; the order of a pair does not matter.
@@ -247,6 +248,7 @@ def check_views(usable: np.ndarray, points: np.ndarray, names, joints, min_views
 
 
 # Above these, the result is doubtful enough for an issue.
+UNRESOLVED_MAX = 0.05  # share of triangulated points whose kept views still disagree
 EXCLUDED_MAX = 0.15  # share of usable keypoints excluded on reprojection error
 DROPPED_VIEWS_MAX = 0.05  # share of views with a detection where no person agreed with the other views
 
@@ -306,3 +308,40 @@ def check_person(capture: "Capture", keypoints: np.ndarray, points: np.ndarray, 
     views = check_views(usable_keypoints(keypoints, options), points, capture.names, joints, options.min_views,
                         options.min_confidence, detected, keypoints[..., 2] > 0, issues, capture.frame_index)
     return {"views": views, "skeleton": check_skeleton(points, capture.joint_set, issues, units=capture.units)}
+
+
+def check_unresolved(unresolved: np.ndarray, points: np.ndarray, joints: Sequence[str], options: "CaptureOptions",
+                     issues: Any) -> dict[str, Any]:
+    """Points the robust triangulation could not bring under the threshold.
+
+    ``drop_worst`` stops dropping views at ``min_views`` and ``ransac`` keeps its best minimal subset, so
+    a joint whose remaining views still disagree keeps a point with a large reprojection error (Pose2Sim
+    leaves it missing instead: ``options.reject_unresolved``). Either way they are counted; an issue names
+    them when there are any (kind ``quality`` above :data:`UNRESOLVED_MAX` of the points, else ``views``).
+
+    Args:
+        unresolved: (T, J) bool, from :func:`mvpose.capture.stages.triangulate_frames` (``stats``).
+        points: (T, J, 3) the triangulated points (NaN where missing, rejected ones included).
+        joints: joint names.
+        issues: where the finding goes (an :class:`~mvpose.capture.issues.IssueLog` or one with its ``add``).
+
+    Returns:
+        ``{"count", "of" (points triangulated before any rejection), "rejected" (bool), "per_joint" (the joints
+        concerned, most first)}``.
+    """
+    n = int(unresolved.sum())
+    finite = int(np.isfinite(points).all(axis=-1).sum())
+    rejected = bool(options.reject_unresolved)
+    total = finite + (n if rejected else 0)
+    per = unresolved.sum(axis=0)
+    order = [j for j in np.argsort(-per, kind="stable") if per[j]]
+    out = {"count": n, "of": total, "rejected": rejected, "per_joint": {joints[j]: int(per[j]) for j in order}}
+    if n and options.mode != "dlt":
+        share = n / max(total, 1)
+        most = ", ".join(f"{joints[j]} {int(per[j])}" for j in order[:4])
+        what = (f"left missing (--reject-unresolved){'; --max-gap fills short runs' if not options.max_gap else ''}"
+                if rejected else "kept (--reject-unresolved leaves them missing, as Pose2Sim does)")
+        issues.add(f"{n} of {total} triangulated points ({100 * share:.1f}%) still had a view more than "
+                   f"{options.threshold_px:g} px off after {options.mode} went down to {options.min_views} views "
+                   f"(most: {most}); {what}", kind="quality" if share > UNRESOLVED_MAX else "views", count=n)
+    return out

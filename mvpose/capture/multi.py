@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from mvpose.capture.association import associate_people
-from mvpose.capture.checks import check_person, check_quality
+from mvpose.capture.checks import check_person, check_quality, check_unresolved
 from mvpose.capture.issues import CaptureError, IssueLog
 from mvpose.capture.pipeline import KeypointFiles
 from mvpose.capture.stages import frame_rate, h5_contents, run_job, timed, triangulate_frames
@@ -206,8 +206,10 @@ def _process_people(capture: Capture, options: CaptureOptions, people_options: P
         K = groups.shape[1]
         kp = _gather(people, groups)  # (T, K, V, J, 3)
     with timed(timings, "triangulate"):
-        X, used = triangulate_frames(torch.from_numpy(kp.reshape(T * K, V, J, 3)), cameras, options)
+        stats: dict[str, Any] = {}
+        X, used = triangulate_frames(torch.from_numpy(kp.reshape(T * K, V, J, 3)), cameras, options, stats)
         X, used = X.numpy().reshape(T, K, J, 3), used.numpy().reshape(T, K, V, J)
+        unresolved = stats["unresolved"].numpy().reshape(T, K, J)
     with timed(timings, "track"):
         if identified:
             slot = np.where((groups >= 0).any(-1), np.arange(K)[None], -1)
@@ -223,6 +225,7 @@ def _process_people(capture: Capture, options: CaptureOptions, people_options: P
         raw = np.where(seen[..., None, None], X[t, k], np.nan)  # (T, M, J, 3)
         kp_m = np.where(seen[..., None, None, None], kp[t, k], np.array([np.nan, np.nan, 0.0]))
         used_m = np.where(seen[..., None, None], used[t, k], False)
+        unresolved_m = np.where(seen[..., None], unresolved[t, k], False)  # (T, M, J)
         det_m = np.where(seen[..., None], groups[t, k], -1)
     with timed(timings, "temporal"):
         points, filled = smooth(raw, options, fps)
@@ -247,8 +250,10 @@ def _process_people(capture: Capture, options: CaptureOptions, people_options: P
     result = PeopleResult(capture, ids, points, raw, kp_m, det_m, err, used_m, filled, fps, options, po, association,
                           timings=timings)
     with timed(timings, "check"):
-        result.checks = {name: _check_person(capture, result, m) for m, name in enumerate(ids)
-                         if np.isfinite(raw[:, m]).any()}
+        joint_names = get_skeleton(capture.joint_set).joints
+        result.checks = {name: {**_check_person(capture, result, m), "unresolved_points": check_unresolved(
+                             unresolved_m[:, m], raw[:, m], joint_names, options, _PersonIssues(capture.issues, name))}
+                         for m, name in enumerate(ids) if np.isfinite(raw[:, m]).any()}
     return result
 
 

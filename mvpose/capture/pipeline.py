@@ -32,12 +32,12 @@ import logging
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import ClassVar, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
 
-from mvpose.capture.checks import check_person, check_quality
+from mvpose.capture.checks import check_person, check_quality, check_unresolved
 from mvpose.capture.issues import CaptureError, IssueLog
 from mvpose.capture.keypoints import (
     PLACEHOLDERS,
@@ -220,11 +220,14 @@ def _process_capture(capture: Capture, options: CaptureOptions, fps: float | Non
         people = torch.from_numpy(capture.people)
         keypoints, person = select_person(people, cameras, min_confidence=options.min_confidence,
                                           threshold_px=options.person_threshold_px)
+    stats: dict[str, Any] = {}
     with timed(timings, "triangulate"):
-        X, used = triangulate_frames(keypoints, cameras, options)
+        X, used = triangulate_frames(keypoints, cameras, options, stats)
     with timed(timings, "check"):  # views and skeleton checks into capture.issues / capture.checks
         capture.checks.update(check_person(capture, keypoints.numpy(), X.numpy(), options,
                                            (capture.people[..., 2] > 0).any(axis=2), capture.issues))
+        capture.checks["unresolved_points"] = check_unresolved(stats["unresolved"].numpy(), X.numpy(),
+                                                               get_skeleton(capture.joint_set).joints, options, capture.issues)
     with timed(timings, "temporal"):
         raw = X.numpy()
         points, filled = smooth(raw, options, fps)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
@@ -167,23 +168,27 @@ def check_image_bounds(people: np.ndarray, cameras: Cameras, names: Sequence[str
 
 # --------------------------------------------------------------------------------------------- triangulation
 def triangulate_frames(
-    keypoints: torch.Tensor, cameras: Cameras, options: CaptureOptions
+    keypoints: torch.Tensor, cameras: Cameras, options: CaptureOptions, stats: dict[str, Any] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-frame triangulation of a whole sequence, in chunks of frames.
 
     Args:
         keypoints: (T, V, J, 3) ``(x, y, confidence)``; missing joints NaN / 0.
         cameras: rig ``(V,)``.
-        options: mode, threshold, minimum confidence and views, refinement, chunk size.
+        options: mode, threshold, minimum confidence and views, refinement, chunk size, ``reject_unresolved``.
+        stats: if given, receives ``unresolved`` (T, J) bool (robust modes; all False for ``dlt``): points whose
+            largest reprojection error over the views kept is above ``options.threshold_px`` (the robust mode
+            ran out of views to drop), whether or not ``options.reject_unresolved`` then blanked them.
 
     Returns:
-        points3d: (T, J, 3) world mm, NaN where fewer than ``min_views`` views were usable.
+        points3d: (T, J, 3) world mm, NaN where fewer than ``min_views`` views were usable (and, with
+        ``reject_unresolved``, where the point stayed unresolved).
         used: (T, V, J) bool, the views kept.
     """
     T = keypoints.shape[0]
     xy, conf = keypoints[..., :2], keypoints[..., 2]
     weights = torch.where((conf >= options.min_confidence) & xy.isfinite().all(dim=-1), conf, torch.zeros_like(conf))
-    out_X, out_used = [], []
+    out_X, out_used, unresolved = [], [], []
     gen = torch.Generator().manual_seed(0)
     bar = tqdm(total=T, desc="triangulate", unit="frame", disable=not options.progress, leave=False)
     for s in range(0, T, options.chunk_frames):
@@ -196,11 +201,20 @@ def triangulate_frames(
         else:
             tri = triangulate_robust(p, cameras, w, threshold_px=options.threshold_px, min_views=options.min_views,
                                      mode=options.mode, refine=options.refine, generator=gen)
-            X = tri.points3d
+            X, used = tri.points3d, tri.used
+            worst = torch.where(used, tri.reprojection_error.nan_to_num(nan=math.inf), -math.inf).amax(dim=-2)  # (t, J)
+            bad = (worst > options.threshold_px) & X.isfinite().all(dim=-1)
+            unresolved.append(bad)
+            if options.reject_unresolved and bool(bad.any()):
+                X = X.masked_fill(bad[..., None], math.nan)
+                tri = tri._replace(used=used & ~bad[:, None, :])
         out_X.append(X)
         out_used.append(tri.used)
         bar.update(p.shape[0])
     bar.close()
+    if stats is not None:
+        J = keypoints.shape[2]
+        stats["unresolved"] = torch.cat(unresolved) if unresolved else torch.zeros(T, J, dtype=torch.bool)
     return torch.cat(out_X), torch.cat(out_used)
 
 

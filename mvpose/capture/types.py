@@ -32,6 +32,9 @@ class CaptureOptions:
         min_confidence: keypoints below it are not used.
         min_views: views a joint needs (>= 2).
         refine: Levenberg-Marquardt refinement of every point on its kept views.
+        reject_unresolved: robust modes: leave a joint missing in a frame when its largest reprojection error over
+            the views it kept is still above ``threshold_px`` (Pose2Sim's behaviour; ``max_gap`` may then fill it).
+            False keeps such points and counts them in the report (``unresolved_points``).
         max_gap: fill runs of at most this many missing frames per joint (0: no filling).
         cutoff_hz: Butterworth low-pass cut-off (None: no filtering); needs ``fps``.
         filter_order: order of the zero-phase filter (even).
@@ -50,6 +53,7 @@ class CaptureOptions:
     min_confidence: float = 0.3
     min_views: int = 2
     refine: bool = False
+    reject_unresolved: bool = False
     max_gap: int = 0
     cutoff_hz: float | None = None
     filter_order: int = 4
@@ -63,6 +67,9 @@ class CaptureOptions:
     def check(self) -> None:
         if self.mode not in MODES:
             raise CaptureError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.reject_unresolved and self.mode == "dlt":
+            raise CaptureError("--reject-unresolved goes with the robust modes (--mode drop_worst or ransac): plain DLT "
+                               "keeps every view, so it has no unresolved points to leave out")
         if self.min_views < 2:
             raise CaptureError(f"min_views must be >= 2 (a point needs two rays), got {self.min_views}")
         if not self.threshold_px > 0:

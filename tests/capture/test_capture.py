@@ -222,6 +222,36 @@ def test_robust_modes_beat_plain_dlt_on_outliers(tmp_path, rig):
     assert excluded["drop_worst"] == pytest.approx(gt.outliers.mean(), abs=0.03)
 
 
+def test_unresolved_points_counted_kept_or_rejected(tmp_path, rig):
+    """With many outliers some joints keep disagreeing views after drop_worst reaches --min-views: they are
+    counted (the largest kept-view error above the threshold), kept by default, left missing on request."""
+    gt = _capture(tmp_path, rig, frames=40, noise_px=2.0, outlier_rate=0.35, seed=7)
+    kept = run_capture(RIG, tmp_path / "kp", tmp_path / "kept", CaptureOptions(progress=False, fps=30))
+    info = kept.summary["checks"]["unresolved_points"]
+    worst = np.where(kept.used, kept.reprojection_error, -np.inf).max(axis=1)  # (T, J), points = raw here
+    expected = (worst > 20.0) & np.isfinite(kept.points3d).all(-1)
+    assert info["count"] == int(expected.sum()) > 10 and not info["rejected"]
+    assert sum(info["per_joint"].values()) == info["count"]
+    assert any("kept (--reject-unresolved" in i["message"] for i in kept.summary["issues"])
+    out = tmp_path / "rejected"
+    r = CliRunner().invoke(main, ["triangulate", "--calibration", str(RIG), "--keypoints", str(tmp_path / "kp"),
+                                  "--out", str(out), "--fps", "30", "--reject-unresolved"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads((out / "summary.json").read_text())
+    info_r = summary["checks"]["unresolved_points"]
+    assert info_r["count"] == info["count"] and info_r["rejected"] and info_r["of"] == info["of"]
+    with h5py.File(out / "poses3d.h5") as f:
+        X = f["poses3d"][:]
+    finite_kept, finite_rej = np.isfinite(kept.points3d).all(-1), np.isfinite(X).all(-1)
+    assert (finite_kept & ~finite_rej).sum() == info["count"] and not (finite_rej & ~finite_kept).any()
+    assert np.array_equal(finite_kept & ~finite_rej, expected)
+    # what is left is better than what was kept
+    assert mpjpe(X[finite_rej], gt.points3d[finite_rej]) < mpjpe(kept.points3d[finite_kept], gt.points3d[finite_kept])
+    assert "left missing (--reject-unresolved)" in (out / "report.txt").read_text()
+    assert "--reject-unresolved goes with" in _fail(["--calibration", str(RIG), "--keypoints", str(tmp_path / "kp"),
+                                                     "--out", str(tmp_path / "x"), "--mode", "dlt", "--reject-unresolved"])
+
+
 def test_refinement_on_a_short_capture(tmp_path, rig):
     gt = _capture(tmp_path, rig, frames=12, noise_px=2.0, outlier_rate=0.05, seed=5)
     plain = run_capture(RIG, tmp_path / "kp", tmp_path / "a", CaptureOptions(progress=False, fps=30))
