@@ -6,6 +6,7 @@ The sample format is documented in :mod:`mvpose.data.dataset`.
 from mvpose.data.dataset import (
     DATASETS,
     DatasetError,
+    EpochSampler,
     Group,
     MultiViewDataset,
     Reading,
@@ -26,6 +27,7 @@ __all__ = [
     "DATASETS",
     "AugmentConfig",
     "DatasetError",
+    "EpochSampler",
     "COCODataset",
     "H36MDataset",
     "SKIPOSE_JOINTS",

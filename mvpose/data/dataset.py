@@ -38,8 +38,11 @@ the 2D joints, visibility, targets and ``joints_3d`` alike, so projecting ``join
 camera still lands on ``joints_2d_crop``.
 
 Augmentation is deterministic: the draws of sample ``index`` come from
-``numpy.random.default_rng([seed, epoch, index])`` (call :meth:`MultiViewDataset.set_epoch`), so
-they do not depend on the DataLoader's worker count or order.
+``numpy.random.default_rng([seed, epoch, index])``, so they do not depend on the DataLoader's worker
+count or order. The epoch travels with the index: a training loader samples through
+:class:`EpochSampler`, whose items are ``(epoch, index)``; persistent DataLoader workers hold their own
+copy of the dataset, so :meth:`MultiViewDataset.set_epoch` in the main process would not reach them
+(it sets the epoch of plain integer indices, e.g. without workers).
 
 Geometry is computed in float64; the sample's tensors are float32 except the integer ids and flags.
 """
@@ -50,12 +53,12 @@ import inspect
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from mvpose.data import targets as tg
 from mvpose.data import transforms as tf
@@ -70,6 +73,7 @@ __all__ = [
     "Reading",
     "MultiViewDataset",
     "SingleViewDataset",
+    "EpochSampler",
     "collate",
     "sample_cameras",
     "select_views",
@@ -306,12 +310,14 @@ class MultiViewDataset(Dataset):
         return self.skeleton.num_joints
 
     def set_epoch(self, epoch: int) -> None:
-        """Change the augmentation draws (call before each epoch's DataLoader iteration)."""
+        """The epoch of the augmentation draws of integer indices (``(epoch, index)`` items carry their own)."""
         self.epoch = int(epoch)
 
     # ------------------------------------------------------------------ samples
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.load(index)
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
+        """Sample ``index``, or ``(epoch, index)`` to draw the augmentation of that epoch (:class:`EpochSampler`)."""
+        epoch, index = index if isinstance(index, tuple) else (None, index)
+        return self.load(index, epoch=epoch)
 
     def annotations(self, index: int) -> dict[str, Any]:
         """Labels and original cameras of group ``index`` without reading images (for evaluation)."""
@@ -333,11 +339,12 @@ class MultiViewDataset(Dataset):
             "camera_ids": [v.camera_id for v in g.views],
         }
 
-    def _rng(self, index: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, self.epoch, int(index)])
+    def _rng(self, index: int, epoch: int | None = None) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch if epoch is None else int(epoch), int(index)])
 
-    def load(self, index: int, views: Sequence[int] | None = None) -> dict[str, Any]:
-        """Sample of group ``index`` with the views at positions ``views`` (default: all)."""
+    def load(self, index: int, views: Sequence[int] | None = None, epoch: int | None = None) -> dict[str, Any]:
+        """Sample of group ``index`` with the views at positions ``views`` (default: all), augmented with the
+        draws of ``epoch`` (default: :meth:`set_epoch`'s)."""
         group = self.groups[index]
         recs = [group.views[v] for v in views] if views is not None else group.views
         V = len(recs)
@@ -351,7 +358,7 @@ class MultiViewDataset(Dataset):
         aug = tf.ViewAugmentation.identity(V)
         if self.augment:
             cfg = self.augment_config
-            aug = tf.sample_augmentation(self._rng(index), cfg, V)
+            aug = tf.sample_augmentation(self._rng(index, epoch), cfg, V)
             for v in range(V):
                 if aug.half_body[v] and (vis[v] > 0).sum() > cfg.half_body_min_joints:
                     box = tf.half_body_center_scale(joints[v], vis[v] > 0, self.lower_body, bool(aug.half_body_upper[v]), W / H)
@@ -432,9 +439,10 @@ class SingleViewDataset(Dataset):
     def __len__(self) -> int:
         return len(self.base) * self.base.num_views
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
+        epoch, index = index if isinstance(index, tuple) else (None, index)
         V = self.base.num_views
-        return self.base.load(index // V, [index % V])
+        return self.base.load(index // V, [index % V], epoch=epoch)
 
     def set_epoch(self, epoch: int) -> None:
         self.base.set_epoch(epoch)
@@ -443,6 +451,31 @@ class SingleViewDataset(Dataset):
         if name == "base":  # not yet set (unpickling)
             raise AttributeError(name)
         return getattr(self.base, name)
+
+
+class EpochSampler(Sampler):
+    """Items ``(epoch, index)`` for a dataset's ``__getitem__``: the indices of ``sampler`` with the epoch set by
+    :meth:`set_epoch` attached, so that DataLoader workers, persistent ones included, draw that epoch's
+    augmentation (they hold a copy of the dataset made when they started).
+
+    Args:
+        sampler: the index sampler (e.g. a ``DistributedSampler``); its ``set_epoch`` is called as well.
+    """
+
+    def __init__(self, sampler: Sampler) -> None:
+        self.sampler, self.epoch = sampler, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        return ((epoch, int(i)) for i in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
 
 
 def collate(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

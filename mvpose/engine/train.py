@@ -325,7 +325,7 @@ class _Run:
     model: torch.nn.Module  # DDP-wrapped under torchrun (after :func:`_resume`)
     core: PoseModel  # the model itself
     datasets: dict[str, Any]
-    sampler: DistributedSampler
+    sampler: EpochSampler  # around a DistributedSampler
     loader: DataLoader
     val_loader: DataLoader
     optimizer: torch.optim.Optimizer
@@ -361,9 +361,12 @@ def _setup(cfg: dict[str, Any], out_dir: Path, dinfo: DistInfo, yaml) -> _Run:
         deterministic_algorithms()
     model = build_model_from_config(cfg).to(dinfo.device)
     datasets = build_datasets(cfg, token_grid=model.token_grid, target_type=model.output_kind)
-    from mvpose.data import collate
+    from mvpose.data import EpochSampler, collate
 
-    sampler = DistributedSampler(datasets["train"], num_replicas=dinfo.world_size, rank=dinfo.rank, shuffle=True, seed=seed, drop_last=True)
+    # (epoch, index) items: persistent workers hold their own copy of the dataset, so the epoch of the
+    # augmentation draws must travel with the index (a set_epoch here would not reach them).
+    sampler = EpochSampler(DistributedSampler(datasets["train"], num_replicas=dinfo.world_size, rank=dinfo.rank, shuffle=True,
+                                              seed=seed, drop_last=True))
     requested = int(tcfg.get("workers", 0))
     workers = loader_workers(requested, dinfo.world_size)
     if workers != requested:
@@ -427,8 +430,7 @@ def _train_one_epoch(run: _Run, epoch: int, steps_per_epoch: int, progress: bool
     cfg, tcfg, dinfo, model = run.cfg, run.cfg["train"], run.dinfo, run.model
     epochs = int(tcfg["epochs"])
     target_r = run.core.scheduled_keep_ratio
-    run.sampler.set_epoch(epoch)
-    run.datasets["train"].set_epoch(epoch)
+    run.sampler.set_epoch(epoch)  # the shuffle and, carried with each index, the augmentation draws
     model.train()
     t0 = time.perf_counter()
     loss_sum, seen = torch.zeros((), device=dinfo.device), 0

@@ -42,10 +42,14 @@ def state(path):
     return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
-def test_resume_continues_exactly(synth_root, tmp_path):
-    straight = train(tiny_cfg(synth_root), tmp_path / "a", progress=False)
-    train(tiny_cfg(synth_root, **{"train.epochs": 1}), tmp_path / "b", progress=False)
-    resumed = train(tiny_cfg(synth_root), tmp_path / "b", resume=True, progress=False)
+@pytest.mark.parametrize("workers", [0, 1])
+def test_resume_continues_exactly(synth_root, tmp_path, workers):
+    # workers=1: a persistent DataLoader worker, started in the first epoch of each run, must draw each epoch's
+    # augmentation (it holds its own copy of the dataset, so the epoch travels with the index).
+    w = {"train.workers": workers}
+    straight = train(tiny_cfg(synth_root, **w), tmp_path / "a", progress=False)
+    train(tiny_cfg(synth_root, **{"train.epochs": 1}, **w), tmp_path / "b", progress=False)
+    resumed = train(tiny_cfg(synth_root, **w), tmp_path / "b", resume=True, progress=False)
     a, b = state(tmp_path / "a" / "last.pt"), state(tmp_path / "b" / "last.pt")
     assert a.keys() == b.keys()
     for k in a:
@@ -58,6 +62,26 @@ def test_resume_continues_exactly(synth_root, tmp_path):
     assert first is not None
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         train(tiny_cfg(synth_root), tmp_path / "c", resume=True, progress=False)
+
+
+def test_persistent_workers_draw_each_epochs_augmentation(synth_root):
+    from torch.utils.data import DataLoader, SequentialSampler
+
+    from mvpose.data import EpochSampler, collate
+    from mvpose.engine.train import build_datasets
+
+    cfg = tiny_cfg(synth_root)
+    ds = build_datasets(cfg, splits=("train",), token_grid=(16, 16))["train"]
+    sampler = EpochSampler(SequentialSampler(range(2)))
+    loader = DataLoader(ds, batch_size=2, sampler=sampler, num_workers=1, persistent_workers=True, collate_fn=collate)
+    seen = []
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        seen.append(next(iter(loader))["image"])
+    for epoch in range(2):
+        expected = torch.stack([ds.load(i, epoch=epoch)["image"] for i in range(2)])
+        assert torch.equal(seen[epoch], expected), epoch
+    assert not torch.equal(seen[0], seen[1])  # the augmentation changes from epoch to epoch
 
 
 def test_training_changes_weights_and_lowers_loss(synth_root, tmp_path):
