@@ -38,6 +38,29 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """``model.load_state_dict(state)`` (strict) with a short error: how many tensors are missing, unexpected or
+    of another shape, with the first few names, instead of PyTorch's list of every key.
+
+    Raises:
+        ValueError: naming ``source`` (e.g. the checkpoint path), when the weights do not fit ``model``.
+    """
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [(k, tuple(state[k].shape), tuple(own[k].shape)) for k in own
+              if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        first = lambda keys: ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")  # noqa: E731
+        parts = ([f"{len(missing)} of the model's {len(own)} tensors missing ({first(missing)})"] if missing else []) + \
+                ([f"{len(unexpected)} not in the model ({first(unexpected)})"] if unexpected else []) + \
+                ([f"{len(shapes)} of another shape ({shapes[0][0]}: {list(shapes[0][1])} in the file, "
+                  f"{list(shapes[0][2])} in the model)"] if shapes else [])
+        raise ValueError(f"{source}: the weights do not fit {type(model).__name__}: " + "; ".join(parts)
+                         + ": weights of another model or configuration?")
+    model.load_state_dict(state)
+
+
 #: Fields of an mvpose checkpoint the engine reads to rebuild and evaluate its model (dotted paths).
 REQUIRED_FIELDS: tuple[str, ...] = (
     "model", "config", "config.model", "config.model.name", "config.dataset", "config.dataset.name",

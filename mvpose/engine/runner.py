@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from mvpose.engine.checkpoint import atomic_write_text, load_checkpoint
+from mvpose.engine.checkpoint import atomic_write_text, load_checkpoint, load_weights
 from mvpose.engine.evaluate import (breakdown_of, build_report, evaluate_coco, forward_views, joint_names_for, joint_set_issue,
                                      output_kind, predict, write_report)
 
@@ -28,10 +28,7 @@ def load_model(checkpoint: str | Path, device: torch.device | str = "cpu",
     ckpt = load_checkpoint(checkpoint, map_location=device, trust=trust)
     cfg = ckpt["config"]
     model = build_model_from_config(cfg, load_pretrained=False)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as err:
-        raise ValueError(f"{checkpoint}: the weights do not fit the model of its config ({err})") from err
+    load_weights(model, ckpt["model"], f"{checkpoint} (model {cfg['model'].get('name')!r} of its config)")
     return model.to(device).eval(), cfg
 
 

@@ -13,6 +13,7 @@ augmentation of a sample from (seed, epoch, index), and the RNG states are saved
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import random
@@ -26,7 +27,8 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from mvpose.engine.checkpoint import REQUIRED_FIELDS, atomic_write_text, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
+from mvpose.engine.checkpoint import (REQUIRED_FIELDS, atomic_write_text, load_checkpoint, load_weights, restore_rng_state,
+                                      rng_state, save_checkpoint)
 from mvpose.engine.distributed import DistInfo, all_reduce_mean, cleanup_distributed, init_distributed, unwrap
 from mvpose.engine.evaluate import breakdown_of, build_report, forward_views, joint_names_for, predict
 from mvpose.engine.runtime import deterministic_algorithms, keep_freed_memory
@@ -402,7 +404,7 @@ def _setup(cfg: dict[str, Any], out_dir: Path, dinfo: DistInfo, yaml) -> _Run:
 def _resume(run: _Run, ckpt: dict[str, Any]) -> None:
     """Continue from ``last.pt`` (read by :func:`_train` before the set-up): weights, optimiser,
     scheduler, scaler, counters and RNG states."""
-    run.core.load_state_dict(ckpt["model"])
+    load_weights(run.core, ckpt["model"], str(run.last_path))
     run.optimizer.load_state_dict(ckpt["optimizer"])
     run.scheduler.load_state_dict(ckpt["scheduler"])
     run.scaler.load_state_dict(ckpt.get("scaler", {}))
@@ -515,11 +517,50 @@ def _end_epoch(run: _Run, epoch: int, row: dict[str, Any], is_val_epoch: bool, s
                 run.tb.add_scalar(k, float(row[k]), epoch + 1)
 
 
+#: Settings a resumed run may change (dotted keys; a trailing dot: the whole section): how long it runs, how it
+#: reads its data and how it is evaluated. Any other change could not take effect (the model, optimiser and
+#: schedule come back from ``last.pt``) or would make the run other than the one recorded.
+RESUME_CHANGEABLE = ("train.epochs", "train.max_steps_per_epoch", "train.workers", "train.threads",
+                     "train.val_every_epochs", "dataset.root", "eval.")
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def resume_conflicts(stored: dict[str, Any], cfg: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(key, value in the run, value asked for)`` for every setting that differs between a run's configuration
+    and the one a resume asks for, except :data:`RESUME_CHANGEABLE`."""
+    plain = lambda c: _flat(json.loads(json.dumps(c, default=str)))  # noqa: E731  (tuples == lists)
+    a, b = plain(stored), plain(cfg)
+    unset = "<unset>"
+    return [(k, a.get(k, unset), b.get(k, unset)) for k in sorted(set(a) | set(b))
+            if a.get(k, unset) != b.get(k, unset) and not any(k == c or (c.endswith(".") and k.startswith(c))
+                                                             for c in RESUME_CHANGEABLE)]
+
+
 def _train(cfg, out_dir: Path, resume: bool, dinfo: DistInfo, progress: bool, yaml) -> dict[str, Any]:
     ckpt = None
     if resume:  # read first: an unreadable last.pt stops the run before anything is built or written
         ckpt = load_checkpoint(out_dir / "last.pt", map_location=dinfo.device,
                                required=REQUIRED_FIELDS + ("optimizer", "scheduler", "epoch", "rng"))
+        conflicts = resume_conflicts(ckpt["config"], cfg)
+        if conflicts:
+            from mvpose.engine.config import ConfigError
+
+            shown = "; ".join(f"{k}: {old!r} in the run, {new!r} asked for" for k, old, new in conflicts[:6])
+            more = f" (and {len(conflicts) - 6} more)" if len(conflicts) > 6 else ""
+            raise ConfigError(
+                f"--resume: {out_dir / 'last.pt'} was trained with other settings: {shown}{more}. A resumed run keeps "
+                f"its model, optimiser and schedule: resume with the run's settings ({out_dir / 'config.yaml'}; "
+                f"these may change: {', '.join(c.rstrip('.') for c in RESUME_CHANGEABLE)}), or start a new run "
+                "(another --out, or --overwrite)")
     run = _setup(cfg, out_dir, dinfo, yaml)
     if ckpt is not None:
         _resume(run, ckpt)

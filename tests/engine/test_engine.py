@@ -251,3 +251,28 @@ def test_validation_and_evaluate_agree_on_keep_ratio_and_figures(synth_root, tmp
     assert report["keep_ratio"] == 0.7
     assert report["jdr"]["overall"] == pytest.approx(float(row["val_jdr"]), abs=1e-9)
     assert report["mpjpe_mm"]["overall"] == pytest.approx(float(row["val_mpjpe_mm"]), rel=1e-6)
+
+
+def test_resume_refuses_settings_it_cannot_apply(synth_root, tmp_path):
+    """A resumed run keeps its model, optimiser and schedule: other settings are refused in one line, naming
+    them, instead of training on with the old ones while config.yaml records the new."""
+    from mvpose.engine.checkpoint import load_weights
+    from mvpose.engine.config import ConfigError
+    from mvpose.models import build_model
+
+    run = tmp_path / "r"
+    train(tiny_cfg(synth_root, **{"train.epochs": 1}), run, progress=False)
+    before = (run / "config.yaml").read_text()
+    with pytest.raises(ConfigError, match=r"train\.lr: 0\.001 in the run, 0\.5 asked for\. A resumed run keeps"):
+        train(tiny_cfg(synth_root, **{"train.lr": 0.5}), run, resume=True, progress=False)
+    sv = apply_overrides(load_pipeline("demo_sv_ppt"), [f"dataset.root={synth_root}", "dataset.views=2",
+                                                        "dataset.eval_every=1", "train.batch_size=2", "train.workers=0",
+                                                        "train.max_steps_per_epoch=2", "train.epochs=2", "eval.batch_size=4"])
+    with pytest.raises(ConfigError, match=r"model\.name: 'mv_ppt_tiny' in the run, 'ppt_tiny' asked for"):
+        train(sv, run, resume=True, progress=False)
+    assert (run / "config.yaml").read_text() == before
+    # Weights of another model: a count and the first names, not PyTorch's list of every key.
+    with pytest.raises(ValueError, match=r"^x: the weights do not fit PPT: \d+ of the model's \d+ tensors missing "
+                                         r"\([^)]*\); \d+ not in the model \(ppt\.[^)]*, \.\.\.\)") as info:
+        load_weights(build_model("ppt_tiny"), state(run / "last.pt"), "x")
+    assert len(str(info.value)) < 600
