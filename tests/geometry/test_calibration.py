@@ -359,8 +359,38 @@ def test_opencv_errors(tmp_path, rng):
     with pytest.raises(CalibrationError, match="feet"):
         read_calibration(path)
     path.write_text("%YAML:1.0\n---\nfoo: [1, 2\n")
-    with pytest.raises(CalibrationError, match="cams.yml"):
+    with pytest.raises(CalibrationError, match=r"cams\.yml: not a readable cv2\.FileStorage YAML/XML file \(YAML syntax "
+                                               r"error at line 4, column 1: expected ',' or '\]'"):
         read_calibration(path)
+
+
+@pytest.mark.parametrize("suffix", [".yml", ".xml"])
+def test_opencv_malformed_matrices_and_cut_files_are_named(tmp_path, rng, suffix):
+    """cv2 asserts inside FileNode.mat() (a Python traceback before) and reports a file cut short only as
+    'returned a result with an exception set'; the errors name the node, what it holds and the line."""
+    fmt = cv2.FILE_STORAGE_FORMAT_YAML if suffix == ".yml" else cv2.FILE_STORAGE_FORMAT_XML
+    text = _filestorage_text(random_rig(rng, 2), fmt, "rvec")
+    path = tmp_path / f"cams{suffix}"
+    rows = ("rows: 3", "rows: 2") if suffix == ".yml" else ("<rows>3</rows>", "<rows>2</rows>")
+    path.write_text(text.replace(*rows, 1))
+    with pytest.raises(CalibrationError, match=r"field 'cameras\[0\]\.camera_matrix': not a readable matrix \(rows 2, "
+                                               r"cols 3, dt 'd', 9 data values; expected rows x cols numbers"):
+        read_calibration(path)
+    if suffix == ".yml":
+        path.write_text(text.replace("dt: d", "dt: z", 1))
+        with pytest.raises(CalibrationError, match=r"camera_matrix': .*dt 'z'.*Invalid data type"):
+            read_calibration(path)
+        i = text.index("data: [") + len("data: [")
+        path.write_text(text[:i] + " abc," + text[i:])
+        with pytest.raises(CalibrationError, match=r"10 data values, not numbers: 'abc'"):
+            read_calibration(path)
+    cut = text[: text.index("camera_matrix", text.index("camera_matrix") + 1) + 30]
+    path.write_text(cut)  # cut inside the second camera: a syntax error, or (YAML) a field left without its value
+    with pytest.raises(CalibrationError, match=rf"cams\{suffix}(: not a readable .* syntax error at line|"
+                                               r" cameras\[1\] camera 'cam 1': field 'camera_matrix' is not numeric)"):
+        read_calibration(path)
+    r = CliRunner().invoke(main, ["calibrate", "convert", str(path), str(tmp_path / "o.json")])
+    assert r.exit_code == 1 and "Traceback" not in r.output and f"cams{suffix}" in r.output
 
 
 # ----------------------------------------------------------------------------------- Qualisys

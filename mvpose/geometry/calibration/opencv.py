@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -31,15 +32,33 @@ __all__ = ["read_opencv_calibration", "write_opencv_calibration"]
 logger = logging.getLogger("mvpose.geometry.calibration")  # the package's: issue kind "calibration"
 
 
-def _fs_value(node: cv2.FileNode) -> Any:
-    """A FileNode tree as plain Python: maps, lists, strings, floats and matrices (numpy)."""
+class _NodeError(Exception):
+    """A node cv2 could not read, with its place in the file (``cameras[0].camera_matrix``)."""
+
+
+def _fs_value(node: cv2.FileNode, where: str = "") -> Any:
+    """A FileNode tree as plain Python: maps, lists, strings, floats and matrices (numpy).
+
+    Raises:
+        _NodeError: a matrix node cv2 refuses (rows x cols not the number of values, unknown ``dt``, non-numbers).
+    """
     if node.isMap():
         keys = node.keys()
         if {"rows", "cols", "data"} <= set(keys):
-            mat = node.mat()
+            try:
+                mat = node.mat()
+            except cv2.error as err:
+                found = {k: _fs_value(node.getNode(k), f"{where}.{k}") for k in ("rows", "cols", "dt")}
+                data = node.getNode("data")
+                n = data.size()
+                words = [data.at(i).string() for i in range(n) if data.at(i).isString()]
+                bad = f", not numbers: {', '.join(map(repr, words[:3]))}" if words else ""
+                raise _NodeError(f"field '{where.lstrip('.')}': not a readable matrix (rows {found['rows']}, cols "
+                                 f"{found['cols']}, dt {found['dt']!r}, {n} data values{bad}; expected rows x cols "
+                                 f"numbers and dt 'd' or 'f'): {_cv2_reason(err)}") from None
             if mat is not None and mat.size:
                 return np.asarray(mat, dtype=np.float64)
-        out = {k: _fs_value(node.getNode(k)) for k in keys}
+        out = {k: _fs_value(node.getNode(k), f"{where}.{k}") for k in keys}
         if {"rows", "cols", "data"} <= set(out) and isinstance(out["data"], list):  # untagged matrix (ROS style)
             try:
                 return np.asarray(out["data"], dtype=np.float64).reshape(int(out["rows"]), int(out["cols"]))
@@ -47,7 +66,7 @@ def _fs_value(node: cv2.FileNode) -> Any:
                 pass  # leave it as a map; the field check reports it
         return out
     if node.isSeq():
-        return [_fs_value(node.at(i)) for i in range(node.size())]
+        return [_fs_value(node.at(i), f"{where}[{i}]") for i in range(node.size())]
     if node.isString():
         return node.string()
     if node.isInt():
@@ -57,17 +76,53 @@ def _fs_value(node: cv2.FileNode) -> Any:
     return None
 
 
+def _cv2_reason(err: Exception) -> str:
+    """The useful part of a cv2 message (``... error: (-215:Assertion failed) nelems == ... in function ...``)."""
+    text = str(err).strip()
+    m = re.search(r"error: \(-?\d+:[^)]*\) (.*?)(?: in function .*)?$", text, re.S)
+    return (m.group(1) if m else text).strip().splitlines()[0]
+
+
+def _syntax_error(path: Path, text: str) -> str | None:
+    """Where a YAML / XML file cv2 could not parse breaks (line and column), from PyYAML / ElementTree."""
+    if path.suffix.lower() == ".xml":
+        import xml.etree.ElementTree as ET
+
+        try:
+            ET.fromstring(text)
+        except ET.ParseError as err:
+            line, col = err.position
+            return f"XML syntax error at line {line}, column {col + 1}: {str(err).split(':')[0]}"
+        return None
+    import yaml
+
+    body = re.sub(r"^%YAML[: ]?1\.\d\s*\n", "", text)  # OpenCV writes '%YAML:1.0', which PyYAML refuses
+    try:
+        for _ in yaml.parse(body):  # events only: OpenCV's !!opencv-matrix tags need no constructor
+            pass
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        shift = text.count("\n") - body.count("\n")
+        line = f"line {mark.line + 1 + shift}, column {mark.column + 1}" if mark is not None else "somewhere"
+        return f"YAML syntax error at {line}: {err.problem or err.context}"
+    return None
+
+
 def _open_filestorage(path: Path) -> dict[str, Any]:
     text = read_text(path)
     try:
         fs = cv2.FileStorage(text, cv2.FILE_STORAGE_READ | cv2.FILE_STORAGE_MEMORY)
         ok = fs.isOpened()
     except Exception as err:  # cv2 raises SystemError / cv2.error with a parser message
-        raise CalibrationError(f"{path}: not a cv2.FileStorage YAML/XML file: {str(err).strip()}") from err
+        where = _syntax_error(path, text) or _cv2_reason(err)
+        raise CalibrationError(f"{path}: not a readable cv2.FileStorage YAML/XML file ({where}; a file cut short?)") from None
     if not ok:
-        raise CalibrationError(f"{path}: not a cv2.FileStorage YAML/XML file")
+        raise CalibrationError(f"{path}: not a cv2.FileStorage YAML/XML file"
+                               + (f" ({found})" if (found := _syntax_error(path, text)) else ""))
     try:
         return _fs_value(fs.root())
+    except _NodeError as err:
+        raise CalibrationError(f"{path}: {err}") from None
     finally:
         fs.release()
 
