@@ -585,3 +585,16 @@ def test_any_camera_name_round_trips(tmp_path, rng, suffix):
     if suffix == ".toml":
         write_pose2sim_calibration(tmp_path / "Calib.toml", rig)
         assert [p["name"] for p in read_calibration(tmp_path / "Calib.toml")[""]] == [p["name"] for p in rig]
+
+
+@pytest.mark.parametrize("example", ["rig4.json", "rig4.toml", "rig4_pose2sim.toml", "rig4_opencv.yml", "rig4_opencv.xml",
+                                     "rig4.qca.txt"])
+def test_calibration_with_a_byte_order_mark_reads_as_without(tmp_path, example):
+    """Windows editors save UTF-8 with a byte-order mark; JSON and TOML parsers refuse it at line 1."""
+    from mvpose.resources import resolve_calibration
+
+    src = resolve_calibration(example)
+    path = tmp_path / example
+    path.write_bytes(b"\xef\xbb\xbf" + src.read_bytes())
+    plain, bom = load_calibration(src), load_calibration(path)
+    assert plain.names == bom.names and torch.equal(plain.K, bom.K) and torch.equal(plain.t, bom.t)

@@ -123,8 +123,9 @@ def check_unique_names(params: list[dict[str, Any]], where: str) -> None:
 
 
 def read_text(path: Path) -> str:
+    """The file as text (UTF-8; a leading byte-order mark, which Windows editors write, is dropped)."""
     try:
-        return Path(path).read_text()
+        return Path(path).read_text(encoding="utf-8-sig")
     except OSError as err:
         raise CalibrationError(f"{path}: cannot read calibration file ({err.strerror})") from err
     except UnicodeDecodeError as err:
