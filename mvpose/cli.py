@@ -69,6 +69,22 @@ def _fail(err: Exception) -> None:
     raise click.ClickException(str(err)) from err
 
 
+def _even(value: int, param: click.Parameter) -> int:
+    if value % 2:
+        raise click.BadParameter(f"must be even (a 2nd-order filter run forwards and backwards), found {value}", param=param)
+    return value
+
+
+def _int_list(text: str | None, param: click.Parameter) -> list[int] | None:
+    """``"1,5, 9"`` -> [1, 5, 9]; None stays None."""
+    if not text:
+        return None
+    try:
+        return [int(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated frame numbers, found {text!r}", param=param) from None
+
+
 def _trust_option(fn):
     """Add ``--trust-checkpoint`` and run the command inside :func:`mvpose.safe_load.trusted_checkpoints`."""
 
@@ -247,7 +263,7 @@ def _report_labels(reps: list[dict], paths: list[str]) -> list[str]:
 @plot.command("tokens")
 @click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--data-root", default=None, help="Dataset root (default: the checkpoint's).")
-@click.option("--samples", default=2, show_default=True, help="Number of multi-view samples to draw.")
+@click.option("--samples", type=click.IntRange(min=1), default=2, show_default=True, help="Number of multi-view samples to draw.")
 @click.option("-o", "--out", default="tokens.png", show_default=True)
 @_trust_option
 def plot_tokens(checkpoint, data_root, samples, out) -> None:
@@ -471,7 +487,7 @@ def synth(out, fmt, subjects, actions, frames, image_size, seed, preview, worker
 @click.option("--boxes", type=click.Path(exists=True, file_okay=False), default=None,
               help="With --checkpoint: folder of person boxes per camera, CAMERA.csv (frame,x0,y0,x1,y1) or "
                    "CAMERA.json (default: boxes tracked by reprojecting the previous frames' 3D pose).")
-@click.option("--batch-size", type=int, default=8, show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="With --checkpoint: frames (all views of each) per forward pass.")
 @click.option("--device", default="cpu", show_default=True, help="With --checkpoint: torch device (cpu, cuda, cuda:N).")
 @click.option("--videos", type=click.Path(exists=True, file_okay=False), default=None,
@@ -487,23 +503,25 @@ def synth(out, fmt, subjects, actions, frames, image_size, seed, preview, worker
               help="Frame offsets: capture frame i uses frame i+N of camera CAM.")
 @click.option("--mode", type=click.Choice(["drop_worst", "ransac", "dlt"]), default="drop_worst", show_default=True,
               help="Robust view exclusion, or plain weighted DLT.")
-@click.option("--threshold", type=float, default=20.0, show_default=True,
+@click.option("--threshold", type=click.FloatRange(min=0, min_open=True), default=20.0, show_default=True,
               help="Reprojection error (px) above which a view of a joint is excluded.")
 @click.option("--min-confidence", type=float, default=0.3, show_default=True, help="Keypoints below it are ignored.")
-@click.option("--min-views", type=int, default=2, show_default=True, help="Views a joint needs.")
+@click.option("--min-views", type=click.IntRange(min=2), default=2, show_default=True, help="Views a joint needs.")
 @click.option("--refine/--no-refine", default=False, show_default=True, help="Levenberg-Marquardt refinement.")
 @click.option("--reject-unresolved", is_flag=True,
               help="Robust modes: leave a joint missing in a frame when a view it kept is still more than --threshold px "
                    "off after dropping views down to --min-views (Pose2Sim's behaviour; --max-gap can fill it). "
                    "Default: keep such points; the report counts them either way.")
-@click.option("--max-gap", type=int, default=0, show_default=True, help="Fill gaps of at most N frames (0: off).")
+@click.option("--max-gap", type=click.IntRange(min=0), default=0, show_default=True, help="Fill gaps of at most N frames (0: off).")
 @click.option("--cutoff", type=float, default=None, help="Zero-phase Butterworth low-pass cut-off in Hz (default off).")
-@click.option("--order", type=int, default=4, show_default=True, help="Order of the zero-phase filter (even).")
-@click.option("--fps", type=float, default=None, help="Frame rate (default: read from --videos).")
+@click.option("--order", type=click.IntRange(min=2), default=4, show_default=True, callback=lambda ctx, p, v: _even(v, p),
+              help="Order of the zero-phase filter (even).")
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=None, help="Frame rate (default: read from --videos).")
 @click.option("--render", is_flag=True, help="Overlays per camera and a 3D skeleton plot in OUT/render.")
-@click.option("--plot-frames", default=None, metavar="F,...", help="Frames of the 3D plot (default: four spread out).")
-@click.option("--render-every", type=int, default=1, show_default=True, help="Overlay every N-th frame.")
-@click.option("--workers", type=int, default=None,
+@click.option("--plot-frames", default=None, metavar="F,...", callback=lambda ctx, p, v: _int_list(v, p),
+              help="Frames of the 3D plot (default: four spread out).")
+@click.option("--render-every", type=click.IntRange(min=1), default=1, show_default=True, help="Overlay every N-th frame.")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
               help="Processes for reading and rendering, threads decoding videos (default: CPU count).")
 @click.option("--people", default="1", show_default=True, metavar="N|auto",
               help="People in the capture: 1 keeps the one whose detections agree across views; N > 1 or auto "
@@ -552,7 +570,7 @@ def triangulate_cmd(calibration, rig, calibration_units, keypoints, checkpoint, 
     options = CaptureOptions(joints=joints, calibration_units=calibration_units, mode=mode, threshold_px=threshold, min_confidence=min_confidence,
                              min_views=min_views, refine=refine, reject_unresolved=reject_unresolved, max_gap=max_gap, cutoff_hz=cutoff,
                              filter_order=order, fps=fps, offsets=parse_offsets(offsets), workers=workers)
-    frames = [int(f) for f in plot_frames.split(",")] if plot_frames else None
+    frames = plot_frames
     detect = None
     if checkpoint is not None:
         from mvpose.capture.detect import DetectOptions

@@ -317,6 +317,11 @@ def run_job(
         with timed(timings, source.stage):
             capture = source.load(calibration, options, rig=rig, videos=videos, images=images, timings=timings,
                                   issues=issues)
+        if render is not None and plot_frames is not None:  # before the work, not after it
+            missing = sorted(set(int(f) for f in plot_frames) - set(capture.frame_index.tolist()))
+            if missing:
+                raise CaptureError(f"--plot-frames: frames {missing} are not in the capture (its frames are "
+                                   f"{capture.frame_index[0]}..{capture.frame_index[-1]})")
         fps = video_fps(videos, capture.names)
         result = process(capture, fps)
         result.timings = {**timings, **result.timings}

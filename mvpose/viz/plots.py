@@ -26,6 +26,35 @@ ACTION_SHORT = {
 GROUP_KEYS = ("per_action", "per_sequence")
 
 
+def save_figure(fig: Any, out: str | Path, dpi: int = 120) -> Path:
+    """Write ``fig`` to ``out`` atomically and close it; returns the path written.
+
+    A name without an extension gets ``.png`` (matplotlib would add it silently, and the caller would report a
+    file that does not exist).
+
+    Raises:
+        ValueError: an extension matplotlib cannot write (names the supported ones).
+    """
+    out = Path(out)
+    if not out.suffix:
+        out = out.with_name(out.name + ".png")
+    fmt = out.suffix[1:].lower()
+    supported = fig.canvas.get_supported_filetypes()
+    if fmt not in supported:
+        plt.close(fig)
+        raise ValueError(f"{out}: cannot write a .{fmt} picture; use one of "
+                         f"{', '.join('.' + k for k in sorted(supported))}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        fig.savefig(tmp, dpi=dpi, format=fmt)
+        tmp.replace(out)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+    return out
+
+
 def report_groups(rep: dict) -> tuple[str, dict]:
     """``("per_action", {...})`` (Human3.6M), ``("per_sequence", {...})`` (Ski-Pose) or ``("overall", {})``."""
     mp = rep.get("mpjpe_mm") or {}
@@ -86,11 +115,7 @@ def plot_mpjpe_per_action(reports: Sequence[dict], labels: Sequence[str], out: s
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=130)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=130)
 
 
 def draw_tokens(
@@ -145,11 +170,7 @@ def plot_token_grid(images: Sequence[np.ndarray], titles: Sequence[str], out: st
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=120)
 
 
 # Matplotlib colours of the two sides (the synthetic preview's convention: right orange, left blue).
@@ -230,11 +251,7 @@ def plot_pose_panels(panels: Sequence[dict], out: str | Path, cols: int, limbs: 
               "dark: pruned tokens")
     fig.suptitle((suptitle + "\n" if suptitle else "") + legend, fontsize=9)
     fig.tight_layout(rect=(left, 0, 1, 0.97))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=110)
 
 
 def plot_skeletons_3d(truth: np.ndarray, preds: dict[str, np.ndarray], limbs: Sequence[tuple[int, int]], names: Sequence[str],
@@ -279,8 +296,4 @@ def plot_skeletons_3d(truth: np.ndarray, preds: dict[str, np.ndarray], limbs: Se
         ax.tick_params(labelsize=6)
     fig.suptitle((title + "\n" if title else "") + "grey dashed: truth; right orange, left blue", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.88))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=110)

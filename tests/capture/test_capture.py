@@ -406,6 +406,20 @@ def test_usage_errors(tmp_path, rig):
     assert "needs the frame rate" in _fail([*base, "--keypoints", str(tmp_path / "kp"), "--cutoff", "6"])
     assert "25 keypoints per person, but joint set 'coco' has 17" in _fail([*base, "--keypoints", str(tmp_path / "kp"),
                                                                           "--joints", "coco"])
+    # Option values are checked by the CLI, naming the option, before anything is read.
+    kp = [*base, "--keypoints", str(tmp_path / "kp")]
+    for args, message in ((["--threshold", "0"], "'--threshold': 0.0 is not in the range x>0"),
+                          (["--min-views", "1"], "'--min-views': 1 is not in the range x>=2"),
+                          (["--max-gap", "-1"], "'--max-gap': -1 is not in the range x>=0"),
+                          (["--order", "3"], "'--order': must be even"),
+                          (["--fps", "0"], "'--fps': 0.0 is not in the range x>0"),
+                          (["--render-every", "0"], "'--render-every': 0 is not in the range x>=1"),
+                          (["--plot-frames", "a,b"], "'--plot-frames': expected comma-separated frame numbers, found 'a,b'")):
+        assert message in _fail([*kp, *args]), args
+    # Plot frames outside the capture: refused once the capture is read, before triangulating or rendering.
+    out = _fail([*kp, "--render", "--plot-frames", "1,99"])
+    assert "--plot-frames: frames [99] are not in the capture (its frames are 0..2)" in out
+    assert not (tmp_path / "o").exists()
 
 
 def test_cutoff_checked_against_the_frame_rate_up_front(tmp_path, rig, monkeypatch):

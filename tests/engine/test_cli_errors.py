@@ -85,6 +85,19 @@ def test_plot_default_labels_are_distinct(tmp_path, monkeypatch):
     assert seen["labels"] == [f"demo_mv_ppt ({paths[0]})"] * 2  # same folder: the path (what else is there)
 
 
+def test_plot_output_name_is_the_file_written(tmp_path):
+    rep = tmp_path / "r.json"
+    rep.write_text(json.dumps({"model": "m", "mpjpe_mm": {"overall": 50.0, "per_action": {"Walking": 50.0}}}))
+    res = CliRunner().invoke(main, ["plot", "mpjpe", str(rep), "-o", str(tmp_path / "bars")])
+    assert res.exit_code == 0 and res.output.strip() == f"wrote {tmp_path / 'bars.png'}"
+    assert (tmp_path / "bars.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not (tmp_path / "bars").exists()
+    res = CliRunner().invoke(main, ["plot", "mpjpe", str(rep), "-o", str(tmp_path / "bars.pdf")])
+    assert res.exit_code == 0 and (tmp_path / "bars.pdf").read_bytes()[:5] == b"%PDF-"
+    line = _run("plot", "mpjpe", str(rep), "-o", str(tmp_path / "bars.xyz"))
+    assert line.startswith(f"Error: {tmp_path / 'bars.xyz'}: cannot write a .xyz picture; use one of ") and ".png" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bars.pdf", "bars.png", "r.json"]  # no temporary left
+
+
 @pytest.mark.parametrize("value", ["0", "-3"])
 def test_every_below_one_is_refused_naming_the_option(value):
     res = CliRunner().invoke(main, ["evaluate", "--checkpoint", "x.pt", "--every", value])
