@@ -247,28 +247,40 @@ def check_run_folder(out_dir: str | Path, resume: bool = False, overwrite: bool 
     """Refuse to start a fresh run in a folder that holds another run's outputs (:data:`RUN_OUTPUTS`);
     with ``overwrite``, remove them (the main process only: the caller's job under torchrun).
 
+    A run stopped before its first checkpoint (no ``last.pt`` or ``best.pt``, only its ``config.yaml`` /
+    ``log.csv``) has nothing to keep or resume: a fresh run starts there without ``overwrite``.
+
     Raises:
         FileExistsError: ``out_dir`` holds a previous run and neither ``resume`` nor ``overwrite`` is set;
             the message names the folder and both options.
         FileNotFoundError: ``resume`` and there is no ``out_dir/last.pt``.
+        ValueError: both ``resume`` and ``overwrite``.
     """
     import shutil
 
     out_dir = Path(out_dir)
+    if resume and overwrite:
+        raise ValueError("give --resume (continue the run in OUT) or --overwrite (start it again), not both")
+    found = [name for name in RUN_OUTPUTS if (out_dir / name).exists()]
+    checkpointed = any((out_dir / name).is_file() for name in ("last.pt", "best.pt"))
     if resume:
         if not (out_dir / "last.pt").is_file():
-            raise FileNotFoundError(f"--resume: {out_dir / 'last.pt'} does not exist (nothing to resume)")
+            why = (" (the run there stopped before its first checkpoint: start it again without --resume)"
+                   if found and not checkpointed else " (nothing to resume)")
+            raise FileNotFoundError(f"--resume: {out_dir / 'last.pt'} does not exist{why}")
         return
-    found = [name for name in RUN_OUTPUTS if (out_dir / name).exists()]
     if not found:
         return
+    if not overwrite and not checkpointed:
+        overwrite = True
+        log.warning("%s: the run there stopped before its first checkpoint (%s); starting afresh", out_dir, ", ".join(found))
     if not overwrite:
         raise FileExistsError(
             f"{out_dir} already holds a training run ({', '.join(found)}): continue it with --resume, start it "
             f"again with --overwrite (removes {', '.join(found)}), or give another --out")
-    for name in found:
+    for name in found:  # tolerant: under torchrun every process may get here
         path = out_dir / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
     log.warning("--overwrite: removed %s from %s", ", ".join(found), out_dir)
 
 
@@ -286,12 +298,13 @@ def train(cfg: dict[str, Any], out_dir: str | Path, resume: bool = False, device
     Raises:
         FileExistsError: ``out_dir`` holds a previous run, without ``resume`` or ``overwrite``
             (:func:`check_run_folder`).
+        ValueError: both ``resume`` and ``overwrite``.
     """
     import yaml
 
     out_dir = Path(out_dir)
     if resume or not overwrite:  # every process, before anything is written
-        check_run_folder(out_dir, resume=resume)
+        check_run_folder(out_dir, resume=resume, overwrite=overwrite)
     dinfo: DistInfo = init_distributed(device)
     if overwrite and dinfo.is_main:
         check_run_folder(out_dir, resume=resume, overwrite=True)

@@ -276,3 +276,18 @@ def test_resume_refuses_settings_it_cannot_apply(synth_root, tmp_path):
                                          r"\([^)]*\); \d+ not in the model \(ppt\.[^)]*, \.\.\.\)") as info:
         load_weights(build_model("ppt_tiny"), state(run / "last.pt"), "x")
     assert len(str(info.value)) < 600
+
+
+def test_a_run_stopped_before_its_first_checkpoint_starts_again(synth_root, tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "config.yaml").write_text("name: x\n")
+    (run / "log.csv").write_text("epoch,lr,keep_ratio,train_loss,samples_per_s,val_jdr,val_mpjpe_mm,seconds,val_keep_ratio\n")
+    with pytest.raises(FileNotFoundError, match=r"last\.pt does not exist \(the run there stopped before its first checkpoint"):
+        train(tiny_cfg(synth_root, **{"train.epochs": 1}), run, resume=True, progress=False)
+    with pytest.raises(ValueError, match=r"--resume .* or --overwrite .*, not both"):
+        train(tiny_cfg(synth_root, **{"train.epochs": 1}), run, resume=True, overwrite=True, progress=False)
+    train(tiny_cfg(synth_root, **{"train.epochs": 1}), run, progress=False)  # no --overwrite needed: nothing to lose
+    assert len((run / "log.csv").read_text().strip().splitlines()) == 2 and (run / "last.pt").is_file()
+    with pytest.raises(FileExistsError, match="already holds a training run"):  # now it has a checkpoint
+        train(tiny_cfg(synth_root, **{"train.epochs": 1}), run, progress=False)
