@@ -44,7 +44,13 @@ def main(verbose: int) -> None:
 
 @main.group()
 def calibrate() -> None:
-    """Camera calibration: convert between formats, calibrate intrinsics and extrinsics from a board."""
+    """Camera calibration: convert between formats, calibrate intrinsics and extrinsics from a board.
+
+    \b
+    Examples:
+      mvpose calibrate convert Calib.toml rig.json
+      mvpose calibrate intrinsics --board checkerboard --squares 9x6 --square-size 25 --images boards/ --out intr.json
+    """
 
 
 class _DatasetChoice(click.Choice):
@@ -72,6 +78,15 @@ def _fail(err: Exception) -> None:
 def _even(value: int, param: click.Parameter) -> int:
     if value % 2:
         raise click.BadParameter(f"must be even (a 2nd-order filter run forwards and backwards), found {value}", param=param)
+    return value
+
+
+def _file_stem(value: str, param: click.Parameter) -> str:
+    """A file name without folders, so that outputs stay inside --out."""
+    from pathlib import PurePath
+
+    if not value or PurePath(value).name != value or value in (".", ".."):
+        raise click.BadParameter(f"expected a file name without folders, found {value!r}", param=param)
     return value
 
 
@@ -170,7 +185,8 @@ def _train_plan(cfg: dict, paper_default: bool) -> str:
 @click.option("--split", default="val", show_default=True, help="Split to evaluate.")
 @click.option("--every", type=click.IntRange(min=1), default=None, help="Evaluate every N-th frame group (default 64, as published).")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Report folder (default: the checkpoint's folder).")
-@click.option("--name", default="report", show_default=True, help="Report file stem.")
+@click.option("--name", default="report", show_default=True, callback=lambda ctx, p, v: _file_stem(v, p),
+              help="Report file stem (OUT/NAME.json, OUT/NAME.csv).")
 @click.option("--flip-test/--no-flip-test", default=None,
               help="Average with the horizontally flipped crops (single-view heatmap models; default: eval.flip_test, off).")
 @click.option("--rays", type=click.Choice(["exact", "official"]), default=None,
@@ -221,7 +237,13 @@ def evaluate(checkpoint, model_name, dataset, views, data_root, split, every, ou
 
 @main.group()
 def plot() -> None:
-    """Pictures: per-action MPJPE bars, kept human tokens."""
+    """Pictures: per-action MPJPE bars, kept human tokens.
+
+    \b
+    Examples:
+      mvpose plot mpjpe runs/single/report.json runs/mv/report.json -o per_action.png
+      mvpose plot tokens --checkpoint runs/demo_mv_ppt/best.pt -o tokens.png
+    """
 
 
 @plot.command("mpjpe")
@@ -326,7 +348,7 @@ def flops(as_json, convention) -> None:
 @click.option("--from-scratch", is_flag=True,
               help="Train both methods from random weights (the pipelines' recipe) instead of fine-tuning the shipped "
                    "pretrained PPT.")
-@click.option("--device", default=None, help="cpu or cuda.")
+@click.option("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda when available).")
 def demo(out, epochs, from_scratch, device) -> None:
     """The whole story on the synthetic default in under 10 minutes on 2 CPU cores.
 
@@ -386,7 +408,12 @@ def calibrate_convert(src, dst, to, rig, calibration_units) -> None:
 
 @main.group()
 def prepare() -> None:
-    """Dataset preparation from the raw downloads."""
+    """Dataset preparation from the raw downloads.
+
+    \b
+    Example:
+      mvpose prepare h36m --raw /data/h36m_raw --out data/h36m --workers 8
+    """
 
 
 @prepare.command("h36m")
@@ -689,7 +716,12 @@ def calibrate_extrinsics_cmd(kind, squares, square_size, marker_size, dictionary
 
 @main.group("checkpoint")
 def checkpoint_group() -> None:
-    """Checkpoint maintenance."""
+    """Checkpoint maintenance.
+
+    \b
+    Example:
+      mvpose checkpoint upgrade runs/old/best.pt runs/old/best_plain.pt
+    """
 
 
 @checkpoint_group.command("upgrade")

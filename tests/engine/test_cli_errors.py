@@ -110,3 +110,23 @@ def test_refused_train_leaves_no_run_folder(tmp_path):
     line = _run("train", "--pipeline", "demo_sv_ppt", "--out", str(out), "--data-root", str(tmp_path / "missing"))
     assert "missing" in line
     assert not out.exists()
+
+
+def test_every_command_and_group_help_has_an_example():
+    import click
+
+    def walk(cmd, path):
+        yield path, cmd
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                yield from walk(sub, [*path, name])
+
+    for path, cmd in walk(main, []):
+        res = CliRunner().invoke(main, [*path, "--help"])
+        word = "Example" if path else "Typical session"  # the top level shows a whole session
+        assert res.exit_code == 0 and word in res.output and "mvpose " in res.output.split(word, 1)[1], path
+
+
+def test_report_name_stays_inside_out(tmp_path):
+    res = CliRunner().invoke(main, ["evaluate", "--checkpoint", "x.pt", "--name", "../../evil"])
+    assert res.exit_code == 2 and "'--name': expected a file name without folders, found '../../evil'" in res.output
