@@ -249,9 +249,15 @@ def read_openpose_folder(
     if not files:
         raise KeypointError(f"{folder}: no OpenPose .json files")
     numbers = [frame_number(p.name) for p in files]
+    unnumbered: list[str] = []
     if any(n is None for n in numbers):
         if all(n is None for n in numbers):
             numbers = list(range(len(files)))
+        elif 2 * sum(n is None for n in numbers) <= len(numbers):
+            # A few strays among numbered frames (a summary or settings file): left out, not the camera.
+            unnumbered = [f"{folder / p.name}: no frame number in the file name; not read as a frame"
+                          for p, n in zip(files, numbers) if n is None]
+            files, numbers = [p for p, n in zip(files, numbers) if n is not None], [n for n in numbers if n is not None]
         else:
             bad = [p.name for p, n in zip(files, numbers) if n is None][:3]
             raise KeypointError(f"{folder}: some file names carry no frame number (e.g. {bad}); all or none must")
@@ -278,10 +284,10 @@ def read_openpose_folder(
             for kind, n in part_skipped.items():
                 skipped[kind] = skipped.get(kind, 0) + n
             bar.update(len(part))
-    issues = [r for r in parsed if isinstance(r, str)]
+    issues = unnumbered + [r for r in parsed if isinstance(r, str)]
     keep = [i for i, r in enumerate(parsed) if not isinstance(r, str)]
     if not keep:
-        raise KeypointError(f"{folder}: none of the {len(files)} files could be read; first problem: {issues[0]}")
+        raise KeypointError(f"{folder}: none of the {len(files)} files could be read; first problem: {issues[-1]}")
     return _pack(name or folder.name, folder, [numbers[i] for i in keep], [parsed[i] for i in keep], issues, skipped)
 
 

@@ -89,9 +89,21 @@ def test_openpose_folder_frames_from_names_and_unreadable_files(tmp_path):
     assert np.allclose(cam.people[2, 0], people[3, 0], atol=1e-3)
     assert len(cam.issues) == 1 and "cam_000000000002_keypoints.json: not valid JSON" in cam.issues[0]
     assert np.allclose(read_openpose_folder(tmp_path / "cam", workers=2).people, cam.people, equal_nan=True)
+    # A stray file without a frame number among numbered frames is left out, not the camera.
+    (tmp_path / "cam" / "keypoints.json").write_text('{"version": 1.3}')
+    cam2 = read_openpose_folder(tmp_path / "cam", workers=0)
+    assert cam2.frames.tolist() == [0, 1, 13, 14] and np.array_equal(cam2.people, cam.people, equal_nan=True)
+    assert any(i.endswith("keypoints.json: no frame number in the file name; not read as a frame") for i in cam2.issues)
     (tmp_path / "cam" / "extra_000000000001.json").write_text('{"people": []}')
     with pytest.raises(KeypointError, match="both hold frame 1"):
         read_openpose_folder(tmp_path / "cam")
+    # Mostly unnumbered with a few numbered ones: which order is meant is unclear, so refused.
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for name in ("a.json", "b.json", "c_000000000001.json"):
+        (mixed / name).write_text('{"people": []}')
+    with pytest.raises(KeypointError, match="some file names carry no frame number"):
+        read_openpose_folder(mixed)
 
 
 def test_coco_results_json(tmp_path):
