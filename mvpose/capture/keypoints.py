@@ -48,6 +48,7 @@ __all__ = [
     "KeypointError",
     "JOINT_SETS_BY_COUNT",
     "PLACEHOLDERS",
+    "BAD_VALUES",
     "find_camera_sources",
     "frame_number",
     "parse_openpose",
@@ -67,6 +68,13 @@ PLACEHOLDERS = {
     "null_keypoints": "people whose keypoints are null",
     "empty": "people with empty keypoints",
     "all_zero": "all-zero people (no joint with confidence > 0)",
+}
+# Values no detector should write, left out and counted in CameraKeypoints.skipped as well (not placeholders).
+BAD_VALUES = {
+    "invalid_values": "people without a usable joint (NaN or negative confidences, or no finite position)",
+    "joint_nan_confidence": "joints with a NaN confidence",
+    "joint_negative_confidence": "joints with a negative confidence",
+    "joint_bad_position": "joints with confidence > 0 but x or y null, NaN or infinite",
 }
 
 
@@ -123,8 +131,12 @@ def resolve_joint_set(num_joints: int, joints: str | None, where: str) -> str:
     return name
 
 
-def _triples(values: Any, where: str, key: str) -> np.ndarray:
-    """A flat ``[x, y, c, ...]`` list -> (J, 3) float64 with missing joints as NaN, confidence 0."""
+def _triples(values: Any, where: str, key: str, skipped: dict[str, int] | None = None) -> np.ndarray:
+    """A flat ``[x, y, c, ...]`` list -> (J, 3) float64 with missing joints as NaN, confidence 0.
+
+    Joints with a NaN or negative confidence, or a confident joint without a finite position, are missing
+    too and counted in ``skipped`` (:data:`BAD_VALUES`): values no detector should write.
+    """
     if not isinstance(values, list):
         raise ValueError(f"{where}: field '{key}' must be a list of numbers, found {type(values).__name__}")
     try:
@@ -134,11 +146,23 @@ def _triples(values: Any, where: str, key: str) -> np.ndarray:
     if arr.ndim != 1 or arr.size % 3 or arr.size == 0:
         raise ValueError(f"{where}: field '{key}' must hold x, y, confidence triples, found {arr.size} values")
     arr = arr.reshape(-1, 3)
-    conf = np.nan_to_num(arr[:, 2], nan=0.0)
-    missing = (conf <= 0) | ~np.isfinite(arr[:, :2]).all(axis=1)
+    raw = arr[:, 2]
+    conf = np.nan_to_num(raw, nan=0.0)
+    bad_xy = ~np.isfinite(arr[:, :2]).all(axis=1)
+    for kind, n in (("joint_nan_confidence", np.isnan(raw).sum()), ("joint_negative_confidence", (raw < 0).sum()),
+                    ("joint_bad_position", ((conf > 0) & bad_xy).sum())):
+        if n:
+            _count(skipped, kind, int(n))
+    missing = (conf <= 0) | bad_xy
     arr[missing, :2] = np.nan
     arr[:, 2] = np.where(missing, 0.0, conf)
     return arr
+
+
+def _no_joint_kind(values: list) -> str:
+    """Why a person has no usable joint: every confidence 0 (a placeholder) or bad values."""
+    conf = np.asarray(values, dtype=np.float64).reshape(-1, 3)[:, 2]
+    return "all_zero" if (conf == 0).all() else "invalid_values"
 
 
 def _placeholder(kp: Any) -> str | None:
@@ -150,9 +174,9 @@ def _placeholder(kp: Any) -> str | None:
     return None
 
 
-def _count(skipped: dict[str, int] | None, kind: str) -> None:
+def _count(skipped: dict[str, int] | None, kind: str, n: int = 1) -> None:
     if skipped is not None:
-        skipped[kind] = skipped.get(kind, 0) + 1
+        skipped[kind] = skipped.get(kind, 0) + n
 
 
 def parse_openpose(text: str | bytes, where: str, skipped: dict[str, int] | None = None) -> list[np.ndarray]:
@@ -182,8 +206,8 @@ def parse_openpose(text: str | bytes, where: str, skipped: dict[str, int] | None
         kp = person["pose_keypoints_2d"]
         kind = _placeholder(kp)  # OpenPose writes [] for a body it did not estimate
         if kind is None:
-            arr = _triples(kp, f"{where} people[{i}]", "pose_keypoints_2d")
-            kind = None if (arr[:, 2] > 0).any() else "all_zero"
+            arr = _triples(kp, f"{where} people[{i}]", "pose_keypoints_2d", skipped)
+            kind = None if (arr[:, 2] > 0).any() else _no_joint_kind(kp)
         if kind is not None:
             _count(skipped, kind)
             continue
@@ -335,8 +359,8 @@ def read_coco_results(path: str | Path, name: str | None = None) -> CameraKeypoi
                 raise ValueError(f"{where}: 'image_id' {image_id!r} is not a frame number")
             kind = _placeholder(rec["keypoints"])
             if kind is None:
-                person = _triples(rec["keypoints"], where, "keypoints")
-                kind = None if (person[:, 2] > 0).any() else "all_zero"
+                person = _triples(rec["keypoints"], where, "keypoints", skipped)
+                kind = None if (person[:, 2] > 0).any() else _no_joint_kind(rec["keypoints"])
             if kind is not None:
                 _count(skipped, kind)
                 by_frame.setdefault(frame, [])  # the frame exists, with nobody in it

@@ -40,6 +40,7 @@ import torch
 from mvpose.capture.checks import check_person, check_quality, check_unresolved
 from mvpose.capture.issues import CaptureError, IssueLog
 from mvpose.capture.keypoints import (
+    BAD_VALUES,
     PLACEHOLDERS,
     CameraKeypoints,
     KeypointError,
@@ -137,10 +138,16 @@ class KeypointFiles:
 
 
 def _placeholder_issue(cam: CameraKeypoints, issues: IssueLog) -> None:
-    if cam.skipped:
-        what = "; ".join(f"{n} {PLACEHOLDERS[k]}" for k, n in cam.skipped.items())
+    people = {k: n for k, n in cam.skipped.items() if k in PLACEHOLDERS}
+    bad = {k: cam.skipped[k] for k in BAD_VALUES if cam.skipped.get(k)}
+    if people:
+        what = "; ".join(f"{n} {PLACEHOLDERS[k]}" for k, n in people.items())
         issues.add(f"camera {cam.name}: skipped placeholder people ({what}); the other people of those frames "
-                   "are used", "placeholders", sum(cam.skipped.values()))
+                   "are used", "placeholders", sum(people.values()))
+    if bad:
+        what = "; ".join(f"{n} {BAD_VALUES[k]}" for k, n in bad.items())
+        issues.add(f"camera {cam.name}: keypoints with values no detector writes were left out ({what})", "input",
+                   sum(bad.values()))
 
 
 def _load_capture(calibration, keypoints_dir, joints, offsets, rig, workers, progress, units, issues) -> Capture:

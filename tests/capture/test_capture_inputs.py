@@ -339,3 +339,30 @@ def test_select_person_takes_the_only_detection_whatever_its_slot(rig):
     people[0, 1] = people[0, 1].roll(-2, dims=0)  # view 1: the detection in slot 0
     _, person = select_person(people, rig)
     assert person.tolist() == [[2, 0, 2, 2]]
+
+
+def test_nan_or_negative_confidences_and_bad_positions_are_named(tmp_path, rig):
+    """Values no detector should write are counted and named as such, not as placeholders or missing frames."""
+    import json as _json
+
+    calib, cams = _sub_rig(tmp_path, rig, 3)
+    make_synthetic_capture(tmp_path / "kp", cams, frames=6, joint_set="body25", noise_px=0.5)
+    for f in sorted((tmp_path / "kp" / "cam_1").glob("*.json")):  # every confidence of cam_1 NaN
+        doc = _json.loads(f.read_text())
+        for person in doc["people"]:
+            kp = person["pose_keypoints_2d"]
+            person["pose_keypoints_2d"] = [v if i % 3 != 2 else float("nan") for i, v in enumerate(kp)]
+        f.write_text(_json.dumps(doc))
+    f = sorted((tmp_path / "kp" / "cam_2").glob("*.json"))[0]  # cam_2, first frame: one null x, one negative confidence
+    doc = _json.loads(f.read_text())
+    kp = doc["people"][0]["pose_keypoints_2d"]
+    kp[0], kp[5] = None, -0.5
+    f.write_text(_json.dumps(doc))
+    r = _invoke(["--calibration", str(calib), "--keypoints", str(tmp_path / "kp"), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    text = (tmp_path / "o" / "report.txt").read_text()
+    assert "camera cam_1: keypoints with values no detector writes were left out (6 people without a usable joint " \
+           "(NaN or negative confidences, or no finite position); 150 joints with a NaN confidence)" in text
+    assert "camera cam_2: keypoints with values no detector writes were left out (1 joints with a negative confidence; " \
+           "1 joints with confidence > 0 but x or y null, NaN or infinite)" in text
+    assert "cam_1: skipped placeholder people" not in text

@@ -293,7 +293,7 @@ def test_usage_and_input_errors(tmp_path, setup):
     assert "exactly one of --keypoints" in _fail([*base, "--checkpoint", ckpt, "--keypoints", str(videos)])
     assert "--boxes, --batch-size and --device go with --checkpoint" in _fail(
         [*base, "--keypoints", str(videos), "--batch-size", "2"])
-    assert "batch size must be >= 1" in _fail([*base, "--checkpoint", ckpt, "--videos", str(videos), "--batch-size", "0"])
+    assert "'--batch-size': 0 is not in the range x>=1" in _fail([*base, "--checkpoint", ckpt, "--videos", str(videos), "--batch-size", "0"])
     (videos / "cam_4.mp4").rename(videos / "camera4.mp4")
     out = _fail([*base, "--checkpoint", ckpt, "--videos", str(videos)])
     assert "camera4 not in the calibration" in out and "calibration cameras: cam_1, cam_2, cam_3, cam_4" in out
