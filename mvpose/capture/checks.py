@@ -150,9 +150,15 @@ def check_skeleton(points: np.ndarray, joint_set: str, issues: IssueLog, *, unit
         u = likely_unit(scale, units)
         text = (f"UNITS: the triangulated skeleton is {scale:.3g}x the size of a typical adult with the "
                 f"calibration's translations read in {units}, so the outputs (labelled mm) are not in mm")
-        if u is not None:
+        if _implausible(fit) and not best:
+            # A pile of joints is no ruler: unit advice would send the user after the wrong file.
+            text += (": the bones do not fit a human skeleton either (SKELETON below), so the size says little about "
+                     "the unit; check the keypoints first")
+        elif u is not None:
             out["likely_units"] = u
-            text += f": the calibration is likely in {u}; rerun with --calibration-units {u}"
+            text += (f": the calibration is likely in {u}; rerun with --calibration-units {u} (formats that leave the "
+                     f"unit open: Pose2Sim / anipose TOML, OpenCV without 'units'), or correct the file's translations "
+                     f"or its 'units' (formats that state it: mvpose JSON/TOML in mm, Qualisys)")
         else:
             text += ": check the calibration's translations and the keypoints"
         issues.add(text, kind="units")

@@ -279,6 +279,14 @@ def test_skeleton_fit_values():
     assert check_skeleton(X * 10.0, "coco", log, units="mm")["likely_units"] is None  # no unit below mm
     out = check_skeleton(X, "h36m", log)  # COCO points read as Human3.6M
     assert out["better_joint_set"] == "coco" and log.counts()["skeleton"] == 1
+    # Joints collapsed towards one point (a model that learned the average crop): small, but no skeleton, so
+    # no unit advice (it would send the user after a calibration that is fine).
+    pile = X.mean(axis=1, keepdims=True) + 0.05 * np.random.default_rng(0).normal(size=X.shape) * 100
+    log = IssueLog()
+    out = check_skeleton(pile, "coco", log, units="mm")
+    units = [e.message for e in log.entries if e.kind == "units"]
+    assert out["likely_units"] is None and len(units) == 1 and "rerun with" not in units[0]
+    assert "do not fit a human skeleton either" in units[0] and log.counts()["skeleton"] == 1
 
 
 # ------------------------------------------------------------------------------------------ 5. one issue log
