@@ -82,6 +82,11 @@ def evaluate_checkpoint(
         cfg["dataset"]["eval_every"] = every
     if rays is not None:
         cfg["dataset"]["rays"] = rays
+    stored = cfg["dataset"].get("root")
+    if data_root is None and stored and not Path(stored).is_dir():
+        where = " (a path relative to the folder it was trained from)" if not Path(stored).is_absolute() else ""
+        raise FileNotFoundError(f"{checkpoint}: its data root {stored}{where} is not found from {Path.cwd()}; "
+                                "give the dataset with --data-root")
     ds = build_datasets(cfg, splits=(split,), token_grid=model.token_grid, target_type=output_kind(model))[split]
     loader = DataLoader(ds, batch_size=int(cfg["eval"]["batch_size"]), shuffle=False, num_workers=0, collate_fn=collate)
     if flip_test is None:

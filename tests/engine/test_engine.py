@@ -291,3 +291,16 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_again(synth_root, tmp_
     assert len((run / "log.csv").read_text().strip().splitlines()) == 2 and (run / "last.pt").is_file()
     with pytest.raises(FileExistsError, match="already holds a training run"):  # now it has a checkpoint
         train(tiny_cfg(synth_root, **{"train.epochs": 1}), run, progress=False)
+
+
+def test_evaluate_names_a_relative_data_root_missing_from_here(synth_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(synth_root.parent)
+    rel = synth_root.name  # trained with a relative root
+    train(tiny_cfg(rel, **{"train.epochs": 1}), tmp_path / "r", progress=False)
+    monkeypatch.chdir(tmp_path)
+    ckpt = str(tmp_path / "r" / "last.pt")
+    res = CliRunner().invoke(main, ["evaluate", "--checkpoint", ckpt])
+    assert res.exit_code == 1 and (f"its data root {rel} (a path relative to the folder it was trained from) is not found "
+                                   f"from {tmp_path}; give the dataset with --data-root") in res.output, res.output
+    res = CliRunner().invoke(main, ["evaluate", "--checkpoint", ckpt, "--data-root", str(synth_root)])
+    assert res.exit_code == 0, res.output
