@@ -675,6 +675,15 @@ def _detect_capture(calibration, detect, options, rig, folder, what, where, vide
             issues.add(f"camera {src.name}: frames are {src.size[0]}x{src.size[1]} but the calibration is for "
                        f"{cw}x{ch}; keypoints are in frame pixels, so is the calibration for another resolution?",
                        kind="calibration")
+    readable = [src.name for src in sources if src.size is not None]
+    if len(readable) < max(2, options.min_views):
+        unreadable = [f"{src.name} ({src.path})" for src in sources if src.size is None]
+        absent = [n for n in rig_cams.names if n not in names]
+        raise CaptureError(
+            f"{where}: {len(readable)} camera(s) with readable frames ({', '.join(readable) or 'none'}); triangulation "
+            f"needs {max(2, options.min_views)}"
+            + (f"; no frame could be read from {', '.join(unreadable)}" if unreadable else "")
+            + (f"; no video / image folder for {', '.join(absent)}" if absent else ""))
     frame_index = frame_axis([s.frames for s in sources], [offsets.get(s.name, 0) for s in sources])
     if not len(frame_index):
         raise CaptureError(f"{where}: no camera has a readable frame")

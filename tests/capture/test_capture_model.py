@@ -298,6 +298,14 @@ def test_usage_and_input_errors(tmp_path, setup):
     out = _fail([*base, "--checkpoint", ckpt, "--videos", str(videos)])
     assert "camera4 not in the calibration" in out and "calibration cameras: cam_1, cam_2, cam_3, cam_4" in out
     assert not (tmp_path / "o").exists()
+    # One readable camera: refused before any model pass, naming the unreadable and the missing ones.
+    (videos / "camera4.mp4").unlink()
+    (videos / "cam_2.mp4").write_text("not a video")
+    (videos / "cam_3.mp4").write_bytes((videos / "cam_1.mp4").read_bytes()[:200])  # cut short
+    out = _fail([*base, "--checkpoint", ckpt, "--videos", str(videos)])
+    assert "1 camera(s) with readable frames (cam_1); triangulation needs 2; no frame could be read from cam_2 (" in out
+    assert "cam_3 (" in out and "no video / image folder for cam_4" in out
+    assert not (tmp_path / "o").exists()
 
 
 def test_converted_official_coco_model_runs_in_triangulate(tmp_path, setup):
