@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from pathlib import Path
 
 import click
 
@@ -83,9 +84,7 @@ def _even(value: int, param: click.Parameter) -> int:
 
 def _file_stem(value: str, param: click.Parameter) -> str:
     """A file name without folders, so that outputs stay inside --out."""
-    from pathlib import PurePath
-
-    if not value or PurePath(value).name != value or value in (".", ".."):
+    if not value or Path(value).name != value or value in (".", ".."):
         raise click.BadParameter(f"expected a file name without folders, found {value!r}", param=param)
     return value
 
@@ -272,7 +271,6 @@ def _report_labels(reps: list[dict], paths: list[str]) -> list[str]:
     """Default legend labels: each report's ``label`` (else its model); labels that collide get the
     report's folder name appended (its path when the folders collide too)."""
     from collections import Counter
-    from pathlib import Path
 
     base = [r.get("label") or r.get("model") or f"report{i}" for i, r in enumerate(reps)]
     count = Counter(base)
@@ -591,6 +589,10 @@ def triangulate_cmd(calibration, rig, calibration_units, keypoints, checkpoint, 
         raise click.UsageError("--checkpoint needs the frames: give --videos DIR or --images DIR")
     if checkpoint is None and (boxes is not None or batch_size != 8 or device != "cpu"):
         raise click.UsageError("--boxes, --batch-size and --device go with --checkpoint")
+    for option, folder in (("--keypoints", keypoints), ("--videos", videos), ("--images", images)):
+        if folder is not None and Path(folder).resolve() in (Path(out).resolve(), *Path(out).resolve().parents):
+            raise click.UsageError(f"--out {out} is inside {option} {folder}: its outputs would be read as a camera "
+                                   "the next time; write them elsewhere")
     from mvpose.resources import resolve_calibration
 
     calibration = str(resolve_calibration(calibration))

@@ -135,6 +135,9 @@ NULLABLE = ("train.grad_clip", "train.threads", "train.max_steps_per_epoch", "da
 MINIMUM = {"train.epochs": 1, "train.batch_size": 1, "eval.batch_size": 1, "dataset.views": 1, "train.workers": 0,
            "dataset.train_every": 1, "dataset.eval_every": 1, "train.val_every_epochs": 1}
 CHOICES = {"dataset.rays": ("exact", "official"), "eval.decode": ("udp", "argmax", "soft")}
+# Values that must be above zero (a learning rate of -1 reaches the optimiser as a bare PyTorch error).
+POSITIVE = ("train.lr", "train.lr_factor", "train.grad_clip", "train.per_view_lr_factor", "dataset.sigma",
+            "eval.jdr_head_size", "eval.jdr_factor")
 
 
 def _known_keys(section: dict[str, Any], prefix: str = "") -> list[str]:
@@ -185,6 +188,8 @@ def check_value(key: str, value: Any) -> None:
             raise ConfigError(f"--set {key}: expected a number, found {value!r}")
     elif not isinstance(value, type(default)):
         raise ConfigError(f"--set {key}: expected {_type_name(default)}, found {value!r}")
+    if key in POSITIVE and isinstance(value, (int, float)) and not value > 0:
+        raise ConfigError(f"--set {key}: expected a number above 0, found {value!r}")
     if key in MINIMUM and isinstance(value, (int, float)) and value < MINIMUM[key]:
         raise ConfigError(f"--set {key}: expected at least {MINIMUM[key]}, found {value!r}")
     if key in CHOICES and value not in CHOICES[key]:
@@ -248,6 +253,35 @@ def model_parameters(name: str, own_only: bool = False) -> list[str] | None:
     return [p.name for p in params if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
 
 
+def _check_model_value_types(name: str, values: dict[str, Any]) -> None:
+    """A number, flag or text where the model's default (registered configuration, else constructor) is one."""
+    from mvpose.models import registry
+
+    factory = registry.model_factory(name)
+    target = getattr(factory, "model_class", factory)
+    defaults = {p.name: p.default for p in inspect.signature(target).parameters.values()
+                if p.default is not inspect.Parameter.empty}
+    defaults.update(getattr(factory, "model_defaults", {}))
+    for key, value in values.items():
+        default = defaults.get(key)
+        if default is None or value is None:
+            continue
+        if isinstance(default, bool):
+            ok, want = isinstance(value, bool), "true or false"
+        elif isinstance(default, int):
+            ok, want = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        elif isinstance(default, float):
+            ok, want = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+        elif isinstance(default, str):
+            ok, want = isinstance(value, str), "a text"
+        elif isinstance(default, (list, tuple)):
+            ok, want = isinstance(value, (list, tuple)), "a list"
+        else:
+            continue
+        if not ok:
+            raise ConfigError(f"--set model.{key}: expected {want} (model {name!r} has {default!r}), found {value!r}")
+
+
 def _all_model_parameters() -> list[str]:
     """Every constructor argument of the registered models' classes (the candidates of a suggestion)."""
     from mvpose.models import list_models
@@ -279,6 +313,8 @@ def check_model_keys(cfg: dict[str, Any]) -> None:
             if key not in accepted:
                 raise ConfigError(f"--set model.{key}: unknown key for model {name!r}{_suggest(key, accepted)} "
                                   f"(accepted: {', '.join(sorted(accepted))})")
+    _check_model_value_types(name, m)
+    if accepted is not None:
         return
     import torch
 

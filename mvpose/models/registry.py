@@ -41,6 +41,7 @@ def register_config(name: str, cls: type[nn.Module], **defaults: Any) -> None:
         return cls(**{**defaults, **cfg})
 
     factory.model_class = cls  # what config validation reads the accepted arguments from
+    factory.model_defaults = dict(defaults)  # and the types of their values
     register_model(name)(factory)
 
 

@@ -428,6 +428,8 @@ def test_usage_errors(tmp_path, rig):
                           (["--render-every", "0"], "'--render-every': 0 is not in the range x>=1"),
                           (["--plot-frames", "a,b"], "'--plot-frames': expected comma-separated frame numbers, found 'a,b'")):
         assert message in _fail([*kp, *args]), args
+    out = _fail(["--calibration", str(RIG), "--keypoints", str(tmp_path / "kp"), "--out", str(tmp_path / "kp" / "res")])
+    assert f"--out {tmp_path / 'kp' / 'res'} is inside --keypoints {tmp_path / 'kp'}" in out
     # Plot frames outside the capture: refused once the capture is read, before triangulating or rendering.
     out = _fail([*kp, "--render", "--plot-frames", "1,99"])
     assert "--plot-frames: frames [99] are not in the capture (its frames are 0..2)" in out

@@ -22,6 +22,11 @@ def _run(*args):
     ("train.lr=abc", "Error: --set train.lr: expected a number, found 'abc'"),
     ("train.batch_size=0", "Error: --set train.batch_size: expected at least 1, found 0"),
     ("dataset.rays=bogus", "Error: --set dataset.rays: expected one of exact, official, found 'bogus'"),
+    ("train.lr=-1", "Error: --set train.lr: expected a number above 0, found -1"),
+    ("dataset.sigma=0", "Error: --set dataset.sigma: expected a number above 0, found 0"),
+    ("model.depth=abc", "Error: --set model.depth: expected an integer (model 'mv_ppt_tiny' has 4), found 'abc'"),
+    ("model.use_3d_pe=maybe", "Error: --set model.use_3d_pe: expected true or false (model 'mv_ppt_tiny' has True), "
+                              "found 'maybe'"),
 ])
 def test_bad_values_are_one_line(tmp_path, item, message):
     assert _run("train", "--pipeline", "demo_mv_ppt", "--out", str(tmp_path / "r"), "--set", item) == message
