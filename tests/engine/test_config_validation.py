@@ -74,8 +74,10 @@ def test_cli_rejects_unknown_key_before_training(tmp_path):
 
 def test_scientific_notation_is_a_number():
     """`--set train.lr=2e-3` is what users type; YAML 1.1 (PyYAML) reads it as a string without this."""
-    cfg = apply_overrides(load_pipeline("demo_mv_ppt"), ["train.lr=2e-3", "train.grad_clip=1E1", "dataset.sigma=-1.5e+0"])
-    assert cfg["train"]["lr"] == 0.002 and cfg["train"]["grad_clip"] == 10.0 and cfg["dataset"]["sigma"] == -1.5
+    cfg = apply_overrides(load_pipeline("demo_mv_ppt"), ["train.lr=2e-3", "train.grad_clip=1E1", "dataset.sigma=1.5e+0"])
+    assert cfg["train"]["lr"] == 0.002 and cfg["train"]["grad_clip"] == 10.0 and cfg["dataset"]["sigma"] == 1.5
+    with pytest.raises(ConfigError, match="expected a number above 0, found -1.5$"):  # read as a number, then refused
+        apply_overrides(load_pipeline("demo_mv_ppt"), ["dataset.sigma=-1.5e+0"])
     assert apply_overrides(load_pipeline("demo_mv_ppt"), ["name=1e3x"])["name"] == "1e3x"  # not a number: a string
     with pytest.raises(ConfigError, match="expected a number, found 'e-3'"):
         apply_overrides(load_pipeline("demo_mv_ppt"), ["train.lr=e-3"])
