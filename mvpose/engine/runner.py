@@ -13,8 +13,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from mvpose.engine.checkpoint import atomic_write_text, load_checkpoint, load_weights
-from mvpose.engine.evaluate import (breakdown_of, build_report, evaluate_coco, forward_views, joint_names_for, joint_set_issue,
-                                     output_kind, predict, write_report)
+from mvpose.engine.evaluate import (breakdown_of, build_report, dataset_joint_names, evaluate_coco, forward_views,
+                                     joint_names_for, joint_set_issue, output_kind, predict, write_report)
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,10 @@ def evaluate_checkpoint(
         cfg["dataset"]["eval_every"] = every
     if rays is not None:
         cfg["dataset"]["rays"] = rays
+    expected = dataset_joint_names(cfg["dataset"]["name"])
+    early = joint_set_issue(trained_on, cfg["dataset"]["name"], expected) if expected is not None else None
+    if early:  # said before the (possibly long) evaluation, not only after its numbers
+        log.warning("%s: %s", checkpoint, early)
     stored = cfg["dataset"].get("root")
     if data_root is None and stored and not Path(stored).is_dir():
         where = " (a path relative to the folder it was trained from)" if not Path(stored).is_absolute() else ""
@@ -97,7 +101,8 @@ def evaluate_checkpoint(
     report = build_report(pred, names, cfg["eval"]["jdr_head_size"], cfg["eval"]["jdr_factor"], breakdown=breakdown_of(ds))
     issue = joint_set_issue(trained_on, cfg["dataset"]["name"], list(ds.skeleton.joints))
     if issue:
-        log.warning("%s: %s", checkpoint, issue)
+        if issue != early:
+            log.warning("%s: %s", checkpoint, issue)
         report.setdefault("issues", []).append(issue)
     report.update(model=cfg["model"]["name"], label=cfg.get("name", cfg["model"]["name"]), dataset=cfg["dataset"]["name"],
                   checkpoint=str(checkpoint), split=split, flip_test=bool(flip_test),

@@ -304,3 +304,13 @@ def test_evaluate_names_a_relative_data_root_missing_from_here(synth_root, tmp_p
                                    f"from {tmp_path}; give the dataset with --data-root") in res.output, res.output
     res = CliRunner().invoke(main, ["evaluate", "--checkpoint", ckpt, "--data-root", str(synth_root)])
     assert res.exit_code == 0, res.output
+
+
+def test_evaluate_on_other_joints_warns_before_evaluating(synth_root, tmp_path, caplog):
+    from mvpose.engine.runner import evaluate_checkpoint
+
+    train(tiny_cfg(synth_root, **{"train.epochs": 1}), tmp_path / "r", progress=False)
+    with caplog.at_level("WARNING", logger="mvpose.engine.runner"), pytest.raises(Exception):
+        # skipose data that does not exist: the warning must come before the data is even looked for
+        evaluate_checkpoint(tmp_path / "r" / "last.pt", dataset="skipose", data_root=str(tmp_path / "no_data"), progress=False)
+    assert any("JDR and MPJPE do not measure the model" in r.getMessage() for r in caplog.records)
