@@ -156,9 +156,10 @@ def check_skeleton(points: np.ndarray, joint_set: str, issues: IssueLog, *, unit
                      "the unit; check the keypoints first")
         elif u is not None:
             out["likely_units"] = u
-            text += (f": the calibration is likely in {u}; rerun with --calibration-units {u} (formats that leave the "
-                     f"unit open: Pose2Sim / anipose TOML, OpenCV without 'units'), or correct the file's translations "
-                     f"or its 'units' (formats that state it: mvpose JSON/TOML in mm, Qualisys)")
+            factor = UNITS_MM[u] / UNITS_MM[units]
+            text += (f": the calibration is likely in {u}. Pose2Sim / anipose TOML or OpenCV without 'units': rerun with "
+                     f"--calibration-units {u} (or state units: {u} in the file); mvpose JSON/TOML and Qualisys files are "
+                     f"in mm by definition: multiply their translations by {factor:g}")
         else:
             text += ": check the calibration's translations and the keypoints"
         issues.add(text, kind="units")
@@ -347,7 +348,9 @@ def check_unresolved(unresolved: np.ndarray, points: np.ndarray, joints: Sequenc
         most = ", ".join(f"{joints[j]} {int(per[j])}" for j in order[:4])
         what = (f"left missing (--reject-unresolved){'; --max-gap fills short runs' if not options.max_gap else ''}"
                 if rejected else "kept (--reject-unresolved leaves them missing, as Pose2Sim does)")
+        how = (f"after drop_worst went down to {options.min_views} views" if options.mode == "drop_worst"
+               else "in RANSAC's best consensus")
         issues.add(f"{n} of {total} triangulated points ({100 * share:.1f}%) still had a view more than "
-                   f"{options.threshold_px:g} px off after {options.mode} went down to {options.min_views} views "
-                   f"(most: {most}); {what}", kind="quality" if share > UNRESOLVED_MAX else "views", count=n)
+                   f"{options.threshold_px:g} px off {how} (most: {most}); {what}",
+                   kind="quality" if share > UNRESOLVED_MAX else "views", count=n)
     return out

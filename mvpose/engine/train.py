@@ -563,12 +563,23 @@ def _train(cfg, out_dir: Path, resume: bool, dinfo: DistInfo, progress: bool, ya
     if resume:  # read first: an unreadable last.pt stops the run before anything is built or written
         ckpt = load_checkpoint(out_dir / "last.pt", map_location=dinfo.device,
                                required=REQUIRED_FIELDS + ("optimizer", "scheduler", "epoch", "rng"))
+        trained_root, asked_root = ckpt["config"].get("dataset", {}).get("root"), cfg["dataset"].get("root")
+        if asked_root is None and trained_root:
+            # No --data-root on resume: the run's data, not the synthetic default the pipeline would fall back to.
+            cfg["dataset"]["root"] = trained_root
+            log.info("--resume: data root %s (the run's)", trained_root)
+        elif asked_root != trained_root:
+            log.warning("--resume: data root %s, the run trained on %s so far (moved data is fine; other data makes "
+                        "the run a mix)", asked_root or "the synthetic demo set", trained_root or "the synthetic demo set")
         conflicts = resume_conflicts(ckpt["config"], cfg)
         if conflicts:
             from mvpose.engine.config import ConfigError
 
-            shown = "; ".join(f"{k}: {old!r} in the run, {new!r} asked for" for k, old, new in conflicts[:6])
+            first = [c for c in conflicts if c[0] == "name"] + [c for c in conflicts if c[0] != "name"]
+            shown = "; ".join(f"{k}: {old!r} in the run, {new!r} asked for" for k, old, new in first[:6])
             more = f" (and {len(conflicts) - 6} more)" if len(conflicts) > 6 else ""
+            if first[0][0] == "name":
+                shown = f"another pipeline (the run is --pipeline {first[0][1]}): " + shown
             raise ConfigError(
                 f"--resume: {out_dir / 'last.pt'} was trained with other settings: {shown}{more}. A resumed run keeps "
                 f"its model, optimiser and schedule: resume with the run's settings ({out_dir / 'config.yaml'}; "
@@ -586,6 +597,9 @@ def _train(cfg, out_dir: Path, resume: bool, dinfo: DistInfo, progress: bool, ya
     max_steps = tcfg.get("max_steps_per_epoch")
     steps_per_epoch = min(len(run.loader), int(max_steps)) if max_steps else len(run.loader)
     summary: dict[str, Any] = {"out_dir": str(out_dir)}
+    if run.start_epoch >= epochs and dinfo.is_main:
+        log.warning("--resume: the run in %s has finished %d epoch(s) and train.epochs is %d: nothing to train "
+                    "(raise train.epochs to continue it)", out_dir, run.start_epoch, epochs)
     for epoch in range(run.start_epoch, epochs):
         t0 = time.perf_counter()
         row = _train_one_epoch(run, epoch, steps_per_epoch, progress)

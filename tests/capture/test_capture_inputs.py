@@ -193,6 +193,22 @@ def test_calibration_in_millimetres_read_as_metres_is_loud_and_fixable(tmp_path,
     assert r.exit_code != 0 and "states 'mm'" in r.output and "'m' were requested" in r.output
 
 
+def test_mvpose_calibration_written_in_metres_gets_advice_it_can_follow(tmp_path, rig):
+    """mvpose JSON is mm by definition (--calibration-units m and units: m are refused), so the advice for a file
+    whose translations were written in metres is to convert them, not an option that would be refused."""
+    make_synthetic_capture(tmp_path / "kp", rig, frames=5, joint_set="body25", noise_px=0.5)
+    params = params_from_cameras(rig)
+    for p in params:
+        p["t"] = p["t"] / 1000.0
+    write_mvpose_calibration(tmp_path / "rig_m.json", params)
+    r = _invoke(["--calibration", str(tmp_path / "rig_m.json"), "--keypoints", str(tmp_path / "kp"), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    report = (tmp_path / "o" / "report.txt").read_text()
+    assert "mvpose JSON/TOML and Qualisys files are in mm by definition: multiply their translations by 1000" in report
+    assert "mvpose calibrations are in mm by definition: convert the file's translations to mm" in report
+    assert "state the unit" not in report
+
+
 def test_calibration_units_for_every_format(tmp_path, rig):
     write_mvpose_calibration(tmp_path / "rig.json", params_from_cameras(rig))
     with pytest.raises(CalibrationError, match="mvpose calibrations are in mm"):

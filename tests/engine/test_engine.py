@@ -268,9 +268,16 @@ def test_resume_refuses_settings_it_cannot_apply(synth_root, tmp_path):
     sv = apply_overrides(load_pipeline("demo_sv_ppt"), [f"dataset.root={synth_root}", "dataset.views=2",
                                                         "dataset.eval_every=1", "train.batch_size=2", "train.workers=0",
                                                         "train.max_steps_per_epoch=2", "train.epochs=2", "eval.batch_size=4"])
-    with pytest.raises(ConfigError, match=r"model\.name: 'mv_ppt_tiny' in the run, 'ppt_tiny' asked for"):
+    with pytest.raises(ConfigError, match=r"another pipeline \(the run is --pipeline demo_mv_ppt\): name: 'demo_mv_ppt' in "
+                                          r"the run, 'demo_sv_ppt' asked for; .*model\.name: 'mv_ppt_tiny' in the run"):
         train(sv, run, resume=True, progress=False)
     assert (run / "config.yaml").read_text() == before
+    # No data root on resume: the run's own, not the synthetic default set the pipeline would fall back to.
+    again = tiny_cfg(synth_root, **{"train.epochs": 2})
+    again["dataset"]["root"] = None
+    train(again, run, resume=True, progress=False)
+    assert f"root: {synth_root}" in (run / "config.yaml").read_text()
+    assert len((run / "log.csv").read_text().strip().splitlines()) == 3
     # Weights of another model: a count and the first names, not PyTorch's list of every key.
     with pytest.raises(ValueError, match=r"^x: the weights do not fit PPT: \d+ of the model's \d+ tensors missing "
                                          r"\([^)]*\); \d+ not in the model \(ppt\.[^)]*, \.\.\.\)") as info:

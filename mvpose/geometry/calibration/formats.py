@@ -94,11 +94,14 @@ def read_calibration(path: str | Path, fmt: str | None = None, units: str | None
         agree_units(units, "mm", f"{path}: {fmt} calibrations are in mm")
         rigs = readers[fmt](path)
     used = calibration_units(path, fmt, units)
+    # What the user can do about it depends on the format: these two leave the unit open, the others fix mm.
+    remedy = ("state the unit: units='m'|'cm'|'mm' in the file, or `--calibration-units`" if fmt in ("pose2sim", "opencv")
+              else f"{fmt} calibrations are in mm by definition: convert the file's translations to mm")
     for name, params in rigs.items():
         hint = rig_units_hint(params, used) if params else None
         if hint:
             rig = f" rig {name!r}" if name else ""
-            logger.warning("%s%s: %s (state the unit: units='m'|'cm'|'mm', `--calibration-units`)", path, rig, hint)
+            logger.warning("%s%s: %s (%s)", path, rig, hint, remedy)
     return rigs
 
 
