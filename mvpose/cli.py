@@ -552,7 +552,7 @@ def synth(out, fmt, subjects, actions, frames, image_size, seed, preview, worker
               help="People in the capture: 1 keeps the one whose detections agree across views; N > 1 or auto "
                    "associates the detections of all views into at most N people (auto: as many as found), tracks "
                    "them over time and writes one TRC per person.")
-@click.option("--track-distance", type=float, default=500.0, show_default=True,
+@click.option("--track-distance", type=click.FloatRange(min=0, min_open=True), default=500.0, show_default=True,
               help="With --people: largest median joint distance (mm) to link a person to the previous frames' track.")
 @_trust_option
 def triangulate_cmd(calibration, rig, calibration_units, keypoints, checkpoint, boxes, batch_size, device, videos, images, out, joints,

@@ -59,9 +59,9 @@ def parse_people(text: str | int | None) -> int | None:
     try:
         n = int(text)
     except (TypeError, ValueError):
-        raise CaptureError(f"people: expected a positive integer or 'auto', got {text!r}") from None
+        raise CaptureError(f"--people: expected a positive integer or 'auto', got {text!r}") from None
     if n < 1:
-        raise CaptureError(f"people: expected a positive integer or 'auto', got {text!r}")
+        raise CaptureError(f"--people: expected a positive integer or 'auto', got {text!r}")
     return n
 
 
