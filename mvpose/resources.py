@@ -21,7 +21,7 @@ __all__ = ["resource_path", "pipelines_dir", "h36m_calibration_path", "calibrati
 #: Pretrained weights shipped in ``mvpose/weights/``: name -> (file, sha256 of the file). The model
 #: card ``mvpose/weights/NAME.md`` says how each was made.
 SHIPPED_WEIGHTS: dict[str, tuple[str, str]] = {
-    "ppt_tiny_synth": ("ppt_tiny_synth.pt", "7438db60a43e31b59b2246112efb4da99292bbf6384f4c0b9190988391ce06c1"),
+    "ppt_tiny_synth": ("ppt_tiny_synth.pt", "fc4735b51338a22e9289131e9c2bc827b38b2ed6eac79cd10ee9ef46fcc75d90"),
 }
 
 
