@@ -13,6 +13,7 @@ matplotlib.use("Agg")  # headless: plots go to files
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from mvpose.capture.io import atomic_path  # noqa: E402
 from mvpose.skeletons import H36M_ACTIONS  # noqa: E402
 
 # Short labels as in the PPT paper's Table 5.
@@ -44,14 +45,11 @@ def save_figure(fig: Any, out: str | Path, dpi: int = 120) -> Path:
         plt.close(fig)
         raise ValueError(f"{out}: cannot write a .{fmt} picture; use one of "
                          f"{', '.join('.' + k for k in sorted(supported))}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
     try:
-        fig.savefig(tmp, dpi=dpi, format=fmt)
-        tmp.replace(out)
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=dpi, format=fmt)
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
     return out
 
 
