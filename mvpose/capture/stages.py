@@ -24,7 +24,7 @@ from mvpose.capture.keypoints import CameraKeypoints, find_camera_sources
 from mvpose.capture.types import Capture, CaptureOptions, KeypointSource, check_cutoff
 from mvpose.frames import VIDEO_SUFFIXES
 from mvpose.geometry.camera import Cameras
-from mvpose.geometry.triangulation import refine_points, triangulate, triangulate_robust
+from mvpose.geometry.triangulation import refine_points, triangulate, triangulate_robust, worst_used_error
 from mvpose.skeletons import get_skeleton
 
 __all__ = [
@@ -202,8 +202,7 @@ def triangulate_frames(
             tri = triangulate_robust(p, cameras, w, threshold_px=options.threshold_px, min_views=options.min_views,
                                      mode=options.mode, refine=options.refine, generator=gen)
             X, used = tri.points3d, tri.used
-            worst = torch.where(used, tri.reprojection_error.nan_to_num(nan=math.inf), -math.inf).amax(dim=-2)  # (t, J)
-            bad = (worst > options.threshold_px) & X.isfinite().all(dim=-1)
+            bad = (worst_used_error(tri.reprojection_error, used, vdim=-2) > options.threshold_px) & X.isfinite().all(dim=-1)
             unresolved.append(bad)
             if options.reject_unresolved and bool(bad.any()):
                 X = X.masked_fill(bad[..., None], math.nan)

@@ -42,6 +42,7 @@ __all__ = [
     "solve_symmetric3",
     "triangulate",
     "triangulate_robust",
+    "worst_used_error",
 ]
 
 # Entries (row, col) of the 4x4 normal matrix used by the 3x3 solve: the symmetric upper 3x3 block, then the
@@ -501,8 +502,17 @@ def _in_blocks(
     return Triangulation(points3d.reshape(*B, J, 3), error.reshape(*B, V, J), used.reshape(*B, V, J))
 
 
-def _worst_used(err: torch.Tensor, used: torch.Tensor, vdim: int) -> torch.Tensor:
-    """(..., V, *B, J) errors -> (..., *B, J) largest error over the used views (NaN counts as infinite)."""
+def worst_used_error(err: torch.Tensor, used: torch.Tensor, vdim: int) -> torch.Tensor:
+    """Largest reprojection error (px) of each joint over the views it used; NaN counts as infinite, a joint
+    without a used view gets -inf.
+
+    Args:
+        err: reprojection errors with the view axis at ``vdim`` (e.g. (..., V, J) and ``vdim=-2``).
+        used: bool of the same shape.
+
+    Returns:
+        ``err`` without the view axis.
+    """
     err = torch.where(used, err.nan_to_num(nan=math.inf), torch.full((), -math.inf, dtype=err.dtype, device=err.device))
     return err.amax(dim=vdim)
 
@@ -523,12 +533,12 @@ def _drop_worst(prob: _Problem, threshold_px: float, min_views: int) -> tuple[to
     X = _solve(prob, w)
     for _ in range(max(V - min_views, 0)):
         used = w > 0
-        todo = (_worst_used(_errors(prob, X), used, vdim) > threshold_px) & (used.sum(dim=0) > min_views)
+        todo = (worst_used_error(_errors(prob, X), used, vdim) > threshold_px) & (used.sum(dim=0) > min_views)
         if not bool(todo.any()):
             break
         w_cand = w * leave_out  # (V, V, *B, J)
         X_cand = _solve(prob, w_cand)  # (3, V, *B, J)
-        left = _worst_used(_errors(prob, X_cand), w_cand > 0, vdim)  # (V, *B, J)
+        left = worst_used_error(_errors(prob, X_cand), w_cand > 0, vdim)  # (V, *B, J)
         left = torch.where(used, left, torch.full((), math.inf, dtype=left.dtype, device=left.device))
         best_left, best = left.min(dim=0)  # (*B, J)
         todo = todo & best_left.isfinite()
