@@ -638,10 +638,9 @@ def detect_captures(
 
 @dataclass
 class _Followed:
-    """One person followed through the frames: its box-file boxes, tracker and results so far."""
+    """One person followed through the frames: its tracker (which holds its box-file boxes) and results so far."""
 
     person: str | None
-    file_boxes: np.ndarray  # (T, V, 4), NaN where the box files have none
     tracker: BoxTracker
     keypoints: np.ndarray  # (T, V, J, 3)
     boxes: np.ndarray  # (T, V, 4)
@@ -708,7 +707,7 @@ def _detect_capture(calibration, detect, options, rig, folder, what, where, vide
         tracker = BoxTracker(detector, detect, options, cameras, frame_index, file_boxes, frame_sizes, timings)
         keypoints = np.full((T, V, J, 3), np.nan)
         keypoints[..., 2] = 0.0
-        one = _Followed(person, file_boxes, tracker, keypoints, np.full((T, V, 4), np.nan), np.zeros((T, V), np.int8))
+        one = _Followed(person, tracker, keypoints, np.full((T, V, 4), np.nan), np.zeros((T, V), np.int8))
         if unused:
             issues.add(f"{one.label}boxes {detect.boxes}: no box of camera(s) {', '.join(unused)} falls on a capture frame")
         followed.append(one)
@@ -777,7 +776,7 @@ def _follow(one: _Followed, detect: DetectOptions, frames: list, s: int, e: int,
     the single person is lost), run the model, triangulate, move the track on; fills ``one``'s arrays."""
     tracker = one.tracker
     avail = np.array([[img is not None for img in row] for row in frames])  # (n, V)
-    has_file = np.isfinite(one.file_boxes[s:e]).all(-1) & avail
+    has_file = np.isfinite(tracker.file_boxes[s:e]).all(-1) & avail
     seen = np.flatnonzero(avail.sum(axis=1) >= 2)  # frames that can be triangulated
     searched = None
     if one.person is not None:
