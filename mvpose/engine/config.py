@@ -158,6 +158,17 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
+def _wanted_type(default: Any, value: Any) -> str | None:
+    """What ``value`` should be to have the type of ``default`` (a bool is no number), or None when it has it."""
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "true or false"
+    if isinstance(default, int):
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+    if isinstance(default, float):
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "a number"
+    return None if isinstance(value, type(default)) else _type_name(default)
+
+
 def check_value(key: str, value: Any) -> None:
     """Check one ``key`` (dotted) against the type of its default in :data:`DEFAULTS` and the bounds
     of :data:`MINIMUM` / :data:`CHOICES`.
@@ -177,17 +188,8 @@ def check_value(key: str, value: Any) -> None:
         raise ConfigError(f"--set {key}: expected {_type_name(default)}, found null")
     if default is None or isinstance(default, dict) and key in OPEN_SECTIONS and isinstance(value, dict):
         pass
-    elif isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"--set {key}: expected true or false, found {value!r}")
-    elif isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"--set {key}: expected an integer, found {value!r}")
-    elif isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"--set {key}: expected a number, found {value!r}")
-    elif not isinstance(value, type(default)):
-        raise ConfigError(f"--set {key}: expected {_type_name(default)}, found {value!r}")
+    elif (want := _wanted_type(default, value)) is not None:
+        raise ConfigError(f"--set {key}: expected {want}, found {value!r}")
     if key in POSITIVE and isinstance(value, (int, float)) and not value > 0:
         raise ConfigError(f"--set {key}: expected a number above 0, found {value!r}")
     if key in MINIMUM and isinstance(value, (int, float)) and value < MINIMUM[key]:
@@ -266,19 +268,13 @@ def _check_model_value_types(name: str, values: dict[str, Any]) -> None:
         default = defaults.get(key)
         if default is None or value is None:
             continue
-        if isinstance(default, bool):
-            ok, want = isinstance(value, bool), "true or false"
-        elif isinstance(default, int):
-            ok, want = isinstance(value, int) and not isinstance(value, bool), "an integer"
-        elif isinstance(default, float):
-            ok, want = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
-        elif isinstance(default, str):
-            ok, want = isinstance(value, str), "a text"
-        elif isinstance(default, (list, tuple)):
-            ok, want = isinstance(value, (list, tuple)), "a list"
+        if isinstance(default, (list, tuple)):  # a YAML list for a tuple default is fine
+            want = None if isinstance(value, (list, tuple)) else "a list"
+        elif isinstance(default, (bool, int, float, str)):
+            want = _wanted_type(default, value)
         else:
             continue
-        if not ok:
+        if want is not None:
             raise ConfigError(f"--set model.{key}: expected {want} (model {name!r} has {default!r}), found {value!r}")
 
 
